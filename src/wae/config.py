@@ -1,0 +1,336 @@
+"""Typed configurations (dataclasses) with a YAML round trip and ``--set key=value`` overrides.
+
+A run is described by :class:`RunConfig`: the model (its registered name plus the fields of that model's own
+config dataclass), the data, and the training schedule. ``to_dict``/``from_dict`` round-trip exactly through YAML;
+unknown keys and values of the wrong type raise :class:`wae.errors.ConfigError` with one clear line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "from_dict", "to_dict", "apply_overrides",
+           "load_yaml", "dump_yaml", "load_preset", "list_presets", "PRESET_DIR"]
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model's config; each model registers its own subclass."""
+
+    latent_dim: int = 8
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist-5k"
+    """Training data set (``wae datasets`` lists them; ``npz:/path.npz`` and ``folder:/dir`` for your own)."""
+    data_dir: str | None = None
+    split: str = "train"
+    eval_dataset: str | None = None
+    """Where test metrics come from, e.g. ``mnist:test``; default: the training set's ``test`` split."""
+    eval_data_dir: str | None = None
+    """Directory for the evaluation data set; default: ``data_dir``."""
+    limit: int | None = None
+    """Use only this many training examples (a deterministic random subset)."""
+    eval_limit: int | None = 10000
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_steps: int = -1
+    max_minutes: float | None = None
+    """Stop training after this many minutes (the main job uses 7 to fit its 10-minute budget)."""
+    batch_size: int = 100
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_milestones: list[int] = field(default_factory=list)
+    """Epochs at which the learning rate changes (WAE MNIST: 30 and 50)."""
+    lr_factors: list[float] = field(default_factory=list)
+    """Multipliers of the initial lr that take effect at each milestone (WAE MNIST: 0.5 and 0.1)."""
+    critic_lr: float = 5e-4
+    critic_betas: tuple[float, float] = (0.5, 0.999)
+    pretrain_steps: int = 0
+    """Encoder pre-training steps before the main objective (0 = off)."""
+    pretrain_lr: float = 1e-3
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: str = "1"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    sync_batchnorm: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    deterministic: bool = False
+    log_every: int = 10
+    checkpoint_every_minutes: float = 5.0
+    on_nan: str = "stop"
+    """``stop`` (default: keep the last good checkpoint and exit ≠ 0) or ``skip`` (drop the bad batch)."""
+    progress: bool = True
+    eval_every_epochs: int = 0
+    """Compute test metrics every N epochs during training (0 = only at the end)."""
+    figures: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: str = "gm-wae"
+    model_config: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # --- dict / YAML ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "model": {"name": self.model, **to_dict(self.model_config)},
+            "data": to_dict(self.data),
+            "train": to_dict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        from .models.registry import get_model_entry
+
+        if not isinstance(d, dict):
+            raise ConfigError("a run config must be a mapping with keys model, data, train")
+        unknown = set(d) - {"model", "data", "train"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: model, data, train")
+        mdict = dict(d.get("model") or {})
+        if not isinstance(mdict, dict) or "name" not in mdict:
+            raise ConfigError("config section 'model' needs a 'name' (e.g. wae-mmd, gm-wae)")
+        name = mdict.pop("name")
+        entry = get_model_entry(name)
+        return cls(
+            model=name,
+            model_config=from_dict(entry.config_cls, mdict, "model"),
+            data=from_dict(DataConfig, d.get("data") or {}, "data"),
+            train=from_dict(TrainConfig, d.get("train") or {}, "train"),
+        )
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RunConfig":
+        return cls.from_dict(_safe_yaml(text, "config"))
+
+    def validate(self) -> "RunConfig":
+        t = self.train
+        checks = [
+            (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
+            (t.batch_size >= 2, f"train.batch_size must be >= 2 (MMD needs pairs), got {t.batch_size}"),
+            (t.lr > 0 and math.isfinite(t.lr), f"train.lr must be a positive number, got {t.lr}"),
+            (t.critic_lr > 0, f"train.critic_lr must be positive, got {t.critic_lr}"),
+            (len(t.lr_milestones) == len(t.lr_factors), "train.lr_milestones and train.lr_factors differ in length"),
+            (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {t.on_nan!r}"),
+            (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
+            (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return self
+
+
+# --- generic dataclass <-> dict ------------------------------------------------------------------------------
+
+
+def to_dict(obj) -> dict:
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp, where: str):
+    """Convert ``value`` (from YAML or the command line) to the annotated type ``tp`` or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        seq = [_coerce(v, inner, where) for v in value]
+        return tuple(seq) if origin is tuple else seq
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if math.isnan(out):
+            raise ConfigError(f"{where}: NaN is not a valid value")
+        return out
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    return value
+
+
+def from_dict(cls, d: dict, where: str = ""):
+    """Build dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors."""
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.init}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} in {where or cls.__name__}; "
+            f"known: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _safe_yaml(text: str, what: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise ConfigError(f"{what}: not valid YAML ({first})") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {p}: {e}") from None
+    data = _safe_yaml(text, str(p))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config file must hold a mapping")
+    return data
+
+
+def dump_yaml(d: dict) -> str:
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+
+
+def deep_update(base: dict, upd: dict) -> dict:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> dict:
+    """Apply ``key=value`` overrides to a run dict. Keys are ``section.field`` or a bare field name that is
+    unambiguous across the sections (``lr`` → ``train.lr``; ``latent_dim`` → ``model.latent_dim``).
+    Values are parsed as YAML scalars/lists and type-checked later by :meth:`RunConfig.from_dict`."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    sections = {
+        "model": model_fields | {"name"},
+        "data": {f.name for f in fields(DataConfig)},
+        "train": {f.name for f in fields(TrainConfig)},
+    }
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if "." in key:
+            sec, name = key.split(".", 1)
+            if sec not in sections:
+                raise ConfigError(f"--set {key}: unknown section {sec!r}; known: model, data, train")
+            if name not in sections[sec]:
+                raise ConfigError(f"--set {key}: unknown key {name!r} in {sec}; known: {', '.join(sorted(sections[sec]))}")
+        else:
+            hits = [s for s, names in sections.items() if key in names]
+            if not hits:
+                raise ConfigError(f"--set {key}: unknown key; use section.key with one of the keys `wae config` shows")
+            if len(hits) > 1:
+                raise ConfigError(f"--set {key}: ambiguous, say {' or '.join(h + '.' + key for h in hits)}")
+            sec, name = hits[0], key
+        d.setdefault(sec, {})
+        d[sec][name] = value
+    return d
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    p = PRESET_DIR / f"{name}.yaml"
+    if not p.exists():
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
+    return load_yaml(p)

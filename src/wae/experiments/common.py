@@ -1,0 +1,74 @@
+"""Helpers shared by the reproductions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io import atomic_write_text
+
+SHARED_MNIST_TEST = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mnist-test"
+
+
+def default_mnist(quick: bool) -> tuple[str, str | None, str | None]:
+    """(train data, eval data, eval dir): full MNIST if present, else mnist-5k; the official test set when found."""
+    from ..data import load_dataset
+    from ..errors import WAEError
+
+    train = "mnist-5k"
+    if not quick:
+        try:
+            load_dataset("mnist", "train", download=False)
+            train = "mnist"
+        except (WAEError, TypeError):
+            train = "mnist-5k"
+    for cand in (Path("../shared/data/mnist-test"), SHARED_MNIST_TEST):
+        if (cand / "t10k-images-idx3-ubyte.gz").exists() or (cand / "t10k-images-idx3-ubyte").exists():
+            return train, "mnist:test", str(cand.resolve())
+    return train, None, None
+
+
+def base_config(model: str, preset: str, sets: list[str]):
+    from ..cli import resolve_config
+    from ..config import list_presets
+
+    return resolve_config(model, preset if preset in list_presets() else None, None, None, sets)
+
+
+def train_quiet(cfg, out: Path, callbacks=None, init_state=None):
+    from ..training.run import load_data_for, train
+
+    cfg.train.progress = False
+    metrics, model = train(cfg, out, quiet=True, callbacks=callbacks, init_state=init_state, return_model=True)
+    _, eval_ds = load_data_for(cfg)
+    return metrics, model, eval_ds
+
+
+def embed_2d(z: np.ndarray) -> tuple[np.ndarray, str]:
+    """UMAP when umap-learn is installed, else PCA."""
+    if z.shape[1] <= 2:
+        return z[:, :2], "raw"
+    try:
+        import umap  # type: ignore
+
+        return umap.UMAP(n_components=2, random_state=0).fit_transform(z), "umap"
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2).fit_transform(z), "pca"
+
+
+def finish_report(out: Path, title: str, cfg, metrics: dict, paper: dict, notes: list[str], quick: bool) -> Path:
+    from ..reports import metrics_table
+
+    lines = [f"# {title}", ""]
+    if quick:
+        lines += ["**Quick run** (`--quick`): a few minutes on a CPU with small networks; numbers are not comparable "
+                  "to the paper's. Run without `--quick` for the paper's budget.", ""]
+    lines += notes and [*(f"- {n}" for n in notes), ""] or []
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    lines += ["## Metrics (ours beside the paper's)", "", metrics_table(flat, paper), "", "## Figures", ""]
+    for f in sorted((out / "figures").glob("*.png")):
+        lines += [f"### {f.stem}", "", f"![{f.stem}](figures/{f.name})", ""]
+    lines += ["## Config", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
+    return atomic_write_text(out / "report.md", "\n".join(lines))

@@ -1,0 +1,142 @@
+"""The interface every model implements, and helpers they share.
+
+A model is an ``nn.Module`` built from its typed config and the per-example data shape. The training engine only
+calls :meth:`AutoEncoderModel.loss` (named terms, ``"loss"`` is minimised), the optional pre-training loss and,
+for adversarial models, :meth:`critic_loss`. Keys of the returned dict that start with ``_`` are not logged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..divergences import Kernel, build_kernel, mmd
+from ..errors import ConfigError
+from ..priors import Prior
+
+__all__ = ["AutoEncoderModel", "identity_gather", "squared_l2"]
+
+
+def identity_gather(t: Tensor) -> Tensor:
+    return t
+
+
+def squared_l2(x: Tensor, y: Tensor) -> Tensor:
+    """‖x − y‖² per example (summed over all but the first dimension)."""
+    return (x - y).pow(2).flatten(1).sum(1)
+
+
+class AutoEncoderModel(nn.Module):
+    """Common interface: encode, decode, reconstruct, sample(n), loss(x) → named terms."""
+
+    config: ModelConfig
+    prior: Prior
+    has_critic: bool = False
+    has_discrete_latent: bool = False
+
+    def __init__(self, config: ModelConfig, data_shape: tuple[int, ...]):
+        super().__init__()
+        self.config = config
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.is_image = len(self.data_shape) == 3
+        # Batch-level divergences gather codes across processes through this hook (identity on one process).
+        self.gather: Callable[[Tensor], Tensor] = identity_gather
+        self.rank: int = 0
+
+    # --- what every model provides --------------------------------------------------------------------------
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        """A deterministic code for x (the posterior mean, or the mean of the most likely component)."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The decoder's mean in data space."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.prior.sample((n,), generator=generator))
+
+    def posterior_samples(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Samples of the aggregated posterior q(z) for x: (z, weights or None, groups or None) — MMD-ready."""
+        return self.encode(x), None, None
+
+    # --- optional ------------------------------------------------------------------------------------------
+    def pretrain_loss(self, x: Tensor) -> Tensor | None:
+        """Loss for the encoder pre-training phase, or None when the model has none."""
+        return None
+
+    def cluster_probs(self, x: Tensor) -> Tensor | None:
+        """q(k | x) for models with a discrete latent (N × K), else None."""
+        return None
+
+    def sample_component(self, k: int, n: int, std_scale: float = 1.0, generator=None) -> Tensor:
+        if self.prior.num_components == 1 and k != 0:
+            raise ConfigError(f"{type(self).__name__} has no mixture components to sample from (only 0)")
+        return self.decode(self.prior.sample_component(k, n, std_scale, generator))
+
+    def critic_loss(self, codes: Tensor) -> Tensor:  # pragma: no cover - adversarial models only
+        raise NotImplementedError
+
+    def critic_parameters(self):
+        return []
+
+    def main_parameters(self):
+        crit = {id(p) for p in self.critic_parameters()}
+        return [p for p in self.parameters() if id(p) not in crit]
+
+    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
+        """Extra per-batch test metrics (means over the batch), e.g. the ELBO for VAE-type models."""
+        return {}
+
+    # --- shared helpers ------------------------------------------------------------------------------------
+    def output(self, logits: Tensor) -> Tensor:
+        """Decoder logits → data-space mean: sigmoid for images in [0, 1], identity for vector data."""
+        return torch.sigmoid(logits) if self.is_image else logits
+
+    def build_kernel(self, name: str, base: float | str, scales) -> Kernel:
+        if base == "auto" or base is None or base == "prior":
+            value = self.prior.expected_sq_dist()
+        elif base == "gaussian":
+            value = 2.0 * self.prior.dim * self.prior.std**2
+        else:
+            try:
+                value = float(base)
+            except (TypeError, ValueError):
+                raise ConfigError(f"model.kernel_base must be a number, 'auto' or 'gaussian', got {base!r}") from None
+        return build_kernel(name, value, scales)
+
+    def prior_mmd(self, z: Tensor, weights: Tensor | None = None, groups: Tensor | None = None) -> Tensor:
+        """λ-free MMD between posterior samples and fresh prior samples over the *global* batch.
+
+        Each process draws prior samples for its own codes (as many as codes for a Gaussian; for a mixture,
+        ⌈n/K⌉ per component, stratified — see ``Prior.sample_stratified``); codes, weights, group ids and prior
+        samples are then gathered across processes, so N processes compute exactly the MMD of one process on the
+        concatenated batch. Weights are renormalised to sum to 1 after gathering.
+        """
+        n = z.shape[0]
+        if self.prior.num_components > 1:
+            m = max(1, math.ceil(n / self.prior.num_components))
+            zp, wp, gp = self.prior.sample_stratified(m)
+        else:
+            zp, wp, gp = self.prior.rsample((n,)), None, None
+        if self.gather is not identity_gather:
+            offset = self.rank * (1 << 32)
+            z, zp = self.gather(z), self.gather(zp.detach())
+            weights = self.gather(weights) if weights is not None else None
+            groups = self.gather(groups + offset) if groups is not None else None
+            wp = self.gather(wp) if wp is not None else None
+            gp = self.gather(gp + offset) if gp is not None else None
+        if weights is not None:
+            weights = weights / weights.sum()
+        if wp is not None:
+            wp = wp / wp.sum()
+        return mmd(z, zp, self.kernel, weights, wp, groups, gp)

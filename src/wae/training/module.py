@@ -1,0 +1,175 @@
+"""A thin LightningModule: optimisers, schedules, logging and fault checks around a model's ``loss(x)``.
+
+The training data live on the training device as one tensor and are batched by index (no per-step host→device
+copies, no DataLoader workers). Under DDP the model's ``gather`` hook is an autograd-aware all-gather so that
+batch-level divergences (MMD, the latent critic) see the global batch.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from ..config import TrainConfig
+from ..errors import TrainingError
+from ..models.base import AutoEncoderModel, identity_gather
+
+__all__ = ["LitAutoEncoder", "all_gather_with_grad", "lr_multiplier"]
+
+
+def all_gather_with_grad(t: Tensor) -> Tensor:
+    """Concatenate ``t`` from every process along dim 0; gradients flow back to each process's own slice."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    if t.requires_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(t), dim=0)
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def lr_multiplier(epoch: int, milestones: list[int], factors: list[float]) -> float:
+    """Piecewise-constant schedule: the factor of the last milestone reached (1.0 before the first)."""
+    f = 1.0
+    for m, fac in zip(milestones, factors):
+        if epoch >= m:
+            f = fac
+    return f
+
+
+class LitAutoEncoder(L.LightningModule):
+    def __init__(self, model: AutoEncoderModel, cfg: TrainConfig, train_x: Tensor | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.train_x = train_x
+        self.automatic_optimization = not model.has_critic
+        self.pretrain_history: list[float] = []
+        self._t0 = time.time()
+
+    # --- setup ------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.train_x is not None and self.train_x.device != self.device:
+            self.train_x = self.train_x.to(self.device)
+            if self.cfg.channels_last and self.train_x.dim() == 4:
+                self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
+        ws = self.trainer.world_size
+        if ws > 1:
+            self.model.gather = all_gather_with_grad
+            self.model.rank = self.trainer.global_rank
+        if self.cfg.pretrain_steps > 0 and self.trainer.global_step == 0 and not self.pretrain_history:
+            self._pretrain()
+        # Prior samples must differ across processes: one stream per rank.
+        torch.manual_seed(self.cfg.seed * 1000 + 17 + self.trainer.global_rank + 7919 * self.trainer.global_step)
+
+    def on_fit_end(self) -> None:
+        self.model.gather = identity_gather
+        self.model.rank = 0
+
+    def _pretrain(self) -> None:
+        """Encoder pre-training (same random stream on every process, so replicas stay identical)."""
+        if self.model.pretrain_loss(self.train_x[:2]) is None:
+            return
+        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 12345)
+        opt = torch.optim.Adam(self.model.main_parameters(), lr=self.cfg.pretrain_lr, betas=(0.9, 0.999))
+        n = self.train_x.shape[0]
+        self.model.train()
+        for step in range(self.cfg.pretrain_steps):
+            idx = torch.randint(0, n, (self.cfg.batch_size,), generator=g).to(self.device)
+            loss = self.model.pretrain_loss(self.train_x[idx])
+            if not torch.isfinite(loss):
+                raise TrainingError(f"non-finite pre-training loss at pre-training step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.pretrain_history.append(float(loss.detach()))
+
+    # --- optimisation -----------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        c = self.cfg
+        opt = torch.optim.Adam(self.model.main_parameters(), lr=c.lr, betas=tuple(c.betas), eps=c.eps,
+                               weight_decay=c.weight_decay)
+        ms, fs = list(c.lr_milestones), list(c.lr_factors)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_multiplier(e, ms, fs))
+        if not self.model.has_critic:
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        copt = torch.optim.Adam(self.model.critic_parameters(), lr=c.critic_lr, betas=tuple(c.critic_betas))
+        csched = torch.optim.lr_scheduler.LambdaLR(copt, lambda e: lr_multiplier(e, ms, fs))
+        return [opt, copt], [{"scheduler": sched, "interval": "epoch"}, {"scheduler": csched, "interval": "epoch"}]
+
+    def _batch(self, idx: Tensor) -> Tensor:
+        return self.train_x[idx.to(self.train_x.device)]
+
+    def _check(self, terms: dict[str, Tensor]) -> bool:
+        bad = [k for k, v in terms.items() if not k.startswith("_") and not torch.isfinite(v).all()]
+        if not bad:
+            return True
+        msg = f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}) in term(s) {', '.join(bad)}"
+        if self.cfg.on_nan == "skip":
+            self.print(f"warning: {msg}; batch skipped")
+            return False
+        raise TrainingError(msg + "; the last good checkpoint is kept (train.on_nan=skip drops bad batches)")
+
+    def _log_terms(self, terms: dict[str, Tensor]) -> None:
+        logged = {f"train/{k}": v.detach() for k, v in terms.items() if not k.startswith("_")}
+        self.log_dict(logged, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
+        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+
+    def training_step(self, idx: Tensor, batch_idx: int):
+        x = self._batch(idx)
+        if self.model.has_critic:
+            return self._adversarial_step(x)
+        terms = self.model.loss(x)
+        if not self._check(terms):
+            return None
+        if self.global_step % max(1, self.cfg.log_every) == 0:
+            self._log_terms(terms)
+        return terms["loss"]
+
+    def _adversarial_step(self, x: Tensor):
+        """Algorithm 1: one critic ascent step, then one encoder/decoder descent step (shared encoder pass)."""
+        opt, copt = self.optimizers()
+        codes = self.model.codes(x)
+        closs = self.model.critic_loss(codes)
+        terms_c = {"critic": closs}
+        if not self._check(terms_c):
+            return None
+        copt.zero_grad(set_to_none=True)
+        self.manual_backward(closs)
+        copt.step()
+        terms = self.model.loss(x, codes=codes)
+        if not self._check(terms):
+            return None
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(terms["loss"])
+        # the critic received gradients through the encoder's penalty; they are not applied
+        for p in self.model.critic_parameters():
+            p.grad = None
+        opt.step()
+        if self.global_step % max(1, self.cfg.log_every) == 0:
+            self._log_terms({**terms, "critic": closs})
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        if self.model.has_critic:
+            for s in self.lr_schedulers():
+                s.step()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if not bad:
+            return
+        msg = f"non-finite gradient at step {self.global_step} in {bad[0]} (+{len(bad) - 1} more)"
+        if self.cfg.on_nan == "skip":
+            self.print(f"warning: {msg}; update skipped")
+            for p in self.model.parameters():
+                p.grad = None
+            return
+        raise TrainingError(msg + "; the last good checkpoint is kept")

@@ -1,0 +1,210 @@
+"""``wae train``: a whole run — data, model, Lightning fit, export, evaluation, figures, report."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..errors import ConfigError, TrainingError, WAEError
+from ..io import atomic_write_text, save_model, write_json
+
+__all__ = ["train", "prepare_run_dir", "load_data_for"]
+
+log = logging.getLogger("wae")
+
+
+def _parse_devices(v: str):
+    v = str(v).strip()
+    if v == "auto":
+        return "auto"
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return [int(s) for s in v.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"train.devices must be 'auto', a count or a list like 0,1; got {v!r}") from None
+
+
+class RunLock:
+    """An exclusive lock file in the run directory: a second concurrent run in the same directory is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid = None
+            try:
+                pid = int(self.path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pass
+            if pid and _pid_alive(pid):
+                raise WAEError(f"{self.path.parent} is in use by another run (pid {pid}); pick another --out") from None
+            # stale lock from a killed process: take it over
+            self.path.unlink(missing_ok=True)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(self.fd, str(os.getpid()).encode())
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_run_dir(out: str | Path, resume: bool) -> Path:
+    run_dir = Path(out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise WAEError(f"cannot write to output directory {run_dir}: {e.strerror or e}") from None
+    if not resume and (run_dir / "model.safetensors").exists() and os.environ.get("WAE_OVERWRITE") != "1":
+        pass  # re-training into a finished run overwrites it file by file (atomically); resume continues it
+    return run_dir
+
+
+def load_data_for(cfg: RunConfig):
+    """(train, eval) data sets for a run config."""
+    from ..data import load_dataset
+
+    d = cfg.data
+    train_ds = load_dataset(d.dataset, d.split, data_dir=d.data_dir)
+    if d.limit:
+        train_ds = train_ds.subset(d.limit, seed=cfg.train.seed)
+    eval_name = d.eval_dataset or f"{d.dataset}:test"
+    eval_dir = d.eval_data_dir or d.data_dir
+    try:
+        eval_ds = load_dataset(eval_name, "test", data_dir=eval_dir)
+    except WAEError:
+        if d.eval_dataset:
+            raise
+        eval_ds = train_ds  # a data set without a test split is evaluated on its training data
+        log.warning("%s has no test split: evaluating on the training data", d.dataset)
+    if d.eval_limit and len(eval_ds) > d.eval_limit:
+        eval_ds = eval_ds.subset(d.eval_limit, seed=0)
+    if tuple(eval_ds.shape) != tuple(train_ds.shape):
+        raise WAEError(f"evaluation data {eval_name} has shape {eval_ds.shape}, training data {train_ds.shape}")
+    return train_ds, eval_ds
+
+
+def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False, callbacks=None,
+          init_state: dict | None = None, return_model: bool = False):
+    """Train ``cfg`` into run directory ``out``; returns the test metrics (and the model if ``return_model``).
+
+    ``callbacks`` are extra Lightning callbacks; ``init_state`` a state dict loaded into the model before training
+    (e.g. GM-VAE initialised from a trained GM-WAE).
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from ..models.registry import create_model
+    from .checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
+    from .module import LitAutoEncoder
+
+    cfg.validate()
+    run_dir = prepare_run_dir(out, resume)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0)
+    if resume and (run_dir / "config.yaml").exists():
+        saved = RunConfig.from_yaml((run_dir / "config.yaml").read_text())
+        if saved.to_dict()["model"] != cfg.to_dict()["model"]:
+            raise WAEError(f"--resume: {run_dir}/config.yaml describes a different model; use another --out")
+    if rank == 0:
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+
+    train_ds, eval_ds = load_data_for(cfg)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    model = create_model(cfg.model, train_ds.shape, cfg.model_config)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    tc = cfg.train
+    lit = LitAutoEncoder(model, tc, train_ds.x)
+    n = len(train_ds)
+    if n < tc.batch_size:
+        raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {n} training examples")
+    g = torch.Generator().manual_seed(tc.seed)
+    loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True, drop_last=True,
+                                         generator=g)
+    callbacks = [PeriodicCheckpoint(ckpt_dir, tc.checkpoint_every_minutes), *(callbacks or [])]
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
+    strategy = tc.strategy
+    if strategy == "ddp" and str(tc.accelerator) == "cpu":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo", checkpoint_io=AtomicCheckpointIO())
+    trainer = L.Trainer(
+        max_epochs=tc.epochs,
+        max_steps=tc.max_steps,
+        max_time={"minutes": tc.max_minutes} if tc.max_minutes else None,
+        accelerator=tc.accelerator,
+        devices=_parse_devices(tc.devices),
+        strategy=strategy,
+        num_nodes=tc.num_nodes,
+        precision=tc.precision,
+        sync_batchnorm=tc.sync_batchnorm,
+        deterministic=tc.deterministic,
+        logger=CSVLogger(save_dir=str(run_dir), name="logs"),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()] if not hasattr(strategy, "checkpoint_io") else None,
+        enable_checkpointing=False,
+        enable_progress_bar=tc.progress and not quiet,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, tc.log_every),
+        num_sanity_val_steps=0,
+        default_root_dir=str(run_dir),
+    )
+    t0 = time.time()
+    ckpt_path = str(last) if resume and last.exists() else None
+    if resume and ckpt_path is None and not quiet and rank == 0:
+        print(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
+    try:
+        trainer.fit(lit, loader, ckpt_path=ckpt_path)
+    except TrainingError:
+        raise
+    except WAEError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except torch.OutOfMemoryError:
+        raise TrainingError("out of memory on the training device: lower train.batch_size or model.width; "
+                            f"the last checkpoint in {ckpt_dir} is intact (--resume continues)") from None
+    if trainer.interrupted:
+        raise TrainingError(f"training interrupted; resume with --resume (checkpoint: {last})")
+    wall = time.time() - t0
+    if not trainer.is_global_zero:
+        return ({}, lit.model) if return_model else {}
+    model = lit.model.cpu().eval()
+    save_model(model, run_dir, cfg)
+    from ..evaluation.runner import evaluate_run
+
+    metrics = evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra={
+        "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
+        "train/pretrain_final": lit.pretrain_history[-1] if lit.pretrain_history else None,
+    }, figures=tc.figures)
+    return (metrics, model) if return_model else metrics
