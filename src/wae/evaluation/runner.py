@@ -96,7 +96,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
             grid = torch.cat([x[40:48].unsqueeze(1), dec, x[48:56].unsqueeze(1)], 1).reshape(-1, *x.shape[1:])
             paths.append(F.save_image_grid(grid, fig_dir / "interpolations.png", nrow=12,
                                            title="latent interpolations between test pairs (ends: data)"))
-            K = model.prior.num_components
+            K = getattr(model, "num_components", model.prior.num_components)
             if K > 1:
                 per = torch.stack([model.sample_component(k, 8) for k in range(K)], 1)  # (8, K, ...)
                 paths.append(F.save_image_grid(per.reshape(-1, *x.shape[1:]), fig_dir / "samples_per_component.png",

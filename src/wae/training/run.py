@@ -120,6 +120,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     from ..models.registry import create_model
     from .checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
     from .module import LitAutoEncoder
@@ -175,7 +179,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         enable_checkpointing=False,
         enable_progress_bar=tc.progress and not quiet,
         enable_model_summary=False,
-        log_every_n_steps=max(1, tc.log_every),
+        log_every_n_steps=1,  # the module logs every train.log_every steps itself
         num_sanity_val_steps=0,
         default_root_dir=str(run_dir),
     )

@@ -1,0 +1,202 @@
+"""Your own data: ``npz:/path/file.npz`` (arrays) and ``folder:/path/dir`` (image files).
+
+``npz``
+    Keys ``x`` and optionally ``y`` (integer labels); ``x_test``/``y_test`` give a ``test`` split. A plain ``.npy``
+    file is read as ``x`` without labels. ``x`` may be
+
+    * images ``N×C×H×W`` (C ≤ 4), ``N×H×W×C`` (channels last, C in 1/3/4, recognised when dimension 1 is > 4), or
+      ``N×H×W`` (one channel). uint8 (or other integer) values are divided by 255; float values must be finite
+      and lie in [0, 1], or in [0, 255] in which case they are divided by 255 (any value > 1 means 0..255).
+    * vectors ``N×D``: kept as float32 (any finite values, not rescaled).
+
+    The file is opened with ``allow_pickle=False``: object arrays are refused.
+
+``folder``
+    All ``.png/.jpg/.jpeg/.bmp`` files of a directory (case-insensitive suffix, sorted by path). If the directory
+    has sub-folders holding images, each sub-folder (sorted by name; searched recursively) is a class and gives the
+    labels; otherwise there are no labels. Images are resized to ``size`` (an int or ``(H, W)``; default: the size
+    of the first image) and are grayscale if every file is grayscale ("L"/"LA"/"1"), else RGB.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ._images import IMAGE_SUFFIXES, image_header, load_images
+from .core import Dataset, images_to_tensor, labels_to_tensor, one_line, register_dataset
+
+__all__ = ["load_npz", "load_folder", "array_to_x"]
+
+
+# --- npz ----------------------------------------------------------------------------------------------------------
+
+
+def array_to_x(x: np.ndarray, what: str) -> torch.Tensor:
+    """An ``x`` array (see module doc) → float32 tensor: images ``N×C×H×W`` in [0, 1] or vectors ``N×D``."""
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8) * 255
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{what} has dtype {x.dtype}; expected integer or float numbers")
+    if x.ndim not in (2, 3, 4) or x.shape[0] == 0 or 0 in x.shape:
+        raise DataError(f"{what} has shape {x.shape}; expected N×D vectors or N×C×H×W, N×H×W×C or N×H×W images "
+                        f"with N ≥ 1")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] > 4:
+        if x.shape[3] not in (1, 3, 4):
+            raise DataError(f"{what} has shape {x.shape}; images must be N×C×H×W or N×H×W×C with 1, 3 or 4 "
+                            f"channels")
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim == 2:  # vectors: keep the values
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise DataError(f"{what} contains NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if x.dtype == np.uint8:
+        return images_to_tensor(x)
+    lo, hi = x.min(), x.max()
+    if np.issubdtype(x.dtype, np.floating) and not (np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError(f"{what} contains NaN or infinite values")
+    if lo < 0 or hi > 255:
+        raise DataError(f"{what} has values in [{lo:g}, {hi:g}]; image values must lie in [0, 1] or [0, 255]")
+    if np.issubdtype(x.dtype, np.integer) or hi > 1:
+        scaled = x.astype(np.float32) / np.float32(255)
+    else:
+        scaled = x.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(scaled))
+
+
+def _labels(y: np.ndarray, n: int, what: str) -> tuple[torch.Tensor, int]:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(f"{what} has shape {y.shape}; expected {n} labels (one per example)")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or not np.equal(np.mod(y, 1), 0).all():
+            raise DataError(f"{what} must hold integer class labels")
+    elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        raise DataError(f"{what} has dtype {y.dtype}; expected integer class labels")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{what} holds negative labels; labels must be 0..K-1")
+    return labels_to_tensor(y), int(y.max()) + 1
+
+
+def load_npz(path: str | os.PathLike, split: str = "train") -> Dataset:
+    """The ``train`` (keys ``x``, ``y``) or ``test`` (``x_test``, ``y_test``) split of an ``.npz`` file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"npz: file {path} not found; pass npz:/path/to/file.npz with keys x (and optionally y)")
+    xk, yk = ("x", "y") if split == "train" else (f"x_{split}", f"y_{split}")
+    fix = "save it with numpy.savez(path, x=..., y=...)"
+    try:
+        # Our own file handle: np.load leaks the one it opens when the zip is corrupt.
+        with open(path, "rb") as fh:
+            loaded = np.load(fh, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # a .npy file: x only
+                if split != "train":
+                    raise DataError(f"npz: {path} is a single array and has no {split} split")
+                x, y = loaded, None
+            else:
+                with loaded as f:
+                    x, y = _read_keys(f, path, xk, yk, split)
+    except DataError:
+        raise
+    except Exception as e:  # BadZipFile, ValueError (pickled data), OSError, EOFError, zlib errors, ...
+        raise DataError(f"npz: cannot read {path} ({one_line(e)}); {fix}") from e
+    tx = array_to_x(x, f"npz: {path} key {xk}")
+    ty, k = (None, None) if y is None else _labels(y, tx.shape[0], f"npz: {path} key {yk}")
+    return Dataset(f"npz:{path}:{split}", tx, ty, num_classes=k)
+
+
+def _read_keys(f, path: Path, xk: str, yk: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if xk not in f.files:
+        if split == "train":
+            raise DataError(f"npz: {path} has no key 'x' (keys: {', '.join(f.files) or 'none'}); save it with "
+                            f"numpy.savez(path, x=..., y=...)")
+        raise DataError(f"npz: {path} has no {split} split (no key {xk!r}); add {xk}/{yk} arrays for one")
+    x = np.asarray(f[xk])
+    y = np.asarray(f[yk]) if yk in f.files else None
+    return x, y
+
+
+@register_dataset("npz", description="your own arrays: npz:/path/file.npz with keys x (and y; x_test/y_test for a "
+                  "test split)", splits=("train", "test"), image=False, path_kw="path",
+                  locate=lambda d: (True, "your file: npz:/path/to/file.npz"))
+def _npz(split: str, data_dir: Path | None, path: str | os.PathLike | None = None) -> Dataset:
+    if path is None or str(path) == "":
+        raise DataError("npz: no file given; use npz:/path/to/file.npz (or load_dataset('npz', path=...))")
+    p = Path(path).expanduser()
+    if not p.is_absolute() and data_dir is not None and not p.exists():
+        p = data_dir / p
+    return load_npz(p, split)
+
+
+# --- folder -------------------------------------------------------------------------------------------------------
+
+
+def _image_files(d: Path, recursive: bool) -> list[Path]:
+    it = d.rglob("*") if recursive else d.iterdir()
+    return sorted(p for p in it if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _parse_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        vals = (int(size), int(size))
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size):
+        vals = (int(size[0]), int(size[1]))
+    else:
+        raise DataError(f"folder: size must be an int or (height, width), got {size!r}")
+    if min(vals) < 1:
+        raise DataError(f"folder: size must be positive, got {size!r}")
+    return vals
+
+
+def load_folder(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> Dataset:
+    """The images of directory ``path`` (see the module doc for labels, size and colour)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"folder: directory {root} not found; pass folder:/path/to/images")
+    try:
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _image_files(d, recursive=True))
+        top = _image_files(root, recursive=False)
+        per_class = [_image_files(d, recursive=True) for d in class_dirs]
+    except OSError as e:
+        raise DataError(f"folder: cannot list {root} ({one_line(e)})") from e
+    if class_dirs and top:
+        raise DataError(f"folder: {root} has images both at the top level (e.g. {top[0].name}) and in sub-folders "
+                        f"(classes); put all images in class sub-folders or none")
+    if class_dirs:
+        files = [p for group in per_class for p in group]
+        labels = np.concatenate([np.full(len(g), k, dtype=np.int64) for k, g in enumerate(per_class)])
+    else:
+        files, labels = top, None
+    if not files:
+        raise DataError(f"folder: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images in {root}")
+    headers = [image_header(p, "folder") for p in files]
+    hw = _parse_size(size) or headers[0][1]
+    mode = "L" if all(m in ("L", "LA", "1") for m, _ in headers) else "RGB"
+    images = load_images(files, hw, mode, "folder")
+    y = None if labels is None else labels_to_tensor(labels)
+    return Dataset(f"folder:{root}", images_to_tensor(images, channels_last=True), y,
+                   num_classes=len(class_dirs) if class_dirs else None)
+
+
+@register_dataset("folder", description="your own images: folder:/path/dir of png/jpg/bmp files (class sub-folders "
+                  "give labels)", splits=("train",), path_kw="path",
+                  locate=lambda d: (True, "your directory: folder:/path/to/dir"))
+def _folder(split: str, data_dir: Path | None, path: str | os.PathLike | None = None,
+            size: int | tuple[int, int] | None = None) -> Dataset:
+    if path is None or str(path) == "":
+        raise DataError("folder: no directory given; use folder:/path/to/dir (or load_dataset('folder', path=...))")
+    p = Path(path).expanduser()
+    if not p.is_absolute() and data_dir is not None and not p.exists():
+        p = data_dir / p
+    return load_folder(p, size)

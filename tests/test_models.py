@@ -1,0 +1,171 @@
+"""Models: objectives against brute-force references, interfaces, save/load."""
+import math
+
+import pytest
+import torch
+
+from wae.config import RunConfig
+from wae.divergences import mmd_brute_force
+from wae.errors import ConfigError
+from wae.io import load_model, save_model
+from wae.models import create_model, list_models
+
+
+def test_registry_lists_the_core_models():
+    names = {e.name for e in list_models()}
+    assert {"wae-mmd", "wae-gan", "vae", "gm-wae", "gm-vae"} <= names
+    with pytest.raises(ConfigError, match="unknown model"):
+        create_model("nope", (1, 28, 28))
+
+
+@pytest.mark.parametrize("name", ["wae-mmd", "wae-gan", "vae", "gm-wae", "gm-vae"])
+def test_interface_shapes_on_images(name):
+    torch.manual_seed(0)
+    kw = {"width": 0.125}
+    m = create_model(name, (1, 28, 28), **kw)
+    x = torch.rand(6, 1, 28, 28)
+    terms = m.loss(x)
+    assert "loss" in terms and all(torch.isfinite(v).all() for v in terms.values())
+    terms["loss"].backward()
+    m.eval()
+    assert m.reconstruct(x).shape == x.shape
+    s = m.sample(4)
+    assert s.shape == (4, 1, 28, 28) and float(s.min()) >= 0 and float(s.max()) <= 1
+
+
+def _tiny_gm(objective="wae", S=1):
+    torch.manual_seed(0)
+    m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, samples_per_component=S, objective=objective,
+                     likelihood="gaussian", width=0.05, kernel_base="auto")
+    return m.double().eval()
+
+
+def test_gm_wae_exact_k_objective_equals_brute_force_loop():
+    m = _tiny_gm(S=2)
+    n, K, S = 4, 3, 2
+    x = torch.randn(n, 6, dtype=torch.float64)
+    torch.manual_seed(123)
+    terms = m.loss(x)
+    # replay the same random draws: eps for the codes, then the stratified prior samples
+    torch.manual_seed(123)
+    eps = torch.randn(n, K, S, 3, dtype=torch.float64)
+    zp, wp, gp = m.prior.sample_stratified(math.ceil(n * K * S / K))
+    wp = wp / wp.sum()
+    q = m.cluster_probs(x)
+    mu, logvar = m.q_continuous(x)
+    recon = 0.0
+    pts, w, g = [], [], []
+    for i in range(n):
+        for k in range(K):
+            for s in range(S):
+                z = mu[i, k] + (0.5 * logvar[i, k]).exp() * eps[i, k, s]
+                xr = m.decode(z[None])[0]
+                recon += float(q[i, k]) * float(((x[i] - xr) ** 2).sum()) / S
+                pts.append(z)
+                w.append(float(q[i, k]) / (n * S))
+                g.append(i)
+    recon = m.config.cost_scale * recon / n
+    kf = lambda a, b: float(m.kernel(a[None], b[None]))
+    ref_mmd = mmd_brute_force(torch.stack(pts), zp.double(), kf, w, wp.double(), g, gp)
+    assert float(terms["recon"]) == pytest.approx(recon, rel=1e-9)
+    assert float(terms["mmd"]) == pytest.approx(ref_mmd, rel=1e-7, abs=1e-10)
+    assert float(terms["loss"]) == pytest.approx(recon + m.config.lam * ref_mmd, rel=1e-7)
+
+
+def test_gm_vae_elbo_equals_brute_force_sum_over_k():
+    m = _tiny_gm(objective="vae")
+    n, K = 3, 3
+    x = torch.randn(n, 6, dtype=torch.float64)
+    torch.manual_seed(7)
+    terms = m.loss(x)
+    torch.manual_seed(7)
+    eps = torch.randn(n, K, 1, 3, dtype=torch.float64)
+    q = m.cluster_probs(x)
+    mu, logvar = m.q_continuous(x)
+    nll = klc = kld = 0.0
+    for i in range(n):
+        kld += float((q[i] * (q[i].log() - m.prior.log_weights)).sum())  # log(1/K) stored in float32
+        for k in range(K):
+            z = mu[i, k] + (0.5 * logvar[i, k]).exp() * eps[i, k, 0]
+            mean = m.decode(z[None])[0]
+            ll = torch.distributions.Normal(mean, 1.0).log_prob(x[i]).sum()
+            qk = torch.distributions.Normal(mu[i, k], (0.5 * logvar[i, k]).exp())
+            pk = torch.distributions.Normal(m.prior.means[k].double(), m.prior.std)
+            nll -= float(q[i, k] * ll)
+            klc += float(q[i, k] * torch.distributions.kl_divergence(qk, pk).sum())
+    assert float(terms["recon_nll"]) == pytest.approx(nll / n, rel=1e-9)
+    assert float(terms["kl_continuous"]) == pytest.approx(klc / n, rel=1e-9)
+    assert float(terms["kl_discrete"]) == pytest.approx(kld / n, rel=1e-9)
+
+
+def test_gm_pretraining_moves_heads_to_prior_moments():
+    torch.manual_seed(0)
+    m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05)
+    x = torch.randn(256, 6)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = float(m.pretrain_loss(x))
+    for _ in range(300):
+        loss = m.pretrain_loss(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(m.pretrain_loss(x)) < 0.05 * first
+    mu, _ = m.q_continuous(x)
+    assert torch.allclose(mu.mean(0), m.prior.means, atol=0.15)
+
+
+def test_vae_iwae_bound_at_least_elbo_and_elbo_matches_loss():
+    torch.manual_seed(0)
+    m = create_model("vae", (1, 28, 28), width=0.125, iw_samples=50).eval()
+    x = (torch.rand(5, 1, 28, 28) > 0.5).float()
+    with torch.no_grad():
+        em = m.eval_metrics(x)
+        lw = m.elbo_terms(x, 400)
+    assert float(em["iwae_bound"]) >= float(lw.mean()) - 1e-3
+    # the ELBO's Monte Carlo mean equals −(recon + KL) of loss() in expectation
+    with torch.no_grad():
+        losses = torch.stack([m.loss(x)["loss"] for _ in range(400)])
+    assert float(-lw.mean()) == pytest.approx(float(losses.mean()), rel=0.01)
+
+
+def test_wae_mmd_loss_is_recon_plus_lambda_mmd():
+    torch.manual_seed(0)
+    m = create_model("wae-mmd", (1, 28, 28), width=0.125).eval()
+    x = torch.rand(8, 1, 28, 28)
+    t = m.loss(x)
+    z = m.encode(x)
+    assert float(t["recon"]) == pytest.approx(0.05 * float(((m.decode(z) - x) ** 2).sum() / 8), rel=1e-5)
+    assert float(t["loss"]) == pytest.approx(float(t["recon"] + 10 * t["mmd"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["wae-mmd", "gm-wae", "vae"])
+def test_save_load_gives_identical_outputs(tmp_path, name):
+    torch.manual_seed(0)
+    m = create_model(name, (1, 28, 28), width=0.125).eval()
+    save_model(m, tmp_path)
+    m2 = load_model(tmp_path)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(m.reconstruct(x), m2.reconstruct(x))
+        z = m.prior.sample((3,))
+        assert torch.equal(m.decode(z), m2.decode(z))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_model_values_are_config_errors():
+    with pytest.raises(ConfigError, match="dim"):
+        create_model("gm-wae", (1, 28, 28), latent_dim=5, num_components=10)
+    with pytest.raises(ConfigError, match="penalty"):
+        create_model("wae-mmd", (1, 28, 28), penalty="nope", width=0.1)
+
+
+def test_run_config_yaml_round_trip_and_errors():
+    cfg = RunConfig.from_dict({"model": {"name": "gm-wae", "lam": 20}, "train": {"betas": [0.9, 0.99]}})
+    again = RunConfig.from_yaml(cfg.to_yaml())
+    assert again == cfg and again.model_config.lam == 20.0 and again.train.betas == (0.9, 0.99)
+    with pytest.raises(ConfigError, match="unknown key"):
+        RunConfig.from_dict({"model": {"name": "gm-wae", "lamda": 1}})
+    with pytest.raises(ConfigError, match="expected a number"):
+        RunConfig.from_dict({"model": {"name": "gm-wae"}, "train": {"lr": "abc"}})
+    with pytest.raises(ConfigError, match="unknown model"):
+        RunConfig.from_dict({"model": {"name": "zzz"}})
