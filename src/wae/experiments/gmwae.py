@@ -21,8 +21,8 @@ def _gm_cfg(model: str, quick: bool, seed: int, sets: list[str]):
     if eval_data:
         over += [f"data.eval_dataset={eval_data}", f"data.eval_data_dir={eval_dir}"]
     if quick:
-        over += ["model.width=0.125", "model.discrete_width=0.5", "epochs=2", "pretrain_steps=50",
-                 "data.limit=1000", "data.eval_limit=500", "checkpoint_every_minutes=0"]
+        over += ["model.width=0.125", "model.discrete_width=0.5", "epochs=2", "pretrain_steps=30", "batch_size=32",
+                 "data.limit=640", "data.eval_limit=500", "checkpoint_every_minutes=0"]
     return base_config(model, f"{model}-mnist", over + list(sets))
 
 
@@ -146,7 +146,7 @@ def gm_vae_collapse(out: Path, quick: bool = False, seed: int = 0, sets=()):
     from ..training.callbacks import StepProbe
 
     cfg = _gm_cfg("gm-vae", quick, seed, list(sets))
-    early, late = (35, 100) if quick else (35, 1000)
+    early, late = (35, 60) if quick else (35, 1000)
     cfg.train.max_steps = late
     cfg.train.epochs = 10_000
     cfg.train.log_every = 1
@@ -183,7 +183,7 @@ def vae_from_wae(out: Path, quick: bool = False, seed: int = 0, sets=()):
     wmetrics, wmodel, eval_ds = train_quiet(wae_cfg, out / "gm-wae-run")
     vcfg = _gm_cfg("gm-vae", quick, seed, list(sets))
     vcfg.train.pretrain_steps = 0
-    vcfg.train.max_steps = 60 if quick else 400
+    vcfg.train.max_steps = 40 if quick else 400
     vcfg.train.epochs = 10_000
     vcfg.train.log_every = 1
     fig_dir = out / "figures"

@@ -1,0 +1,68 @@
+"""Quality bars of the issues: train a model for several seeds on mnist-5k, evaluate on the official MNIST test set.
+
+    python benchmarks/quality.py gm-wae --seeds 0 1 2 --set epochs=30 [--set width=0.25 ...]
+    python benchmarks/quality.py gmvae  --seeds 0 1 2 --set epochs=30
+
+Prints a Markdown table (one row per seed, then mean ± std) of the clustering and reconstruction metrics and the
+wall time, and writes it to ``benchmarks/results/<model>-<tag>.md``. Needs ../shared/data/mnist-test (or pass
+--test-dir).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ["test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi", "test/active_components",
+        "test/recon_mse", "test/mmd_prior"]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--dataset", default="mnist-5k")
+    p.add_argument("--test-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/mnist-test"))
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--tag", default="default")
+    p.add_argument("--out", default="runs/bench")
+    a = p.parse_args()
+    rows = []
+    for seed in a.seeds:
+        out = Path(a.out) / f"{a.model}-{a.tag}-s{seed}"
+        cmd = [sys.executable, "-m", "wae.cli", "train", a.model, "--dataset", a.dataset, "--eval-dataset", "mnist:test",
+               "--eval-data-dir", a.test_dir, "--seed", str(seed), "--out", str(out), "--quiet"]
+        for s in a.set:
+            cmd += ["--set", s]
+        t = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stderr[-3000:])
+            sys.exit(r.returncode)
+        m = json.loads((out / "metrics.json").read_text())
+        m["wall_s"] = time.time() - t
+        rows.append((seed, m))
+        print(f"seed {seed}: " + "  ".join(f"{k.split('/')[-1]}={m.get(k, float('nan')):.4g}" for k in KEYS), flush=True)
+    keys = [k for k in KEYS if k in rows[0][1]] + ["wall_s"]
+    lines = [f"`{' '.join(['python benchmarks/quality.py', a.model, '--seeds', *map(str, a.seeds), *sum([['--set', s] for s in a.set], [])])}`", "",
+             "| seed | " + " | ".join(k.replace("test/", "") for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    for seed, m in rows:
+        lines.append(f"| {seed} | " + " | ".join(f"{m.get(k, float('nan')):.4g}" for k in keys) + " |")
+    mean = [np.mean([m.get(k, np.nan) for _, m in rows]) for k in keys]
+    std = [np.std([m.get(k, np.nan) for _, m in rows]) for k in keys]
+    lines.append("| mean ± std | " + " | ".join(f"{u:.4g} ± {s:.2g}" for u, s in zip(mean, std)) + " |")
+    text = "\n".join(lines)
+    print(text)
+    res = Path(__file__).parent / "results"
+    res.mkdir(exist_ok=True)
+    (res / f"{a.model}-{a.tag}.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
