@@ -67,7 +67,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics into DIR/metrics.json")
     e.add_argument("run_dir")
-    e.add_argument("--n", type=int, help="number of test examples (default: the run's eval_limit)")
+    e.add_argument("--n", type=int, default=2000, help="samples / test images for W2, FID and KID (default 2000)")
+    e.add_argument("--metrics", help="comma-separated sample metrics: w2_samples,w2_latent,fid_domain,kid_domain,"
+                   "component_purity,fid_inception (default: all that apply; fid_inception only on a GPU)")
+    e.add_argument("--eval-limit", type=int, help="test examples for the reconstruction/clustering metrics")
     e.add_argument("--eval-dataset", help="override the test data, NAME[:split]")
     e.add_argument("--data-dir")
     e.add_argument("--no-figures", action="store_true")
@@ -265,10 +268,16 @@ def cmd_evaluate(a) -> int:
         cfg.data.eval_dataset = a.eval_dataset
     if a.data_dir:
         cfg.data.eval_data_dir = a.data_dir
-    if a.n:
-        cfg.data.eval_limit = a.n
+    if a.eval_limit:
+        cfg.data.eval_limit = a.eval_limit
+    if a.n < 2:
+        raise WAEError("--n must be >= 2")
+    from .evaluation.runner import default_sample_metrics
+
+    names = [m.strip() for m in a.metrics.split(",") if m.strip()] if a.metrics else default_sample_metrics()
     train_ds, eval_ds = load_data_for(cfg)
-    metrics = evaluate_run(model, a.run_dir, train_ds, eval_ds, cfg, figures=not a.no_figures)
+    metrics = evaluate_run(model, a.run_dir, train_ds, eval_ds, cfg, figures=not a.no_figures, sample_metrics=names,
+                           n=a.n)
     for k in sorted(metrics):
         if k.startswith("test/"):
             print(f"{k:32s} {metrics[k]:.5g}" if isinstance(metrics[k], float) else f"{k:32s} {metrics[k]}")
