@@ -115,3 +115,19 @@ def test_unwritable_output(tmp_path):
 def test_dry_run_prints_resolved_yaml():
     r = wae("train", "gm-wae", "--dry-run", "--set", "lam=20")
     assert r.returncode == 0 and "lam: 20.0" in r.stdout and "name: gm-wae" in r.stdout
+
+
+def test_gm_wae_run_has_clustering_metrics_and_component_sampling(tmp_path):
+    out = tmp_path / "G"
+    r = wae("train", "gm-wae", "--dataset", "mnist-5k", "--epochs", "1", "--batch-size", "32", "--out", str(out), *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi", "test/ari",
+              "test/active_components", "test/recon_mse", "test/mmd_prior"):
+        assert k in m, k
+    assert (out / "figures" / "samples_per_component.png").exists()
+    assert (out / "figures" / "cluster_heatmap.png").exists()
+    r = wae("sample", str(out), "--component", "3", "--n", "16", "--out", str(tmp_path / "k3.png"))
+    assert r.returncode == 0 and (tmp_path / "k3.png").exists()
+    assert "component 12 out of range" in _one_line_error(
+        wae("sample", str(out), "--component", "12", "--out", str(tmp_path / "k.png")))

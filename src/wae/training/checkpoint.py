@@ -11,7 +11,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ..errors import WAEError
 from ..io import atomic_write_with
 
-__all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "load_checkpoint_safely"]
+__all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "EpochSeededSampler", "load_checkpoint_safely"]
 
 
 def load_checkpoint_safely(path: str | Path, map_location=None) -> dict:
@@ -36,13 +36,77 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_safely(path, map_location or (lambda storage, loc: storage))
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """A random permutation per epoch that depends only on ``(seed, epoch)``, so a resumed run draws the same batches.
+
+    Lightning calls :meth:`set_epoch` at every epoch start; :class:`PeriodicCheckpoint` sets :attr:`skip` on a
+    mid-epoch resume so that the batches already trained on are not drawn again.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch, self.skip = int(n), int(seed), 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        skip, self.skip = self.skip, 0
+        return iter(perm[skip:])
+
+
+def _samplers(trainer):
+    loader = getattr(trainer.fit_loop, "_combined_loader", None)
+    for dl in getattr(loader, "flattened", []) or []:
+        for s in (getattr(dl, "sampler", None), getattr(getattr(dl, "batch_sampler", None), "sampler", None)):
+            if isinstance(s, EpochSeededSampler):
+                yield dl, s
+
+
 class PeriodicCheckpoint(L.Callback):
-    """Saves ``last.ckpt`` at every epoch end and every ``minutes`` of training (whichever comes first)."""
+    """Saves ``last.ckpt`` at every epoch end and every ``minutes`` of training (whichever comes first).
+
+    The checkpoint also carries the global torch RNG state (prior samples, dropout), restored when training
+    resumes, and a mid-epoch resume skips the batches already seen when the loader uses :class:`EpochSeededSampler`.
+    """
 
     def __init__(self, dirpath: str | Path, minutes: float = 5.0):
         self.path = Path(dirpath) / "last.ckpt"
         self.seconds = minutes * 60.0
         self._last = time.monotonic()
+        self._restore: dict | None = None
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        # A process killed (SIGKILL, power loss) inside an atomic write leaves its temporary file behind; the run
+        # directory is locked by this run, so any such leftover is stale.
+        if trainer.is_global_zero and self.path.parent.is_dir():
+            for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint["wae_rng"] = {"torch": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._restore = checkpoint.get("wae_rng")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after the module's on_fit_start (which reseeds) and after the loops' progress is restored
+        state, self._restore = self._restore, None
+        if state is None:
+            return
+        t = state.get("torch")
+        if isinstance(t, torch.Tensor) and t.dtype == torch.uint8:
+            torch.set_rng_state(t.cpu())
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            done = 0
+        for dl, s in _samplers(trainer):
+            bs = getattr(dl, "batch_size", None) or 1
+            s.skip = int(done) * int(bs)
 
     def _save(self, trainer) -> None:
         trainer.save_checkpoint(str(self.path))

@@ -129,8 +129,7 @@ class LitAutoEncoder(L.LightningModule):
         terms = self.model.loss(x)
         if not self._check(terms):
             return None
-        if self.global_step % max(1, self.cfg.log_every) == 0:
-            self._log_terms(terms)
+        self._log_terms(terms)  # the Trainer writes every train.log_every steps
         return terms["loss"]
 
     def _adversarial_step(self, x: Tensor):
@@ -153,8 +152,7 @@ class LitAutoEncoder(L.LightningModule):
         for p in self.model.critic_parameters():
             p.grad = None
         opt.step()
-        if self.global_step % max(1, self.cfg.log_every) == 0:
-            self._log_terms({**terms, "critic": closs})
+        self._log_terms({**terms, "critic": closs})
         return None
 
     def on_train_epoch_end(self) -> None:

@@ -158,10 +158,13 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
     strategy = tc.strategy
-    if strategy == "ddp" and str(tc.accelerator) == "cpu":
+    if strategy == "ddp" and (str(tc.accelerator) == "cpu" or model.has_critic):
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(process_group_backend="gloo", checkpoint_io=AtomicCheckpointIO())
+        # WAE-GAN backpropagates twice per step (critic, then encoder/decoder); the critic pass leaves the
+        # encoder/decoder without gradients, which DDP accepts only with unused-parameter detection.
+        kw = {"process_group_backend": "gloo"} if str(tc.accelerator) == "cpu" else {}
+        strategy = DDPStrategy(checkpoint_io=AtomicCheckpointIO(), find_unused_parameters=model.has_critic, **kw)
     trainer = L.Trainer(
         max_epochs=tc.epochs,
         max_steps=tc.max_steps,
@@ -179,7 +182,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         enable_checkpointing=False,
         enable_progress_bar=tc.progress and not quiet,
         enable_model_summary=False,
-        log_every_n_steps=1,  # the module logs every train.log_every steps itself
+        log_every_n_steps=max(1, min(tc.log_every, n // tc.batch_size)),
         num_sanity_val_steps=0,
         default_root_dir=str(run_dir),
     )
