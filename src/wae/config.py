@@ -109,11 +109,14 @@ class RunConfig:
             raise ConfigError("a run config must be a mapping with keys model, data, train")
         unknown = set(d) - {"model", "data", "train"}
         if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; known: model, data, train")
-        mdict = dict(d.get("model") or {})
-        if not isinstance(mdict, dict) or "name" not in mdict:
+            raise ConfigError(f"unknown config section(s) {sorted(map(str, unknown))}; known: model, data, train")
+        m = d.get("model") or {}
+        if not isinstance(m, dict) or "name" not in m:
             raise ConfigError("config section 'model' needs a 'name' (e.g. wae-mmd, gm-wae)")
+        mdict = dict(m)
         name = mdict.pop("name")
+        if not isinstance(name, str):
+            raise ConfigError(f"model.name must be a string, got {name!r}")
         entry = get_model_entry(name)
         return cls(
             model=name,
@@ -218,8 +221,8 @@ def _coerce(value: Any, tp, where: str):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
             out = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{where}: expected a number, got {str(value)[:40]!r}") from None
         if math.isnan(out):
             raise ConfigError(f"{where}: NaN is not a valid value")
         return out

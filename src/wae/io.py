@@ -111,7 +111,10 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         state = load_file(str(w_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise WAEError(f"{w_path} is corrupt or unreadable ({e})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise WAEError(f"{w_path} does not match the model ({str(e).strip().splitlines()[0][:200]})") from None
     if missing or unexpected:
         raise WAEError(f"{w_path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model.registry_name = name

@@ -64,7 +64,8 @@ class LitAutoEncoder(L.LightningModule):
         if ws > 1:
             self.model.gather = all_gather_with_grad
             self.model.rank = self.trainer.global_rank
-        if self.cfg.pretrain_steps > 0 and self.trainer.global_step == 0 and not self.pretrain_history:
+        resuming = getattr(self.trainer, "ckpt_path", None) is not None
+        if self.cfg.pretrain_steps > 0 and not resuming and self.trainer.global_step == 0 and not self.pretrain_history:
             self._pretrain()
         # Prior samples must differ across processes: one stream per rank.
         torch.manual_seed(self.cfg.seed * 1000 + 17 + self.trainer.global_rank + 7919 * self.trainer.global_step)
@@ -124,27 +125,41 @@ class LitAutoEncoder(L.LightningModule):
 
     def training_step(self, idx: Tensor, batch_idx: int):
         x = self._batch(idx)
+        saved = self._save_buffers()
         if self.model.has_critic:
-            return self._adversarial_step(x)
+            return self._adversarial_step(x, saved)
         terms = self.model.loss(x)
         if not self._check(terms):
+            self._restore_buffers(saved)
             return None
         self._log_terms(terms)  # the Trainer writes every train.log_every steps
         return terms["loss"]
 
-    def _adversarial_step(self, x: Tensor):
+    def _save_buffers(self):
+        # Batch-norm running statistics are updated in the forward pass: keep a copy to undo a skipped bad batch.
+        return [b.clone() for b in self.model.buffers()] if self.cfg.on_nan == "skip" else None
+
+    def _restore_buffers(self, saved) -> None:
+        if saved is not None:
+            with torch.no_grad():
+                for b, v in zip(self.model.buffers(), saved):
+                    b.copy_(v)
+
+    def _adversarial_step(self, x: Tensor, saved=None):
         """Algorithm 1: one critic ascent step, then one encoder/decoder descent step (shared encoder pass)."""
         opt, copt = self.optimizers()
         codes = self.model.codes(x)
         closs = self.model.critic_loss(codes)
         terms_c = {"critic": closs}
         if not self._check(terms_c):
+            self._restore_buffers(saved)
             return None
         copt.zero_grad(set_to_none=True)
         self.manual_backward(closs)
         copt.step()
         terms = self.model.loss(x, codes=codes)
         if not self._check(terms):
+            self._restore_buffers(saved)
             return None
         opt.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])

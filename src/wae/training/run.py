@@ -150,9 +150,18 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     n = len(train_ds)
     if n < tc.batch_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {n} training examples")
-    g = torch.Generator().manual_seed(tc.seed)
-    loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True, drop_last=True,
-                                         generator=g)
+    devices = _parse_devices(tc.devices)
+    single = devices in (1, "auto", [0]) and tc.num_nodes == 1 and tc.strategy in ("auto", "single_device")
+    if single:
+        # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
+        from .checkpoint import EpochSeededSampler
+
+        loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size,
+                                             sampler=EpochSeededSampler(n, tc.seed), drop_last=True)
+    else:  # Lightning shards with a DistributedSampler (seeded by train.seed)
+        g = torch.Generator().manual_seed(tc.seed)
+        loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True,
+                                             drop_last=True, generator=g)
     callbacks = [PeriodicCheckpoint(ckpt_dir, tc.checkpoint_every_minutes), *(callbacks or [])]
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
@@ -170,7 +179,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         max_steps=tc.max_steps,
         max_time={"minutes": tc.max_minutes} if tc.max_minutes else None,
         accelerator=tc.accelerator,
-        devices=_parse_devices(tc.devices),
+        devices=devices,
         strategy=strategy,
         num_nodes=tc.num_nodes,
         precision=tc.precision,

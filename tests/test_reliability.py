@@ -1,0 +1,413 @@
+"""Reliability: SIGKILL and --resume, planted pickles, atomic writes, NaN handling, run locks, unwritable output."""
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wae.errors import WAEError
+
+RUN = ["train", "wae-mmd", "--dataset", "mnist-5k", "--set", "width=0.0625", "--set", "data.limit=400",
+       "--set", "data.eval_limit=100", "--set", "pretrain_steps=0", "--batch-size", "50", "--epochs", "2",
+       "--set", "figures=false", "--set", "checkpoint_every_minutes=0.0001", "--quiet"]
+STEPS_PER_EPOCH, EPOCHS = 8, 2  # 400 examples / batch 50
+
+# Runs the CLI; with WAE_TEST_KILL_AT_STEP=K the process SIGKILLs itself when training step K begins.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from wae.training import module
+    K = int(os.environ.get("WAE_TEST_KILL_AT_STEP", "-1"))
+    orig = module.LitAutoEncoder.training_step
+    def step(self, idx, batch_idx):
+        if self.global_step == K:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return orig(self, idx, batch_idx)
+    module.LitAutoEncoder.training_step = step
+    from wae.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _env(tmp):
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "WAE_DATA": str(Path(tmp) / "no-data")}
+
+
+def _popen(args, tmp, kill_at=None):
+    env = _env(tmp)
+    if kill_at is not None:
+        env["WAE_TEST_KILL_AT_STEP"] = str(kill_at)
+    return subprocess.Popen([sys.executable, "-c", KILLER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp)
+
+
+def _wait(p, timeout=240):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def _leftovers(d: Path):
+    return sorted(str(p) for p in d.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def kill_resume(tmp_path_factory):
+    """An uninterrupted run and, in parallel, the same run SIGKILLed mid-epoch at a random step, then resumed."""
+    tmp = tmp_path_factory.mktemp("kill")
+    k = random.randint(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH - 1)  # mid-epoch in epoch 1
+    base, killed = tmp / "base", tmp / "killed"
+    pb = _popen([*RUN, "--out", str(base)], tmp)
+    pk = _popen([*RUN, "--out", str(killed)], tmp, kill_at=k)
+    rk, _, errk = _wait(pk)
+    state = {"k": k, "kill_rc": rk, "kill_err": errk, "tmp_after_kill": _leftovers(killed),
+             "lock_after_kill": (killed / ".lock").exists()}
+    ck = killed / "checkpoints" / "last.ckpt"
+    if ck.exists():
+        from wae.training.checkpoint import load_checkpoint_safely
+
+        c = load_checkpoint_safely(ck)
+        state["ckpt_step"], state["ckpt_epoch"] = c["global_step"], c["epoch"]
+    rr, _, errr = _wait(_popen([*RUN, "--out", str(killed), "--resume"], tmp))
+    state.update(resume_rc=rr, resume_err=errr, killed=killed)
+    rb, _, errb = _wait(pb)
+    assert rb == 0, errb[-2000:]
+    state["base"] = base
+    return state
+
+
+def test_sigkill_mid_epoch_loses_at_most_one_interval_and_resume_finishes(kill_resume):
+    s = kill_resume
+    k = s["k"]
+    assert s["kill_rc"] == -signal.SIGKILL, s["kill_err"][-2000:]
+    assert s["tmp_after_kill"] == []
+    assert s["lock_after_kill"]  # a stale lock of a dead pid ...
+    # the checkpoint written after step k-1 holds k optimiser steps: nothing but the interrupted step is lost
+    assert s["ckpt_step"] == k, s
+    assert s["ckpt_epoch"] == k // STEPS_PER_EPOCH
+    assert s["resume_rc"] == 0, s["resume_err"][-2000:]
+    killed = s["killed"]
+    assert not (killed / ".lock").exists()  # ... taken over by the resumed run and released
+    assert _leftovers(killed) == []
+    m = json.loads((killed / "metrics.json").read_text())
+    b = json.loads((s["base"] / "metrics.json").read_text())
+    assert m["train/steps"] == b["train/steps"] == EPOCHS * STEPS_PER_EPOCH
+    assert m["train/epochs"] == EPOCHS
+    for key in ("test/recon_mse", "test/mmd_prior"):
+        assert m[key] == pytest.approx(b[key], rel=0.1), (key, k)  # within noise
+
+
+def test_resumed_run_matches_uninterrupted_run_exactly(kill_resume):
+    m = json.loads((kill_resume["killed"] / "metrics.json").read_text())
+    b = json.loads((kill_resume["base"] / "metrics.json").read_text())
+    for key in ("test/recon_mse", "test/mmd_prior", "test/recon_mse_pixel"):
+        assert m[key] == b[key], (key, kill_resume["k"])
+
+
+def test_sigkill_during_checkpoint_write_keeps_a_valid_checkpoint(tmp_path):
+    """Kill from outside, preferably while a checkpoint's temporary file exists; then --resume."""
+    out = tmp_path / "run"
+    ckdir = out / "checkpoints"
+    p = _popen([*RUN, "--out", str(out)], tmp_path)
+    deadline = time.monotonic() + 120
+    saw_tmp = False
+    while p.poll() is None and time.monotonic() < deadline:
+        if ckdir.is_dir() and (ckdir / "last.ckpt").exists():
+            if list(ckdir.glob("*.tmp")):
+                saw_tmp = True
+                break
+            if time.monotonic() > deadline - 105:  # give up waiting for a write in progress after ~15 s
+                break
+        time.sleep(0.002)
+    p.send_signal(signal.SIGKILL)
+    _wait(p)
+    from wae.training.checkpoint import load_checkpoint_safely
+
+    assert "global_step" in load_checkpoint_safely(ckdir / "last.ckpt")  # complete, loadable
+    # a temporary file may be left by the kill (swept by the next run: test_periodic_checkpoint_sweeps_...);
+    # resuming after a kill is covered by the kill_resume fixture
+    assert all(Path(t).name.startswith(".last.ckpt.") for t in _leftovers(out)), saw_tmp
+
+
+# --- planted pickle ------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path: Path, marker: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "evil": _Payload(marker)}, path)
+
+
+def test_planted_pickle_in_checkpoint_is_refused_by_load_checkpoint_safely(tmp_path):
+    from wae.training.checkpoint import AtomicCheckpointIO, load_checkpoint_safely
+
+    marker = tmp_path / "PWNED"
+    ck = tmp_path / "last.ckpt"
+    _plant(ck, marker)
+    for load in (load_checkpoint_safely, AtomicCheckpointIO().load_checkpoint):
+        with pytest.raises(WAEError) as e:
+            load(ck)
+        assert "refusing to load checkpoint" in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
+    # a plain pickle (not a torch zip) too
+    ck2 = tmp_path / "plain.ckpt"
+    ck2.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(WAEError):
+        load_checkpoint_safely(ck2)
+    assert not marker.exists()
+
+
+def test_planted_pickle_as_last_ckpt_resume_exits_2_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    from wae.cli import main
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    out, marker = tmp_path / "run", tmp_path / "PWNED"
+    _plant(out / "checkpoints" / "last.ckpt", marker)
+    args = list(RUN)
+    args[args.index("--epochs") + 1] = "1"
+    rc = main([*args, "--out", str(out), "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert not marker.exists()
+    assert len(err.splitlines()) == 1 and "refusing to load checkpoint" in err, err
+    assert not (out / ".lock").exists()
+
+
+def _saved_model(tmp_path):
+    from wae.config import RunConfig
+    from wae.io import save_model
+    from wae.models.registry import create_model
+
+    cfg = RunConfig.from_dict({"model": {"name": "wae-mmd", "width": 0.0625}})
+    model = create_model("wae-mmd", (1, 28, 28), cfg.model_config)
+    d = tmp_path / "m"
+    save_model(model, d, cfg)
+    return d
+
+
+@pytest.mark.parametrize("corrupt", ["truncated", "garbage", "pickle", "empty", "huge_header"])
+def test_load_of_corrupt_safetensors_is_a_wae_error(tmp_path, corrupt):
+    import wae
+
+    d = _saved_model(tmp_path)
+    f = d / "model.safetensors"
+    marker = tmp_path / "PWNED"
+    data = f.read_bytes()
+    f.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(2000),
+                   "pickle": pickle.dumps(_Payload(marker)), "empty": b"",
+                   "huge_header": (2 ** 62).to_bytes(8, "little") + b"{}"}[corrupt])
+    with pytest.raises(WAEError) as e:
+        wae.load(d)
+    assert "\n" not in str(e.value)
+    assert not marker.exists()
+
+
+def test_load_of_safetensors_with_wrong_shapes_is_a_wae_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    import wae
+
+    d = _saved_model(tmp_path)
+    f = d / "model.safetensors"
+    state = load_file(str(f))
+    save_file({k: torch.zeros(v.numel() + 1) for k, v in state.items()}, str(f))
+    with pytest.raises(WAEError):
+        wae.load(d)
+
+
+# --- atomic writes ---------------------------------------------------------------------------------------------
+
+
+def test_atomic_write_with_crash_mid_write_keeps_old_file(tmp_path):
+    from wae.io import atomic_write_with
+
+    f = tmp_path / "metrics.json"
+    f.write_text("old")
+
+    def writer(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write_with(f, writer)
+    assert f.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [f]
+
+
+def test_checkpoint_save_crash_mid_write_keeps_old_checkpoint(tmp_path, monkeypatch):
+    from wae.training import checkpoint as ck
+
+    io = ck.AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def crashing_save(obj, f, *a, **kw):
+        real_save(obj, f, *a, **kw)
+        with open(f, "r+b") as fh:  # a partial file, then the crash
+            fh.truncate(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ck.torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["global_step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_sigkill_inside_atomic_write_leaves_old_file(tmp_path):
+    f = tmp_path / "last.ckpt"
+    f.write_bytes(b"old")
+    code = (f"import os, signal\nfrom wae.io import atomic_write_with\n"
+            f"def w(tmp):\n    open(tmp, 'wb').write(b'partial')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"atomic_write_with({str(f)!r}, w)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert f.read_bytes() == b"old"
+
+
+def test_periodic_checkpoint_sweeps_stale_temp_files(tmp_path):
+    from types import SimpleNamespace
+
+    from wae.training.checkpoint import PeriodicCheckpoint
+
+    (tmp_path / ".last.ckpt.abc123.tmp").write_bytes(b"partial")
+    (tmp_path / "other.tmp").write_bytes(b"not ours")
+    PeriodicCheckpoint(tmp_path).setup(SimpleNamespace(is_global_zero=True), None, "fit")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tmp"]
+
+
+# --- numerical faults ----------------------------------------------------------------------------------------
+
+
+def _poison(monkeypatch, at_step):
+    from wae.training import module
+
+    orig = module.LitAutoEncoder._batch
+    calls = []
+
+    def batch(self, idx):
+        x = orig(self, idx)
+        calls.append(1)
+        return x * float("nan") if len(calls) == at_step + 1 else x  # the (at_step+1)-th batch, once
+
+    monkeypatch.setattr(module.LitAutoEncoder, "_batch", batch)
+
+
+def _nan_run(tmp_path, monkeypatch, *extra):
+    from wae.cli import main
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    args = list(RUN)
+    args[args.index("--epochs") + 1] = "1"
+    out = tmp_path / "run"
+    return main([*args, "--out", str(out), *extra]), out
+
+
+def test_nan_loss_exits_3_naming_step_and_term_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    _poison(monkeypatch, at_step=5)
+    rc, out = _nan_run(tmp_path, monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert rc == 3, err
+    assert len(err.splitlines()) == 1
+    assert "non-finite loss at step 5" in err and "recon" in err, err
+    from wae.training.checkpoint import load_checkpoint_safely
+
+    c = load_checkpoint_safely(out / "checkpoints" / "last.ckpt")
+    assert 1 <= c["global_step"] <= 5
+    assert all(torch.isfinite(v).all() for v in c["state_dict"].values() if v.is_floating_point())
+    assert not (out / ".lock").exists() and not (out / "model.safetensors").exists()
+
+
+def test_nan_loss_with_on_nan_skip_continues(tmp_path, capsys, monkeypatch):
+    _poison(monkeypatch, at_step=5)
+    rc, out = _nan_run(tmp_path, monkeypatch, "--set", "on_nan=skip")
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "batch skipped" in cap.out + cap.err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train/steps"] in (STEPS_PER_EPOCH - 1, STEPS_PER_EPOCH)  # ran to the end of the epoch
+
+
+def test_nan_loss_with_on_nan_skip_keeps_the_model_finite(tmp_path, capsys, monkeypatch):
+    _poison(monkeypatch, at_step=5)
+    rc, out = _nan_run(tmp_path, monkeypatch, "--set", "on_nan=skip")
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test/recon_mse"] is not None and m["test/recon_mse"] > 0
+
+
+def test_huge_lr_diverges_to_exit_3(tmp_path, capsys, monkeypatch):
+    rc, out = _nan_run(tmp_path, monkeypatch, "--set", "lr=1e30")
+    err = capsys.readouterr().err.strip()
+    assert rc == 3, err
+    assert "non-finite" in err and "step" in err and len(err.splitlines()) == 1
+
+
+# --- concurrent runs and output directories ------------------------------------------------------------------
+
+
+def test_second_run_into_a_locked_directory_exits_2(tmp_path, capsys, monkeypatch):
+    from wae.cli import main
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(str(os.getpid()))  # a live process holds it
+    rc = main([*RUN, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "in use" in err and len(err.splitlines()) == 1, err
+    assert (out / ".lock").read_text() == str(os.getpid())  # the holder's lock is left alone
+    assert not (out / "checkpoints").exists()
+
+
+def test_stale_lock_is_taken_over(tmp_path):
+    from wae.training.run import RunLock
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    (tmp_path / ".lock").write_text(str(p.pid))  # dead pid
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        with pytest.raises(WAEError, match="in use"):
+            RunLock(tmp_path).__enter__()
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text("garbage")  # unreadable content counts as stale
+    with RunLock(tmp_path):
+        pass
+
+
+@pytest.mark.parametrize("how", ["parent_is_file", "chmod"])
+def test_unwritable_output_dir_exits_2(tmp_path, capsys, monkeypatch, how):
+    from wae.cli import main
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    if how == "parent_is_file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "run"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root ignores directory permissions")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        out = ro / "run"
+    rc = main([*RUN, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "cannot write to output directory" in err, err
