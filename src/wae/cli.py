@@ -82,6 +82,11 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
+    cp = sub.add_parser("compare", help="compare the metrics of several runs side by side (Markdown table)")
+    cp.add_argument("dirs", nargs="+", metavar="DIR")
+    cp.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
+    cp.add_argument("--keys", nargs="*", help="metric names or globs, e.g. 'test/*'")
+
     sub.add_parser("datasets", help="list data sets and whether they are available locally")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("presets", help="list the named presets")
@@ -315,6 +320,13 @@ def cmd_config(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .compare import compare_runs
+
+    print(compare_runs(a.dirs, out=a.out, keys=a.keys), end="")
+    return 0
+
+
 def cmd_reproduce(a) -> int:
     from .experiments import list_experiments, run_experiment
 
@@ -330,7 +342,7 @@ def cmd_reproduce(a) -> int:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "evaluate": cmd_evaluate,
             "datasets": cmd_datasets, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
-            "reproduce": cmd_reproduce}
+            "reproduce": cmd_reproduce, "compare": cmd_compare}
 
 
 def _quiet_engine() -> None:

@@ -1,11 +1,15 @@
-"""Run reports: ``report.md`` (and later HTML) with the config, metrics and figures of a run."""
+"""Run reports: ``report.md`` and a self-contained ``report.html`` with the config, metrics and figures of a run."""
 from __future__ import annotations
 
+import base64
+import html
+import json
+import math
 from pathlib import Path
 
 from .io import atomic_write_text
 
-__all__ = ["write_run_report", "metrics_table"]
+__all__ = ["write_run_report", "write_html_report", "metrics_table", "figure_caption"]
 
 
 def _fmt(v) -> str:
@@ -32,5 +36,125 @@ def write_run_report(run_dir: str | Path, cfg, metrics: dict, paper: dict | None
     lines += ["## Metrics", "", metrics_table(metrics, paper), "", "## Figures", ""]
     for f in figs:
         lines += [f"### {f.stem.replace('_', ' ')}", "", f"![{f.stem}](figures/{f.name})", ""]
-    lines += ["## Config", "", "```yaml", cfg.to_yaml().rstrip(), "```", ""]
-    return atomic_write_text(run_dir / "report.md", "\n".join(lines))
+    config_yaml = cfg.to_yaml()
+    lines += ["## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
+    path = atomic_write_text(run_dir / "report.md", "\n".join(lines))
+    write_html_report(run_dir, title or f"{cfg.model} on {cfg.data.dataset}", metrics, paper, config_yaml,
+                      [notes] if notes else [], figs)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- HTML report
+
+_CSS = """
+:root { color-scheme: light; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #f4f5f7; color: #1f2328;
+       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "DejaVu Sans", sans-serif; }
+main { max-width: 1000px; margin: 24px auto; padding: 28px 36px 40px; background: #fff;
+       border: 1px solid #d8dee4; border-radius: 8px; }
+h1 { font-size: 1.7em; margin: 0 0 .6em; padding-bottom: .3em; border-bottom: 2px solid #3b6fb6; }
+h2 { font-size: 1.3em; margin: 1.8em 0 .6em; padding-bottom: .2em; border-bottom: 1px solid #d8dee4; }
+ul.notes { padding-left: 1.3em; } ul.notes li { margin: .25em 0; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .95em; }
+th, td { border: 1px solid #c9d1d9; padding: 5px 12px; }
+th { background: #eef2f7; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
+tbody tr:nth-child(even) { background: #f8f9fb; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; }
+pre { background: #f6f8fa; border: 1px solid #d8dee4; border-radius: 6px; padding: 12px 14px; overflow-x: auto;
+      font-size: .85em; line-height: 1.4; }
+figure { margin: 1.2em 0 1.8em; text-align: center; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; border-radius: 4px; background: #fff; }
+figcaption { margin-top: .4em; color: #57606a; font-size: .95em; }
+.missing { color: #8c959f; }
+p.info { color: #57606a; margin: -.2em 0 1em; }
+footer { margin-top: 2.5em; color: #8c959f; font-size: .85em; }
+"""
+
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+         ".svg": "image/svg+xml", ".webp": "image/webp"}
+
+
+def figure_caption(path: str | Path) -> str:
+    """``samples_per_component.png`` -> ``Samples per component``."""
+    words = Path(path).stem.replace("_", " ").replace("-", " ").split()
+    text = " ".join(words)
+    return text[:1].upper() + text[1:] if text else Path(path).name
+
+
+def _esc(v) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _html_value(v) -> str:
+    if v is None:
+        return "<span class=missing>–</span>"
+    if isinstance(v, float) and not math.isfinite(v):
+        return _esc(v)
+    if isinstance(v, (dict, list, tuple)):
+        text = json.dumps(v, default=str)
+        return _esc(text if len(text) <= 200 else text[:197] + "...")
+    return _esc(_fmt(v))
+
+
+def _metrics_html(metrics: dict, paper: dict | None) -> str:
+    paper = paper or {}
+    keys = sorted(metrics, key=lambda k: (0 if str(k).startswith("test/") else 1 if str(k).startswith("train/")
+                                          else 2, str(k)))
+    keys += sorted((k for k in paper if k not in metrics), key=str)  # the paper's numbers we have no value for
+    head = "<tr><th>metric</th><th>ours</th>" + ("<th>paper</th>" if paper else "") + "</tr>"
+    rows = []
+    for k in keys:
+        cells = f"<td><code>{_esc(k)}</code></td><td class=num>{_html_value(metrics.get(k))}</td>"
+        if paper:
+            cells += f"<td class=num>{_html_value(paper[k]) if k in paper else ''}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+
+
+def _figure_html(path: Path) -> str:
+    cap = _esc(figure_caption(path))
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return f"<figure><p class=missing>{_esc(path.name)} could not be read</p><figcaption>{cap}</figcaption></figure>"
+    mime = _MIME.get(path.suffix.lower(), "image/png")
+    uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return f'<figure><img src="{uri}" alt="{cap}" loading="eager"><figcaption>{cap}</figcaption></figure>'
+
+
+def write_html_report(out_dir: str | Path, title: str, metrics: dict, paper: dict | None, config_yaml: str | None,
+                      notes: list[str] | None, figures: list[Path] | None) -> Path:
+    """Write ``out_dir/report.html``: one self-contained page (figures embedded as data URIs, inline CSS, nothing
+    fetched from elsewhere) with the title, notes, metrics (beside the paper's where given), training curves, the
+    other figures and the config. All text is HTML-escaped. Returns the path written."""
+    out_dir = Path(out_dir)
+    figures = [Path(f) for f in (figures or [])]
+    curves = [f for f in figures if f.stem == "training_curves"]
+    others = [f for f in figures if f.stem != "training_curves"]
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             # Nothing may be loaded from anywhere but this file (images are data: URIs).
+             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+             "style-src 'unsafe-inline'\">",
+             f"<title>{_esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>",
+             f"<h1>{_esc(title)}</h1>"]
+    notes = [n for n in (notes or []) if str(n).strip()]
+    if notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+    metrics = dict(metrics or {})
+    info = {k: metrics.pop(k) for k in list(metrics) if isinstance(metrics[k], str) and k not in (paper or {})}
+    if info:  # dataset, model, ...: a line under the title rather than rows of the metrics table
+        parts.append('<p class="info">' + " · ".join(f"<b>{_esc(k.replace('_', ' '))}</b>: {_esc(v)}"
+                                                     for k, v in sorted(info.items())) + "</p>")
+    parts += ["<h2>Metrics" + (" (ours beside the paper's)" if paper else "") + "</h2>",
+              _metrics_html(metrics, paper)]
+    if curves:
+        parts += ["<h2>Training curves</h2>", *(_figure_html(f) for f in curves)]
+    if others:
+        parts += ["<h2>Figures</h2>", *(_figure_html(f) for f in others)]
+    if config_yaml:
+        parts += ["<h2>Config</h2>", f"<pre>{_esc(config_yaml.rstrip())}</pre>"]
+    parts += ["<footer>Generated by wae.</footer>", "</main>", "</body>", "</html>", ""]
+    return atomic_write_text(out_dir / "report.html", "\n".join(parts))

@@ -61,12 +61,17 @@ def embed_2d(z: np.ndarray) -> tuple[np.ndarray, str]:
 def finish_report(out: Path, title: str, cfg, metrics: dict, paper: dict, notes: list[str], quick: bool) -> Path:
     from ..reports import metrics_table
 
+    from ..reports import write_html_report
+
+    quick_text = ("**Quick run** (`--quick`): a few minutes on a CPU with small networks; numbers are not comparable "
+                  "to the paper's. Run without `--quick` for the paper's budget.")
     lines = [f"# {title}", ""]
     if quick:
-        lines += ["**Quick run** (`--quick`): a few minutes on a CPU with small networks; numbers are not comparable "
-                  "to the paper's. Run without `--quick` for the paper's budget.", ""]
+        lines += [quick_text, ""]
     lines += notes and [*(f"- {n}" for n in notes), ""] or []
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    write_html_report(out, title, flat, paper, cfg.to_yaml(), ([quick_text.replace("**", "")] if quick else [])
+                      + list(notes), sorted((out / "figures").glob("*.png")))
     lines += ["## Metrics (ours beside the paper's)", "", metrics_table(flat, paper), "", "## Figures", ""]
     for f in sorted((out / "figures").glob("*.png")):
         lines += [f"### {f.stem}", "", f"![{f.stem}](figures/{f.name})", ""]
