@@ -4,18 +4,21 @@ import json
 import os
 import struct
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+SCRATCH = tempfile.mkdtemp(prefix="wae-cli-test-")
 TINY = ["--set", "width=0.125", "--set", "data.limit=300", "--set", "data.eval_limit=200", "--set", "pretrain_steps=5",
         "--quiet"]
 
 
 def wae(*args, cwd=None, timeout=300):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WAE_DATA": str(Path(cwd or ".") / "no-data")}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WAE_DATA": str(Path(SCRATCH) / "no-data"),
+           "WAE_CACHE": str(Path(SCRATCH) / "cache")}
     return subprocess.run([sys.executable, "-m", "wae.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env=env)
 

@@ -161,6 +161,10 @@ def evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra: dict | None = No
     if sample_metrics:
         from .sample_quality import sample_quality_metrics
 
+        if cfg.data.limit:  # the domain classifier always learns from the whole training split
+            from ..data import load_dataset
+
+            train_ds = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
         metrics.update(sample_quality_metrics(model, eval_ds, train_ds, n=n, metrics=_applicable(model, eval_ds,
                                                                                                  sample_metrics),
                                               seed=cfg.train.seed))

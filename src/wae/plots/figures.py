@@ -85,7 +85,9 @@ def read_logs(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def training_curves(run_dir: str | Path, path: str | Path, title: str = "training curves",
                     hlines: dict[str, float] | None = None) -> Path | None:
     logs = read_logs(run_dir)
-    names = [k for k in logs if k.startswith("train/")]
+    names = [k for k in logs if k.startswith("train/")] + [k for k in logs if k.startswith("val/")
+                                                             and k.split("/")[-1] in ("recon_mse", "acc_paper",
+                                                                                      "acc_makhzani", "active_components")]
     if not names:
         return None
     ncol = min(3, len(names))

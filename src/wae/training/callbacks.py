@@ -36,3 +36,39 @@ class StepProbe(L.Callback):
         if s in self.steps or (self.every and s % self.every == 0):
             if not self.records or self.records[-1][0] != s:
                 self._probe(pl_module, s)
+
+
+class EpochEvaluator(L.Callback):
+    """Every ``every`` epochs: held-out reconstruction error, and clustering accuracies for discrete-latent models,
+    logged as ``val/*`` (so accuracy per epoch shows up in the curves, GMVAE Fig. 4)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, every: int = 1, batch_size: int = 500):
+        self.x, self.y, self.every, self.batch_size = x, y, max(1, int(every)), batch_size
+        self.history: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if (trainer.current_epoch + 1) % self.every or not trainer.is_global_zero:
+            return
+        model = pl_module.model
+        was = model.training
+        model.eval()
+        dev = pl_module.device
+        out: dict[str, float] = {}
+        with torch.no_grad():
+            errs, probs = [], []
+            for i in range(0, self.x.shape[0], self.batch_size):
+                xb = self.x[i: i + self.batch_size].to(dev)
+                errs.append((model.reconstruct(xb) - xb).pow(2).flatten(1).sum(1).cpu())
+                if getattr(model, "has_discrete_latent", False):
+                    probs.append(model.cluster_probs(xb).cpu())
+        out["val/recon_mse"] = float(torch.cat(errs).mean())
+        if probs and self.y is not None:
+            from ..evaluation.clustering import clustering_metrics
+
+            m = clustering_metrics(torch.cat(probs).numpy(), self.y.numpy(), prefix="val/")
+            out.update({k: float(v) for k, v in m.items()})
+        model.train(was)
+        out["epoch"] = trainer.current_epoch
+        self.history.append(out)
+        for lg in trainer.loggers:
+            lg.log_metrics({k: v for k, v in out.items() if k != "epoch"}, step=trainer.global_step)

@@ -163,6 +163,12 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True,
                                              drop_last=True, generator=g)
     callbacks = [PeriodicCheckpoint(ckpt_dir, tc.checkpoint_every_minutes), *(callbacks or [])]
+    if tc.eval_every_epochs > 0:
+        from .callbacks import EpochEvaluator
+
+        k = min(len(eval_ds), 2000)
+        callbacks.append(EpochEvaluator(eval_ds.x[:k], eval_ds.y[:k] if eval_ds.y is not None else None,
+                                        tc.eval_every_epochs))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
