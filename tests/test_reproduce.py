@@ -11,6 +11,8 @@ FIGS = {
     "gm-vae-collapse": ["fig1_step35_qD_heatmap", "fig1_step35_reconstructions", "fig1_step60_qD_heatmap",
                         "fig1_step60_reconstructions", "fig1_loss_terms", "active_components"],
     "vae-from-wae": ["fig4a_reconstructions_at_init", "fig4b_reconstructions_after", "fig4c_learning_curves"],
+    "wae-mnist": [f"{m}_{f}" for m in ("wae-mmd", "wae-gan", "vae") for f in ("reconstructions", "samples",
+                                                                              "interpolations")],
 }
 
 
@@ -28,5 +30,23 @@ def test_quick_reproduction_writes_figures_and_report(tmp_path, name):
         assert (out / "figures" / f"{f}.png").exists(), f
     report = (out / "report.md").read_text()
     assert "Quick run" in report and "## Metrics" in report
+    assert (out / "report.html").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics
+
+
+def test_wae_celeba_without_data_is_one_clear_error(tmp_path, monkeypatch):
+    from wae.errors import WAEError
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(WAEError) as e:
+        run_experiment("wae-celeba", tmp_path / "out", quick=True)
+    assert "celeba" in str(e.value).lower() and "\n" not in str(e.value)
+
+
+def test_unknown_experiment_is_a_config_error(tmp_path):
+    from wae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        run_experiment("nope", tmp_path)
