@@ -1,6 +1,8 @@
 """Throughput: one full training step vs the bare networks' forward + backward on the same batch.
 
     python benchmarks/throughput.py [--batch 100] [--width 0.25] [--repeats 10] [--models wae-mmd,gm-wae,...]
+    python benchmarks/throughput.py --mmd-scaling          # MMD cost against batch size, K = 1 and K = 10
+    python benchmarks/throughput.py --pythae               # against pythae's WAE_MMD, same nets/batch (if installed)
 
 "bare" = the model's own encoder and decoder networks, forward and backward of a plain squared error (for GM-WAE:
 all n·K codes decoded, as its objective needs); "full" = ``model.loss(x)`` (all terms, MMD included) + backward +
@@ -50,23 +52,131 @@ def timeit(fn, repeats):
     return (time.perf_counter() - t) / repeats
 
 
+def paired(fa, fb, repeats):
+    """Median times of two step functions measured alternately (same warm caches, same machine state)."""
+    import statistics
+
+    fa(), fb(), fa(), fb()  # warm-up
+    ta, tb = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def mmd_scaling(sizes=(100, 250, 500, 1000, 2000, 4000), repeats=3):
+    """Forward + backward of the MMD penalty alone: K = 1 (n codes) and K = 10 (n·K weighted, grouped codes)."""
+    from wae.priors import GaussianMixturePrior, GaussianPrior
+    from wae.divergences import IMQKernel, mmd
+
+    print("MMD forward+backward (IMQ, 7 scales), d = 10")
+    print(f"{'n':>6s} {'K':>3s} {'points':>7s} {'ms':>9s} {'kernel MB':>10s}")
+    for K in (1, 10):
+        prior = GaussianPrior(10) if K == 1 else GaussianMixturePrior(10, K)
+        kern = IMQKernel(base=prior.expected_sq_dist())
+        for n in sizes:
+            pts = n * K
+            if pts > 20000:
+                continue
+            z = torch.randn(pts, 10, requires_grad=True)
+            if K == 1:
+                fn = lambda: mmd(z, prior.rsample((n,)), kern).backward()
+            else:
+                w = torch.full((pts,), 1.0 / pts)
+                g = torch.arange(n).repeat_interleave(K)
+                zp, wp, gp = prior.sample_stratified(n)
+                fn = lambda: mmd(z, zp, kern, w, wp, g, gp).backward()
+            t = timeit(fn, repeats)
+            mb = 3 * pts * pts * 4 / 2**20  # the three n×n kernel blocks in float32
+            print(f"{n:6d} {K:3d} {pts:7d} {t * 1e3:9.1f} {mb:10.1f}")
+
+
+def pythae_comparison(batch: int, width: float, repeats: int):
+    """Our wae-mmd step vs pythae's WAE_MMD step with the same encoder/decoder, batch and optimiser."""
+    try:
+        from pythae.models import WAE_MMD, WAE_MMD_Config
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+    except ImportError:
+        print("pythae is not installed: skipping the peer comparison (pip install pythae)")
+        return
+    torch.manual_seed(0)
+    ours = create_model("wae-mmd", (1, 28, 28), width=width, cost_scale=1.0, lam=10.0)
+
+    class Enc(BaseEncoder):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return ModelOutput(embedding=self.net(x))
+
+    class Dec(BaseDecoder):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    import copy
+
+    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=8, kernel_choice="imq", reg_weight=10.0,
+                         kernel_bandwidth=2.0 * 8, scales=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
+    theirs = WAE_MMD(cfg, encoder=Enc(copy.deepcopy(ours.encoder)), decoder=Dec(copy.deepcopy(ours.decoder)))
+    x = torch.rand(batch, 1, 28, 28)
+    o1 = torch.optim.Adam(ours.parameters(), lr=1e-4)
+    o2 = torch.optim.Adam(theirs.parameters(), lr=1e-4)
+    ours.train()
+    theirs.train()
+
+    def step_theirs():
+        out = theirs({"data": x})
+        o2.zero_grad(set_to_none=True)
+        out.loss.backward()
+        o2.step()
+
+    t_ours, t_theirs = paired(lambda: full_step(ours, x, o1), step_theirs, repeats)
+    tb, _ = paired(lambda: (ours.zero_grad(set_to_none=True), bare_step(ours, x)), lambda: None, repeats)
+    print(f"pythae WAE_MMD vs wae-mmd, batch {batch}, width {width}, same nets:")
+    print(f"  bare fwd+bwd {tb * 1e3:.1f} ms | ours {t_ours * 1e3:.1f} ms ({t_ours / tb:.2f}x bare) | "
+          f"pythae {t_theirs * 1e3:.1f} ms ({t_theirs / tb:.2f}x bare) | our throughput / theirs = "
+          f"{t_theirs / t_ours:.2f}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--models", default="wae-mmd,wae-gan,vae,gm-wae,gm-vae")
+    p.add_argument("--models", default="wae-mmd,wae-gan,vae,gm-wae,gm-vae,gmvae,stacked-wae,wae-deep")
+    p.add_argument("--mmd-scaling", action="store_true")
+    p.add_argument("--pythae", action="store_true")
     a = p.parse_args()
+    if a.mmd_scaling:
+        return mmd_scaling()
+    if a.pythae:
+        return pythae_comparison(a.batch, a.width, a.repeats)
     torch.manual_seed(0)
     x = torch.rand(a.batch, 1, 28, 28)
     print(f"batch {a.batch}, width {a.width}, torch threads {torch.get_num_threads()}")
     print(f"{'model':10s} {'bare ms':>9s} {'full ms':>9s} {'ratio':>6s} {'samples/s':>10s}")
     for name in a.models.split(","):
         m = create_model(name, (1, 28, 28), width=a.width)
+        if bare_step(m, x) is None:
+            print(f"{name:10s} (no bare encoder/decoder pair to compare; full step only)")
+            opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+            tf = timeit(lambda: full_step(m, x, opt), a.repeats)
+            print(f"{name:10s} {'-':>9s} {tf * 1e3:9.1f} {'-':>6s} {a.batch / tf:10.1f}")
+            continue
         m.train()
         opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-        tb = timeit(lambda: (m.zero_grad(set_to_none=True), bare_step(m, x)), a.repeats)
-        tf = timeit(lambda: full_step(m, x, opt), a.repeats)
+        tb, tf = paired(lambda: (m.zero_grad(set_to_none=True), bare_step(m, x)), lambda: full_step(m, x, opt),
+                        a.repeats)
         print(f"{name:10s} {tb * 1e3:9.1f} {tf * 1e3:9.1f} {tf / tb:6.2f} {a.batch / tf:10.1f}")
 
 

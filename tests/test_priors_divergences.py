@@ -192,3 +192,24 @@ def test_moment_matching_loss_zero_for_identical_and_positive_otherwise():
     z = torch.randn(100, 3)
     assert float(moment_matching_loss(z, z)) == pytest.approx(0.0, abs=1e-10)
     assert float(moment_matching_loss(z * 3 + 1, z)) > 1.0
+
+
+def test_grouped_mmd_fast_path_equals_general_path():
+    """Contiguous equal-size groups take a block-diagonal fast path; shuffled groups the general masked path."""
+    torch.manual_seed(6)
+    k = IMQKernel(base=3.0)
+    n, K = 6, 4
+    x = torch.randn(n * K, 3).double()
+    w = torch.softmax(torch.randn(n * K), 0).double()
+    g = torch.arange(n).repeat_interleave(K)
+    y = torch.randn(10, 3).double()
+    fast = mmd(x, y, k, w, None, g, None)
+    perm = torch.randperm(n * K)
+    general = mmd(x[perm], y, k, w[perm], None, g[perm], None)
+    ref = mmd_brute_force(x, y, _kfn(k), w, None, g, None)
+    assert float(fast) == pytest.approx(ref, abs=1e-10)
+    assert float(general) == pytest.approx(ref, abs=1e-10)
+    # unequal group sizes fall back to the general path
+    g2 = torch.tensor([0, 0, 0, 1, 1, 2] * 4)
+    assert float(mmd(x, y, k, w, None, g2, None)) == pytest.approx(mmd_brute_force(x, y, _kfn(k), w, None, g2, None),
+                                                                    abs=1e-10)

@@ -116,12 +116,40 @@ def _within_sum(kmat: Tensor, w: Tensor | None, groups: Tensor | None) -> tuple[
         w = kmat.new_full((n,), 1.0 / n)
     if groups is None:
         total = w @ kmat @ w - (w * w * kmat.diagonal()).sum()
-        norm = 1.0 - (w * w).sum()
+        norm = w.sum() ** 2 - (w * w).sum()
         return total, norm
+    size = _contiguous_group_size(groups)
+    if size:
+        # Groups are consecutive runs of equal length (how models and stratified prior samples lay them out):
+        # the within-group pairs are the diagonal blocks, so no n×n mask or weight matrix is built.
+        g = n // size
+        blocks = torch.diagonal(kmat.view(g, size, g, size), dim1=0, dim2=2)  # (size, size, g)
+        wg = w.view(g, size)
+        within = torch.einsum("gi,ijg,gj->", wg, blocks, wg)
+        wsum = wg.sum(1)
+        return w @ kmat @ w - within, w.sum() ** 2 - (wsum * wsum).sum()
     same = groups.unsqueeze(0) == groups.unsqueeze(1)
     ww = w.unsqueeze(0) * w.unsqueeze(1)
     ww = ww.masked_fill(same, 0.0)
     return (ww * kmat).sum(), ww.sum()
+
+
+def _contiguous_group_size(groups: Tensor) -> int:
+    """The common length of the groups if ``groups`` is g₀…g₀, g₁…g₁, … in runs of equal length with distinct ids."""
+    n = groups.numel()
+    if n == 0:
+        return 0
+    change = torch.nonzero(groups[1:] != groups[:-1]).flatten()
+    size = int(change[0]) + 1 if change.numel() else n
+    if n % size:
+        return 0
+    runs = groups.view(n // size, size)
+    if not bool((runs == runs[:, :1]).all()):
+        return 0
+    firsts = runs[:, 0]
+    if firsts.unique().numel() != firsts.numel():
+        return 0
+    return size
 
 
 def mmd(
