@@ -3,6 +3,7 @@
     python benchmarks/throughput.py [--batch 100] [--width 0.25] [--repeats 10] [--models wae-mmd,gm-wae,...]
     python benchmarks/throughput.py --mmd-scaling          # MMD cost against batch size, K = 1 and K = 10
     python benchmarks/throughput.py --pythae               # against pythae's WAE_MMD, same nets/batch (if installed)
+    python benchmarks/throughput.py --pythae-trainer       # whole training epochs: our Lightning loop vs pythae's
 
 "bare" = the model's own encoder and decoder networks, forward and backward of a plain squared error (for GM-WAE:
 all n·K codes decoded, as its objective needs); "full" = ``model.loss(x)`` (all terms, MMD included) + backward +
@@ -148,6 +149,102 @@ def pythae_comparison(batch: int, width: float, repeats: int):
           f"{t_theirs / t_ours:.2f}")
 
 
+def pythae_trainer_comparison(batch: int, width: float, epochs: int = 3):
+    """Whole training epochs on mnist-5k: our Lightning loop (device-resident data, batched by index) against
+    pythae's ``BaseTrainer.train_step`` (its DataLoader, per-step ``.item()``), same nets, batch and optimiser.
+    Reports the median epoch time over epochs 2..E of each (epoch 1 is warm-up)."""
+    try:
+        from pythae.data.datasets import BaseDataset
+        from pythae.models import WAE_MMD, WAE_MMD_Config
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+        from pythae.trainers import BaseTrainer, BaseTrainerConfig
+    except ImportError:
+        print("pythae is not installed: skipping the peer comparison (pip install pythae)")
+        return
+    import copy
+    import logging
+    import statistics
+    import tempfile
+
+    import lightning as L
+
+    from wae.config import TrainConfig
+    from wae.data import load_dataset
+    from wae.training.module import LitAutoEncoder
+
+    logging.getLogger("pythae").setLevel(logging.ERROR)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    x = load_dataset("mnist-5k", split="train").x
+    n = x.shape[0]
+    torch.manual_seed(0)
+    ours = create_model("wae-mmd", (1, 28, 28), width=width, cost_scale=1.0, lam=10.0)
+
+    class Enc(BaseEncoder):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return ModelOutput(embedding=self.net(x))
+
+    class Dec(BaseDecoder):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=8, kernel_choice="imq", reg_weight=10.0,
+                         kernel_bandwidth=2.0 * 8, scales=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
+    theirs = WAE_MMD(cfg, encoder=Enc(copy.deepcopy(ours.encoder)), decoder=Dec(copy.deepcopy(ours.decoder)))
+
+    class EpochTimer(L.Callback):
+        def __init__(self):
+            self.times = []
+
+        def on_train_epoch_start(self, trainer, module):
+            self.t = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            self.times.append(time.perf_counter() - self.t)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tc = TrainConfig(batch_size=batch, lr=1e-4, pretrain_steps=0, epochs=epochs)
+        lit = LitAutoEncoder(ours, tc, x)
+        from wae.training.checkpoint import EpochSeededSampler
+
+        loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=batch, sampler=EpochSeededSampler(n, 0),
+                                             drop_last=True)
+        timer = EpochTimer()
+        from lightning.pytorch.loggers import CSVLogger
+
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(tmp, name="l"),
+                            callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, log_every_n_steps=10, num_sanity_val_steps=0,
+                            default_root_dir=tmp)
+        trainer.fit(lit, loader)
+        t_ours = statistics.median(timer.times[1:])
+
+        ptc = BaseTrainerConfig(output_dir=tmp, per_device_train_batch_size=batch, num_epochs=epochs,
+                                learning_rate=1e-4, optimizer_cls="Adam", no_cuda=True)
+        ptrainer = BaseTrainer(theirs, BaseDataset(x, torch.zeros(n)), training_config=ptc)
+        ptrainer.prepare_training()  # what BaseTrainer.train does before its epoch loop
+        times = []
+        for e in range(1, epochs + 1):
+            t = time.perf_counter()
+            ptrainer.train_step(e)
+            times.append(time.perf_counter() - t)
+        t_theirs = statistics.median(times[1:])
+    steps = n // batch
+    print(f"whole epochs on mnist-5k ({n} images, batch {batch}, width {width}), median of epochs 2..{epochs}:")
+    print(f"  ours (Lightning) {t_ours:.2f} s/epoch = {steps * batch / t_ours:.0f} samples/s | pythae BaseTrainer "
+          f"{t_theirs:.2f} s/epoch = {n / t_theirs:.0f} samples/s | our throughput / theirs = "
+          f"{(steps * batch / t_ours) / (n / t_theirs):.2f}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=100)
@@ -156,9 +253,13 @@ def main():
     p.add_argument("--models", default="wae-mmd,wae-gan,vae,gm-wae,gm-vae,gmvae,stacked-wae,wae-deep")
     p.add_argument("--mmd-scaling", action="store_true")
     p.add_argument("--pythae", action="store_true")
+    p.add_argument("--pythae-trainer", action="store_true")
+    p.add_argument("--epochs", type=int, default=3)
     a = p.parse_args()
     if a.mmd_scaling:
         return mmd_scaling()
+    if a.pythae_trainer:
+        return pythae_trainer_comparison(a.batch, a.width, a.epochs)
     if a.pythae:
         return pythae_comparison(a.batch, a.width, a.repeats)
     torch.manual_seed(0)

@@ -230,7 +230,17 @@ def test_inception_fid_feeds_rgb_images_to_fid_helper(monkeypatch):
     model = StubModel(images(40, 2), torch.randn(40, 2))
     out = sample_quality_metrics(model, Dataset("toy:test", images(40, 3), None), None, n=40,
                                  metrics=["fid_inception"])
-    assert set(out) == {"test/fid_inception"} and out["test/fid_inception"] > 0
+    assert set(out) == {"test/fid_inception", "test/fid_inception_n"} and out["test/fid_inception"] > 0
+    assert out["test/fid_inception_n"] == 40
+    # a smaller Inception sample: the first k samples against the first k held-out images
+    small = sample_quality_metrics(model, Dataset("toy:test", images(40, 3), None), None, n=40,
+                                   metrics=["fid_inception"], inception_n=10)
+    assert small["test/fid_inception_n"] == 10
+    assert small["test/fid_inception"] != pytest.approx(out["test/fid_inception"])
+    # with the extra installed, `wae evaluate` asks for it by default
+    from wae.evaluation.runner import default_sample_metrics
+
+    assert "fid_inception" in default_sample_metrics()
 
 
 # ----------------------------------------------------------------------------------------------- domain classifier

@@ -124,14 +124,13 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
 
 
 def default_sample_metrics() -> list[str]:
-    """Sample-quality metrics ``wae evaluate`` computes by default; Inception FID only with a GPU (≈0.3 s per image
-    on a CPU) — ask for it with ``--metrics fid_inception`` there."""
-    import torch
-
+    """Sample-quality metrics ``wae evaluate`` computes by default: all of them, Inception FID whenever the ``fid``
+    extra is installed (on a CPU on at most ``INCEPTION_CPU_N`` images per side, see
+    :func:`~wae.evaluation.sample_quality.sample_quality_metrics`)."""
     from .sample_quality import inception_available
 
     names = ["w2_samples", "w2_latent", "fid_domain", "kid_domain", "component_purity"]
-    if inception_available() and torch.cuda.is_available():
+    if inception_available():
         names.append("fid_inception")
     return names
 
@@ -146,7 +145,7 @@ def _applicable(model, eval_ds, names: list[str]) -> list[str]:
 
 
 def evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra: dict | None = None, figures: bool = True,
-                 sample_metrics: list[str] | None = None, n: int = 2000) -> dict:
+                 sample_metrics: list[str] | None = None, n: int = 2000, inception_n: int | None = None) -> dict:
     """Metrics (+ figures and report) for a finished run; merges into an existing metrics.json."""
     run_dir = Path(run_dir)
     metrics: dict = {}
@@ -167,7 +166,7 @@ def evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra: dict | None = No
             train_ds = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
         metrics.update(sample_quality_metrics(model, eval_ds, train_ds, n=n, metrics=_applicable(model, eval_ds,
                                                                                                  sample_metrics),
-                                              seed=cfg.train.seed))
+                                              seed=cfg.train.seed, inception_n=inception_n))
     metrics["model"] = cfg.model
     metrics["dataset"] = cfg.data.dataset
     metrics["eval_dataset"] = cfg.data.eval_dataset or f"{cfg.data.dataset}:test"
