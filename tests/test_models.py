@@ -128,6 +128,22 @@ def test_vae_iwae_bound_at_least_elbo_and_elbo_matches_loss():
     assert float(-lw.mean()) == pytest.approx(float(losses.mean()), rel=0.01)
 
 
+def test_vae_iwae_bound_is_chunked_and_chunking_does_not_change_it():
+    """The importance samples are decoded in bounded chunks (a full-width model on a 500-image test batch with
+    100 samples once needed > 24 GB); the bound is the same estimator either way."""
+    torch.manual_seed(0)
+    m = create_model("vae", (1, 28, 28), width=0.0625, iw_samples=32).eval()
+    x = (torch.rand(8, 1, 28, 28) > 0.5).float()
+    seen = []
+    orig = m.elbo_terms
+    m.elbo_terms = lambda x, s: (seen.append(s), orig(x, s))[1]
+    with torch.no_grad():
+        chunked = torch.stack([m.eval_metrics(x, max_decodes=40)["iwae_bound"] for _ in range(15)])
+        whole = torch.stack([m.eval_metrics(x, max_decodes=10**6)["iwae_bound"] for _ in range(15)])
+    assert max(seen[:7]) == 5 and sum(seen[:7]) == 32  # 40 // 8 = 5 samples per chunk, 32 in all
+    assert float(chunked.mean()) == pytest.approx(float(whole.mean()), abs=4 * float(whole.std()) / 15**0.5 + 1e-3)
+
+
 def test_wae_mmd_loss_is_recon_plus_lambda_mmd():
     torch.manual_seed(0)
     m = create_model("wae-mmd", (1, 28, 28), width=0.125).eval()

@@ -411,3 +411,38 @@ def test_unwritable_output_dir_exits_2(tmp_path, capsys, monkeypatch, how):
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and "cannot write to output directory" in err, err
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_gradient_is_found_by_the_fused_check(bad):
+    from wae.config import TrainConfig
+    from wae.errors import TrainingError
+    from wae.models import create_model
+    from wae.training.module import LitAutoEncoder
+
+    model = create_model("wae-mmd", (1, 28, 28), width=0.0625)
+    lit = LitAutoEncoder(model, TrainConfig())
+    params = dict(model.named_parameters())
+    for p in params.values():
+        p.grad = torch.zeros_like(p)
+    lit.on_before_optimizer_step(None)  # all finite: nothing happens
+    name = list(params)[3]
+    params[name].grad.view(-1)[5] = bad
+    with pytest.raises(TrainingError, match=name.replace(".", r"\.")):
+        lit.on_before_optimizer_step(None)
+    skip = LitAutoEncoder(model, TrainConfig(on_nan="skip"))
+    skip.print = lambda *a, **k: None
+    skip.on_before_optimizer_step(None)
+    assert all(p.grad is None for p in model.parameters())  # the update is dropped
+
+
+def test_non_finite_loss_term_is_named_by_the_fused_check():
+    from wae.config import TrainConfig
+    from wae.errors import TrainingError
+    from wae.models import create_model
+    from wae.training.module import LitAutoEncoder
+
+    lit = LitAutoEncoder(create_model("wae-mmd", (1, 28, 28), width=0.0625), TrainConfig())
+    assert lit._check({"loss": torch.tensor(1.0), "mmd": torch.tensor(0.1), "_aux": torch.tensor(float("nan"))})
+    with pytest.raises(TrainingError, match="in term\\(s\\) mmd"):
+        lit._check({"loss": torch.tensor(1.0), "mmd": torch.tensor(float("inf"))})

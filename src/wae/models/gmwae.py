@@ -217,8 +217,16 @@ class GaussianMixtureAE(AutoEncoderModel):
         eye = torch.eye(z.shape[-1], device=z.device, dtype=z.dtype) * self.prior.std**2
         return (m - self.prior.means).pow(2).mean() + (c - eye).pow(2).mean()
 
-    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
+    def eval_metrics(self, x: Tensor, max_decodes: int = 2000) -> dict[str, Tensor]:
         if self.config.objective != "vae":
             return {}
-        t = self._vae_loss(x)
-        return {"elbo": -t["loss"], "kl_continuous": t["kl_continuous"], "kl_discrete": t["kl_discrete"]}
+        # n·K·S codes are decoded per row of x: chunk the rows so that memory stays bounded at any width.
+        rows = max(1, max_decodes // (self.config.num_components * self.config.samples_per_component))
+        sums: dict[str, Tensor] = {}
+        for i in range(0, x.shape[0], rows):
+            xb = x[i: i + rows]
+            t = self._vae_loss(xb)
+            for k, v in (("elbo", -t["loss"]), ("kl_continuous", t["kl_continuous"]),
+                         ("kl_discrete", t["kl_discrete"])):
+                sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
+        return {k: v / x.shape[0] for k, v in sums.items()}

@@ -204,7 +204,11 @@ class VAE(_EncoderDecoder):
         log_p = self.prior.log_prob(z)
         return ll + log_p - log_q
 
-    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
-        lw = self.elbo_terms(x, self.config.iw_samples)
+    def eval_metrics(self, x: Tensor, max_decodes: int = 2000) -> dict[str, Tensor]:
+        # The importance samples are decoded in chunks of at most ``max_decodes`` images (memory stays bounded
+        # at any width and batch size; 100 samples × 500 test images at once would need tens of GB).
+        chunk = max(1, max_decodes // max(1, x.shape[0]))
+        S = self.config.iw_samples
+        lw = torch.cat([self.elbo_terms(x, min(chunk, S - s)) for s in range(0, S, chunk)], 0)
         iwae = torch.logsumexp(lw, 0) - math.log(lw.shape[0])
         return {"elbo": lw[0].mean(), "iwae_bound": iwae.mean(), "nll_iwae": -iwae.mean()}

@@ -60,6 +60,13 @@ class LitAutoEncoder(L.LightningModule):
             self.train_x = self.train_x.to(self.device)
             if self.cfg.channels_last and self.train_x.dim() == 4:
                 self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
+        if self.cfg.compile and not getattr(self.model, "_wae_compiled", False):
+            # Compile each network in place (nn.Module.compile keeps parameter names, so checkpoints and the
+            # safetensors export are unchanged); the objective's own tensor code stays eager.
+            for child in self.model.children():
+                if any(True for _ in child.parameters()):
+                    child.compile()
+            self.model._wae_compiled = True
         ws = self.trainer.world_size
         if ws > 1:
             self.model.gather = all_gather_with_grad
@@ -109,16 +116,25 @@ class LitAutoEncoder(L.LightningModule):
         return self.train_x[idx.to(self.train_x.device)]
 
     def _check(self, terms: dict[str, Tensor]) -> bool:
-        bad = [k for k, v in terms.items() if not k.startswith("_") and not torch.isfinite(v).all()]
-        if not bad:
+        # One fused test and one host sync per step; the per-term search only runs when something is off.
+        vals = [v.detach().float().sum() for k, v in terms.items() if not k.startswith("_")]
+        if not vals or bool(torch.isfinite(torch.stack(vals)).all()):
             return True
+        bad = [k for k, v in terms.items() if not k.startswith("_") and not torch.isfinite(v).all()]
         msg = f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}) in term(s) {', '.join(bad)}"
         if self.cfg.on_nan == "skip":
             self.print(f"warning: {msg}; batch skipped")
             return False
         raise TrainingError(msg + "; the last good checkpoint is kept (train.on_nan=skip drops bad batches)")
 
+    def _logging_step(self) -> bool:
+        """Whether the Trainer writes logs after this step (calling ``self.log`` on other steps is wasted work)."""
+        conn = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(conn, "should_update_logs", True))
+
     def _log_terms(self, terms: dict[str, Tensor]) -> None:
+        if not self._logging_step():
+            return
         logged = {f"train/{k}": v.detach() for k, v in terms.items() if not k.startswith("_")}
         self.log_dict(logged, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
         self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
@@ -176,8 +192,14 @@ class LitAutoEncoder(L.LightningModule):
                 s.step()
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        # A non-finite entry makes its tensor's norm non-finite: one fused pass and one host sync per step.
+        if bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            return
         bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-        if not bad:
+        if not bad:  # only a finite overflow of the norm itself
             return
         msg = f"non-finite gradient at step {self.global_step} in {bad[0]} (+{len(bad) - 1} more)"
         if self.cfg.on_nan == "skip":
