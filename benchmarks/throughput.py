@@ -81,7 +81,7 @@ def mmd_scaling(sizes=(100, 250, 500, 1000, 2000, 4000), repeats=3):
         kern = IMQKernel(base=prior.expected_sq_dist())
         for n in sizes:
             pts = n * K
-            if pts > 20000:
+            if pts > 10000:
                 continue
             z = torch.randn(pts, 10, requires_grad=True)
             if K == 1:
