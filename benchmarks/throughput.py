@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --mmd-scaling          # MMD cost against batch size, K = 1 and K = 10
     python benchmarks/throughput.py --pythae               # against pythae's WAE_MMD, same nets/batch (if installed)
     python benchmarks/throughput.py --pythae-trainer       # whole training epochs: our Lightning loop vs pythae's
+    python benchmarks/throughput.py --loop-overhead        # our Lightning batch vs a plain loop, same model
 
 "bare" = the model's own encoder and decoder networks, forward and backward of a plain squared error (for GM-WAE:
 all n·K codes decoded, as its objective needs); "full" = ``model.loss(x)`` (all terms, MMD included) + backward +
@@ -245,6 +246,56 @@ def pythae_trainer_comparison(batch: int, width: float, epochs: int = 3):
           f"{(steps * batch / t_ours) / (n / t_theirs):.2f}")
 
 
+def loop_overhead(width: float, batch: int, steps: int = 30):
+    """Our Lightning training batch (hooks, closure, checks, logging) against a plain loss/backward/step loop of the
+    same model on the same mnist-5k batches, in one process: median milliseconds per step of each."""
+    import logging
+    import statistics
+    import tempfile
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from wae.config import TrainConfig
+    from wae.data import load_dataset
+    from wae.training.checkpoint import EpochSeededSampler
+    from wae.training.module import LitAutoEncoder
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    x = load_dataset("mnist-5k", split="train").x
+    torch.manual_seed(0)
+    m = create_model("wae-mmd", (1, 28, 28), width=width, cost_scale=1.0, lam=10.0)
+    opt = torch.optim.Adam(m.parameters(), 1e-4)
+    plain = []
+    for i in range(steps):
+        xb = x[(i % (len(x) // batch)) * batch:][:batch]
+        t = time.perf_counter()
+        full_step(m, xb, opt)
+        plain.append(time.perf_counter() - t)
+
+    class Timer(L.Callback):
+        def __init__(self):
+            self.ts = []
+
+        def on_train_batch_start(self, *a):
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, *a):
+            self.ts.append(time.perf_counter() - self.t)
+
+    lit = LitAutoEncoder(m, TrainConfig(batch_size=batch, lr=1e-4, pretrain_steps=0, epochs=1), x)
+    loader = torch.utils.data.DataLoader(torch.arange(len(x)), batch_size=batch,
+                                         sampler=EpochSeededSampler(len(x), 0), drop_last=True)
+    timer = Timer()
+    with tempfile.TemporaryDirectory() as tmp:
+        L.Trainer(max_epochs=1, max_steps=steps, accelerator="cpu", devices=1, logger=CSVLogger(tmp, name="l"),
+                  callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp).fit(lit, loader)
+    tp, tl = statistics.median(plain[2:]), statistics.median(timer.ts[2:])
+    print(f"wae-mmd width {width}, batch {batch}: plain loop {tp * 1e3:.1f} ms/step | Lightning batch "
+          f"{tl * 1e3:.1f} ms/step | ratio {tl / tp:.2f}")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=100)
@@ -255,9 +306,12 @@ def main():
     p.add_argument("--pythae", action="store_true")
     p.add_argument("--pythae-trainer", action="store_true")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--loop-overhead", action="store_true")
     a = p.parse_args()
     if a.mmd_scaling:
         return mmd_scaling()
+    if a.loop_overhead:
+        return loop_overhead(a.width, a.batch)
     if a.pythae_trainer:
         return pythae_trainer_comparison(a.batch, a.width, a.epochs)
     if a.pythae:
