@@ -134,6 +134,8 @@ def test_metric_direction_and_format():
     assert metric_direction("test/fid_inception") == "min"
     assert metric_direction("test/kid_domain") == "min"
     assert metric_direction("test/kid_domain_std") is None
+    assert metric_direction("test/fid_inception_n") is None  # a sample count, not a score
+    assert metric_direction("test/iwae_points") is None
     assert metric_direction("test/acc_hungarian") == "max"
     assert metric_direction("test/iwae_bound") == "max"
     assert metric_direction("test/ari") == "max"
