@@ -97,15 +97,17 @@ def mmd_scaling(sizes=(100, 250, 500, 1000, 2000, 4000), repeats=3):
             print(f"{n:6d} {K:3d} {pts:7d} {t * 1e3:9.1f} {mb:10.1f}")
 
 
-def pythae_comparison(batch: int, width: float, repeats: int):
-    """Our wae-mmd step vs pythae's WAE_MMD step with the same encoder/decoder, batch and optimiser."""
+def _ours_and_pythae_twin(width: float):
+    """Our ``wae-mmd`` and pythae's ``WAE_MMD`` around copies of the same encoder/decoder (None without pythae)."""
     try:
         from pythae.models import WAE_MMD, WAE_MMD_Config
         from pythae.models.base.base_utils import ModelOutput
         from pythae.models.nn import BaseDecoder, BaseEncoder
     except ImportError:
         print("pythae is not installed: skipping the peer comparison (pip install pythae)")
-        return
+        return None
+    import copy
+
     torch.manual_seed(0)
     ours = create_model("wae-mmd", (1, 28, 28), width=width, cost_scale=1.0, lam=10.0)
 
@@ -125,11 +127,19 @@ def pythae_comparison(batch: int, width: float, repeats: int):
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
-    import copy
-
-    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=8, kernel_choice="imq", reg_weight=10.0,
-                         kernel_bandwidth=2.0 * 8, scales=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
+    d = ours.config.latent_dim
+    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=d, kernel_choice="imq", reg_weight=10.0,
+                         kernel_bandwidth=2.0 * d, scales=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
     theirs = WAE_MMD(cfg, encoder=Enc(copy.deepcopy(ours.encoder)), decoder=Dec(copy.deepcopy(ours.decoder)))
+    return ours, theirs
+
+
+def pythae_comparison(batch: int, width: float, repeats: int):
+    """Our wae-mmd step vs pythae's WAE_MMD step with the same encoder/decoder, batch and optimiser."""
+    pair = _ours_and_pythae_twin(width)
+    if pair is None:
+        return
+    ours, theirs = pair
     x = torch.rand(batch, 1, 28, 28)
     o1 = torch.optim.Adam(ours.parameters(), lr=1e-4)
     o2 = torch.optim.Adam(theirs.parameters(), lr=1e-4)
@@ -154,21 +164,17 @@ def pythae_trainer_comparison(batch: int, width: float, epochs: int = 3):
     """Whole training epochs on mnist-5k: our Lightning loop (device-resident data, batched by index) against
     pythae's ``BaseTrainer.train_step`` (its DataLoader, per-step ``.item()``), same nets, batch and optimiser.
     Reports the median epoch time over epochs 2..E of each (epoch 1 is warm-up)."""
-    try:
-        from pythae.data.datasets import BaseDataset
-        from pythae.models import WAE_MMD, WAE_MMD_Config
-        from pythae.models.base.base_utils import ModelOutput
-        from pythae.models.nn import BaseDecoder, BaseEncoder
-        from pythae.trainers import BaseTrainer, BaseTrainerConfig
-    except ImportError:
-        print("pythae is not installed: skipping the peer comparison (pip install pythae)")
+    pair = _ours_and_pythae_twin(width)
+    if pair is None:
         return
-    import copy
+    ours, theirs = pair
     import logging
     import statistics
     import tempfile
 
     import lightning as L
+    from pythae.data.datasets import BaseDataset
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
 
     from wae.config import TrainConfig
     from wae.data import load_dataset
@@ -179,28 +185,6 @@ def pythae_trainer_comparison(batch: int, width: float, epochs: int = 3):
         logging.getLogger(name).setLevel(logging.ERROR)
     x = load_dataset("mnist-5k", split="train").x
     n = x.shape[0]
-    torch.manual_seed(0)
-    ours = create_model("wae-mmd", (1, 28, 28), width=width, cost_scale=1.0, lam=10.0)
-
-    class Enc(BaseEncoder):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return ModelOutput(embedding=self.net(x))
-
-    class Dec(BaseDecoder):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, z):
-            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
-
-    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=8, kernel_choice="imq", reg_weight=10.0,
-                         kernel_bandwidth=2.0 * 8, scales=[0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
-    theirs = WAE_MMD(cfg, encoder=Enc(copy.deepcopy(ours.encoder)), decoder=Dec(copy.deepcopy(ours.decoder)))
 
     class EpochTimer(L.Callback):
         def __init__(self):

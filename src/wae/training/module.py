@@ -64,7 +64,7 @@ class LitAutoEncoder(L.LightningModule):
             # Compile each network in place (nn.Module.compile keeps parameter names, so checkpoints and the
             # safetensors export are unchanged); the objective's own tensor code stays eager.
             for child in self.model.children():
-                if any(True for _ in child.parameters()):
+                if next(child.parameters(), None) is not None:
                     child.compile()
             self.model._wae_compiled = True
         ws = self.trainer.world_size
@@ -117,10 +117,10 @@ class LitAutoEncoder(L.LightningModule):
 
     def _check(self, terms: dict[str, Tensor]) -> bool:
         # One fused test and one host sync per step; the per-term search only runs when something is off.
-        vals = [v.detach().float().sum() for k, v in terms.items() if not k.startswith("_")]
-        if not vals or bool(torch.isfinite(torch.stack(vals)).all()):
+        named = {k: v.detach() for k, v in terms.items() if not k.startswith("_")}
+        if not named or bool(torch.isfinite(torch.stack([v.float().sum() for v in named.values()])).all()):
             return True
-        bad = [k for k, v in terms.items() if not k.startswith("_") and not torch.isfinite(v).all()]
+        bad = [k for k, v in named.items() if not torch.isfinite(v).all()]
         msg = f"non-finite loss at step {self.global_step} (epoch {self.current_epoch}) in term(s) {', '.join(bad)}"
         if self.cfg.on_nan == "skip":
             self.print(f"warning: {msg}; batch skipped")
