@@ -185,3 +185,16 @@ def test_run_config_yaml_round_trip_and_errors():
         RunConfig.from_dict({"model": {"name": "gm-wae"}, "train": {"lr": "abc"}})
     with pytest.raises(ConfigError, match="unknown model"):
         RunConfig.from_dict({"model": {"name": "zzz"}})
+
+
+def test_evaluate_model_averages_the_iwae_bound_over_a_subset_and_records_it():
+    from wae.data import Dataset
+    from wae.evaluation.runner import evaluate_model
+
+    torch.manual_seed(0)
+    ds = Dataset("toy:test", (torch.rand(30, 1, 28, 28) > 0.5).float(), None)
+    vae = create_model("vae", (1, 28, 28), width=0.0625, iw_samples=4)
+    out = evaluate_model(vae, ds, iwae_points=12, batch_size=5)
+    assert out["test/iwae_points"] == 12 and "test/iwae_bound" in out
+    wae_out = evaluate_model(create_model("wae-mmd", (1, 28, 28), width=0.0625), ds, batch_size=5)
+    assert "test/iwae_points" not in wae_out
