@@ -116,6 +116,14 @@ def test_weighted_grouped_mmd_against_brute_force():
     ours = float(mmd(x, y, kernel, wx, wy, gx, gy))
     ref = mmd_brute_force(x, y, _kfn(kernel), wx, wy, gx, gy)
     assert ours == pytest.approx(ref, abs=1e-9)
+    # group sizes given as ints (consecutive runs) are the same groups
+    assert float(mmd(x, y, kernel, wx, wy, K, 3)) == pytest.approx(ref, abs=1e-9)
+    # a non-contiguous layout goes through the general masked path and still matches brute force
+    perm = torch.randperm(n * K)
+    ref_p = mmd_brute_force(x[perm], y, _kfn(kernel), wx[perm], wy, gx[perm], gy)
+    assert float(mmd(x[perm], y, kernel, wx[perm], wy, gx[perm], gy)) == pytest.approx(ref_p, abs=1e-9)
+    with pytest.raises(ValueError, match="group size"):
+        mmd(x, y, kernel, wx, wy, 4, gy)
 
 
 def test_weighted_equals_unweighted_for_equal_weights():

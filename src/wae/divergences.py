@@ -137,8 +137,12 @@ def build_kernel(name: str, base: float, scales: Sequence[float] | None = None) 
     return KERNELS[name](base=base, scales=tuple(float(s) for s in scales))
 
 
-def _within_sum(kmat: Tensor, w: Tensor | None, groups: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Σ_{a,b: g_a ≠ g_b} w_a w_b K_ab and its normaliser Σ_{g_a ≠ g_b} w_a w_b."""
+def _within_sum(kmat: Tensor, w: Tensor | None, groups: Tensor | int | None) -> tuple[Tensor, Tensor]:
+    """Σ_{a,b: g_a ≠ g_b} w_a w_b K_ab and its normaliser Σ_{g_a ≠ g_b} w_a w_b.
+
+    ``groups`` is a tensor of group ids, or an int ``s``: consecutive runs of ``s`` points form the groups (the
+    layout models and stratified prior samples use; no host synchronisation is needed to detect it).
+    """
     n = kmat.shape[0]
     if w is None:
         w = kmat.new_full((n,), 1.0 / n)
@@ -146,7 +150,12 @@ def _within_sum(kmat: Tensor, w: Tensor | None, groups: Tensor | None) -> tuple[
         total = w @ kmat @ w - (w * w * kmat.diagonal()).sum()
         norm = w.sum() ** 2 - (w * w).sum()
         return total, norm
-    size = _contiguous_group_size(groups)
+    if isinstance(groups, int):
+        if groups <= 0 or n % groups:
+            raise ValueError(f"mmd: group size {groups} does not divide the {n} points")
+        size = groups
+    else:
+        size = _contiguous_group_size(groups)
     if size:
         # Groups are consecutive runs of equal length (how models and stratified prior samples lay them out):
         # the within-group pairs are the diagonal blocks, so no n×n mask or weight matrix is built.
@@ -186,12 +195,13 @@ def mmd(
     kernel: Kernel,
     x_weights: Tensor | None = None,
     y_weights: Tensor | None = None,
-    x_groups: Tensor | None = None,
-    y_groups: Tensor | None = None,
+    x_groups: Tensor | int | None = None,
+    y_groups: Tensor | int | None = None,
 ) -> Tensor:
     """Unbiased estimate of MMD²_k between the distributions of x (n×d) and y (m×d).
 
-    Each point may carry a weight (weights of a side sum to 1) and a group id. Pairs *within* a group are left out
+    Each point may carry a weight (weights of a side sum to 1) and a group id (or, as an int ``s``, groups are the
+    consecutive runs of ``s`` points). Pairs *within* a group are left out
     of the within-sample sums, and the sums are normalised by the total weight of the pairs kept:
 
         MMD² ≈ Σ_{g_a≠g_b} w_a w_b k(x_a,x_b) / Σ_{g_a≠g_b} w_a w_b  (same for y)  − 2 Σ_{a,b} w_a v_b k(x_a,y_b).

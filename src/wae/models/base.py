@@ -114,27 +114,29 @@ class AutoEncoderModel(nn.Module):
                 raise ConfigError(f"model.kernel_base must be a number, 'auto' or 'gaussian', got {base!r}") from None
         return build_kernel(name, value, scales)
 
-    def prior_mmd(self, z: Tensor, weights: Tensor | None = None, groups: Tensor | None = None) -> Tensor:
+    def prior_mmd(self, z: Tensor, weights: Tensor | None = None, groups: Tensor | int | None = None) -> Tensor:
         """λ-free MMD between posterior samples and fresh prior samples over the *global* batch.
 
         Each process draws prior samples for its own codes (as many as codes for a Gaussian; for a mixture,
         ⌈n/K⌉ per component, stratified — see ``Prior.sample_stratified``); codes, weights, group ids and prior
         samples are then gathered across processes, so N processes compute exactly the MMD of one process on the
-        concatenated batch. Weights are renormalised to sum to 1 after gathering.
+        concatenated batch. Weights are renormalised to sum to 1 after gathering. ``groups`` may be an int (the
+        codes come in consecutive groups of that size, as GM-WAE lays them out); it stays valid after gathering.
         """
         n = z.shape[0]
         if self.prior.num_components > 1:
             m = max(1, math.ceil(n / self.prior.num_components))
-            zp, wp, gp = self.prior.sample_stratified(m)
+            zp, wp, _ = self.prior.sample_stratified(m)
+            gp = self.prior.num_components  # group-major: consecutive runs of one sample per component
         else:
             zp, wp, gp = self.prior.rsample((n,)), None, None
         if self.gather is not identity_gather:
             offset = self.rank * (1 << 32)
             z, zp = self.gather(z), self.gather(zp.detach())
             weights = self.gather(weights) if weights is not None else None
-            groups = self.gather(groups + offset) if groups is not None else None
+            if isinstance(groups, Tensor):
+                groups = self.gather(groups + offset)
             wp = self.gather(wp) if wp is not None else None
-            gp = self.gather(gp + offset) if gp is not None else None
         if weights is not None:
             weights = weights / weights.sum()
         if wp is not None:

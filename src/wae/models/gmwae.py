@@ -170,8 +170,8 @@ class GaussianMixtureAE(AutoEncoderModel):
         err = (xr - x.unsqueeze(1).unsqueeze(1)).pow(2).flatten(3).sum(-1).mean(-1)  # (n, K)
         recon = cfg.cost_scale * (q * err).sum(-1).mean()
         weights = (q.unsqueeze(-1).expand(n, K, S) / (n * S)).reshape(-1)
-        groups = torch.arange(n, device=x.device).repeat_interleave(K * S)
-        penalty = self.prior_mmd(z.reshape(n * K * S, -1), weights, groups)
+        # the K·S codes of data point i are consecutive: group size K·S (pairs within a data point are left out)
+        penalty = self.prior_mmd(z.reshape(n * K * S, -1), weights, K * S)
         loss = recon + cfg.lam * penalty
         out = {"loss": loss, "recon": recon, "mmd": penalty}
         qbar = self.gather(q).mean(0)
