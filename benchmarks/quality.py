@@ -31,6 +31,9 @@ def main():
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default="runs/bench")
+    p.add_argument("--reuse", action="store_true",
+                   help="seeds whose run directory already holds metrics.json are read, not retrained (so seeds can "
+                        "be trained by parallel invocations and tabulated together)")
     a = p.parse_args()
     rows = []
     for seed in a.seeds:
@@ -39,13 +42,18 @@ def main():
                "--eval-data-dir", a.test_dir, "--seed", str(seed), "--out", str(out), "--quiet"]
         for s in a.set:
             cmd += ["--set", s]
-        t = time.time()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(r.stderr[-3000:])
-            sys.exit(r.returncode)
-        m = json.loads((out / "metrics.json").read_text())
-        m["wall_s"] = time.time() - t
+        if a.reuse and (out / "metrics.json").exists() and (out / "wall_s.txt").exists():
+            m = json.loads((out / "metrics.json").read_text())
+            m["wall_s"] = float((out / "wall_s.txt").read_text())
+        else:
+            t = time.time()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(r.stderr[-3000:])
+                sys.exit(r.returncode)
+            m = json.loads((out / "metrics.json").read_text())
+            m["wall_s"] = time.time() - t
+            (out / "wall_s.txt").write_text(f"{m['wall_s']:.1f}\n")
         rows.append((seed, m))
         print(f"seed {seed}: " + "  ".join(f"{k.split('/')[-1]}={m.get(k, float('nan')):.4g}" for k in KEYS), flush=True)
     keys = [k for k in KEYS if k in rows[0][1]] + ["wall_s"]
