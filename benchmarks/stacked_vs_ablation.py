@@ -6,7 +6,8 @@ budget, trained on mnist-5k and evaluated on the official MNIST test set.
 Per model and seed: exact W2 between 2,000 samples and 2,000 test images (``w2_samples``), domain FID
 (``fid_domain``, the cached MNIST domain classifier), the top-layer MMD to N(0, I) (``test/mmd`` of
 :meth:`StackedWAE.eval_metrics`, IMQ kernel), the reconstruction MSE through z_1 and through the full hierarchy.
-Lower is better for these. ``gen. noise z1`` is a diagnostic (see :func:`generative_noise`): Eq. 10's squared
+Also the improved precision (fidelity) and recall (coverage) of Kynkäänniemi et al. on the classifier features
+(``pr_domain``; higher is better). Lower is better for the others. ``gen. noise z1`` is a diagnostic (see :func:`generative_noise`): Eq. 10's squared
 cost with the closed-form expectation (‖z − μ‖² + tr Σ) drives the generative covariances towards 0, so StackedWAE
 samples become a deterministic function of the top latent (2-D for MNIST), while the ablation's MMD at z_1 keeps
 generative noise. Prints a Markdown table, writes it to ``benchmarks/results/stacked-vs-ablation-<tag>.md``.
@@ -20,7 +21,8 @@ import time
 from pathlib import Path
 
 MODELS = ("stacked-wae", "wae-deep")
-COLS = [("W2 samples", "test/w2_samples"), ("domain FID", "test/fid_domain"), ("top MMD", "test/mmd"),
+COLS = [("W2 samples", "test/w2_samples"), ("domain FID", "test/fid_domain"), ("precision ↑", "test/precision_domain"),
+        ("recall ↑", "test/recall_domain"), ("top MMD", "test/mmd"),
         ("recon z1", "test/recon_depth1"), ("recon z5", "test/recon_depth5"), ("gen. noise z1", "gen_noise_z1"),
         ("wall s", "wall_s")]
 
@@ -37,7 +39,8 @@ def generative_noise(model, n: int = 2000) -> float:
         return float((0.5 * logvar).exp().mean() / chain[0].std(0).mean())
 
 
-def run_one(model: str, seed: int, out: Path, dataset: str, test_dir: str, sets: list[str], n: int) -> dict:
+def run_one(model: str, seed: int, out: Path, dataset: str, test_dir: str, sets: list[str], n: int,
+            reuse: bool = False) -> dict:
     from wae.evaluation.sample_quality import sample_quality_metrics, w2_samples
     from wae.experiments.common import base_config
     from wae.training.run import load_data_for, train
@@ -46,15 +49,25 @@ def run_one(model: str, seed: int, out: Path, dataset: str, test_dir: str, sets:
             f"seed={seed}", "checkpoint_every_minutes=0", "train.figures=false", *sets]
     cfg = base_config(model, f"{model}-mnist", over)
     cfg.train.progress = False
-    t = time.time()
-    metrics, m = train(cfg, out / f"{model}-s{seed}", quiet=True, return_model=True)
-    wall = time.time() - t
+    run = out / f"{model}-s{seed}"
+    if reuse and (run / "metrics.json").exists() and (run / "model.safetensors").exists():
+        import json
+
+        from wae.io import load_model
+
+        metrics, m = json.loads((run / "metrics.json").read_text()), load_model(run)
+        wall = float((run / "wall_s.txt").read_text()) if (run / "wall_s.txt").exists() else math.nan
+    else:
+        t = time.time()
+        metrics, m = train(cfg, run, quiet=True, return_model=True)
+        wall = time.time() - t
+        (run / "wall_s.txt").write_text(f"{wall:.1f}\n")
     train_ds, eval_ds = load_data_for(cfg)
     row = {"model": model, "seed": seed, "wall_s": wall}
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
     row["test/w2_samples"] = w2_samples(m, eval_ds, n=n)
     row["gen_noise_z1"] = generative_noise(m, n)
-    row.update(sample_quality_metrics(m, eval_ds, train_ds, n=n, metrics=["fid_domain"]))
+    row.update(sample_quality_metrics(m, eval_ds, train_ds, n=n, metrics=["fid_domain", "pr_domain"]))
     return row
 
 
@@ -83,12 +96,14 @@ def main(argv: list[str] | None = None):
     p.add_argument("--n", type=int, default=2000, help="samples / test images for W2 and FID")
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default="runs/bench/stacked-vs-ablation")
+    p.add_argument("--reuse", action="store_true", help="evaluate models already trained in --out instead of "
+                   "training them again (wall time from their wall_s.txt, if any)")
     a = p.parse_args(argv)
     t0 = time.time()
     rows = []
     for seed in a.seeds:
         for model in MODELS:
-            row = run_one(model, seed, Path(a.out), a.dataset, a.test_dir, a.set, a.n)
+            row = run_one(model, seed, Path(a.out), a.dataset, a.test_dir, a.set, a.n, a.reuse)
             rows.append(row)
             print(f"{model} seed {seed}: " + "  ".join(f"{c}={row.get(k, math.nan):.4g}" for c, k in COLS), flush=True)
     cmd = " ".join(["python benchmarks/stacked_vs_ablation.py", *(argv if argv is not None else sys.argv[1:])])

@@ -26,6 +26,7 @@ from wae.evaluation import (
     nmi,
     paper_accuracy,
     pairwise_sq_dists,
+    precision_recall,
 )
 
 
@@ -446,3 +447,51 @@ def test_kid_same_vs_shifted_distribution():
     assert kid(x, z, subsets=20, subset_size=500) == (m1, s1)
     with pytest.raises(WAEError):
         kid(x, z[:, :8])
+
+
+# --- improved precision / recall --------------------------------------------------------------------------------
+
+
+def precision_recall_brute_force(real, fake, k):
+    """Kynkäänniemi et al. (2019) with explicit loops: balls of k-th-neighbour radius around each point."""
+    def radii(f):
+        out = []
+        for i in range(len(f)):
+            d = sorted(float(np.sum((f[i] - f[j]) ** 2)) for j in range(len(f)) if j != i)
+            out.append(d[k - 1])
+        return out
+
+    def covered(points, centres, r):
+        return np.mean([any(np.sum((p - c) ** 2) <= rc for c, rc in zip(centres, r)) for p in points])
+
+    return covered(fake, real, radii(real)), covered(real, fake, radii(fake))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_precision_recall_against_brute_force(k):
+    rng = np.random.default_rng(k)
+    real = rng.standard_normal((40, 3))
+    fake = rng.standard_normal((35, 3)) * 1.3 + 1.0
+    p, r = precision_recall(real, fake, k=k, chunk_size=7)  # chunks that do not divide the sizes
+    bp, br = precision_recall_brute_force(real, fake, k)
+    assert (p, r) == (pytest.approx(bp), pytest.approx(br))
+    assert 0 < p < 1 and 0 < r < 1
+
+
+def test_precision_recall_known_cases():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((300, 4))
+    assert precision_recall(real, real.copy()) == (1.0, 1.0)
+    # far away: nothing of either set is inside the other's manifold
+    assert precision_recall(real, real + 100.0) == (0.0, 0.0)
+    # mode dropping: samples from one half of the data are faithful (precision 1) but cover about half (recall)
+    half = real[real[:, 0] > 0]
+    p, r = precision_recall(real, half)
+    assert p == 1.0 and 0.3 < r < 0.7
+    # blur / spread: samples spread 3x wider cover the data (recall high) but are mostly unfaithful
+    p, r = precision_recall(real, 3.0 * rng.standard_normal((300, 4)))
+    assert r > 0.9 and p < 0.5
+    with pytest.raises(WAEError):
+        precision_recall(real, real[:3], k=3)
+    with pytest.raises(WAEError):
+        precision_recall(real, real[:, :2])

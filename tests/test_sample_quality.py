@@ -19,7 +19,7 @@ import wae.evaluation.sample_quality as sq
 from wae.data import Dataset
 from wae.errors import WAEError
 from wae.evaluation.classifier import DomainClassifier, get_domain_classifier
-from wae.evaluation.distances import exact_w2, fid_from_features, kid
+from wae.evaluation.distances import exact_w2, fid_from_features, kid, precision_recall
 from wae.evaluation.sample_quality import (
     component_purity,
     domain_fid_kid,
@@ -174,9 +174,15 @@ def test_sample_quality_metrics_keys_selection_and_errors(monkeypatch):
     out = sample_quality_metrics(model, eval_ds, None, n=50, classifier=IntensityClassifier(),
                                  classifier_info={"test_accuracy": 0.99})
     assert set(out) == {"test/w2_samples", "test/w2_latent", "test/fid_domain", "test/kid_domain",
-                        "test/kid_domain_std", "test/domain_classifier_acc", "test/component_purity",
-                        "test/classes_covered"}
+                        "test/kid_domain_std", "test/precision_domain", "test/recall_domain",
+                        "test/domain_classifier_acc", "test/component_purity", "test/classes_covered"}
     assert out["test/w2_samples"] == pytest.approx(w2_samples(model, eval_ds, n=50))
+    clf = IntensityClassifier()
+    p, r = precision_recall(clf.features(sq._held_out(eval_ds, 50, 0)), clf.features(model.bank[:50]), k=3)
+    assert (out["test/precision_domain"], out["test/recall_domain"]) == (pytest.approx(p), pytest.approx(r))
+    assert set(sample_quality_metrics(model, eval_ds, None, n=50, metrics=["recall_domain"],
+                                      classifier=clf)) == {"test/precision_domain", "test/recall_domain",
+                                                           "test/domain_classifier_acc"}
     assert out["test/domain_classifier_acc"] == 0.99
     assert out["test/component_purity"] == 1.0 and out["test/classes_covered"] == 2
     # a subset; no labelled train split and no classifier → domain metrics are skipped unless asked for

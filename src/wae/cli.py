@@ -69,7 +69,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--n", type=int, default=2000, help="samples / test images for W2, FID and KID (default 2000)")
     e.add_argument("--metrics", help="comma-separated sample metrics: w2_samples,w2_latent,fid_domain,kid_domain,"
-                   "component_purity,fid_inception (default: all that apply; fid_inception when the fid extra is "
+                   "pr_domain,component_purity,fid_inception (default: all that apply; fid_inception when the fid extra is "
                    "installed)")
     e.add_argument("--inception-n", type=int, help="images per side for Inception FID (default: --n on a GPU, "
                    "500 on a CPU)")

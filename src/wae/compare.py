@@ -23,7 +23,8 @@ MISSING = "–"
 
 # Judged on the metric's name without its ``test/`` or ``train/`` prefix.
 _LOWER = ("recon_mse*", "recon_nll*", "nll_*", "mmd_prior*", "w2_*", "fid_*", "kid_*")
-_HIGHER = ("acc_*", "*_acc", "*_accuracy", "nmi", "ari", "elbo", "iwae_bound", "component_purity")
+_HIGHER = ("acc_*", "*_acc", "*_accuracy", "nmi", "ari", "elbo", "iwae_bound", "component_purity",
+           "precision_*", "recall_*")
 _NO_DIRECTION = ("*_std", "*_n", "*_points")  # spreads and sample counts are not scores
 
 

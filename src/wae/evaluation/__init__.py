@@ -2,7 +2,7 @@
 
 * :mod:`wae.evaluation.clustering` — clustering accuracies (GM-WAE paper, Makhzani, Hungarian, majority),
   NMI, ARI, active components.
-* :mod:`wae.evaluation.distances` — exact empirical W2, Fréchet distance / FID, KID.
+* :mod:`wae.evaluation.distances` — exact empirical W2, Fréchet distance / FID, KID, precision / recall.
 
 scikit-learn is imported lazily (only by :func:`nmi` / :func:`ari`).
 """
@@ -20,7 +20,7 @@ from .clustering import (
     nmi,
     paper_accuracy,
 )
-from .distances import exact_w2, fid_from_features, frechet_distance, kid, pairwise_sq_dists
+from .distances import exact_w2, fid_from_features, frechet_distance, kid, pairwise_sq_dists, precision_recall
 
 __all__ = [
     # clustering
@@ -38,6 +38,7 @@ __all__ = [
     "exact_w2",
     "fid_from_features",
     "frechet_distance",
+    "precision_recall",
     "kid",
     "pairwise_sq_dists",
 ]

