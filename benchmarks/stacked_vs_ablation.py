@@ -20,8 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 MODELS = ("stacked-wae", "wae-deep")
-COLS = [("W2 samples", "test/w2_samples"), ("domain FID", "test/fid_domain"), ("precision ↑", "test/precision_domain"),
+COLS = [("W2 samples", "test/w2_samples"), ("domain FID", "test/fid_domain"), ("FID 3 draws", "fid_draws"),
+        ("precision ↑", "test/precision_domain"), ("confidence ↑", "confidence"),
         ("recall ↑", "test/recall_domain"), ("top MMD", "test/mmd"),
         ("recon z1", "test/recon_depth1"), ("recon z5", "test/recon_depth5"), ("gen. noise z1", "gen_noise_z1"),
         ("wall s", "wall_s")]
@@ -68,7 +71,30 @@ def run_one(model: str, seed: int, out: Path, dataset: str, test_dir: str, sets:
     row["test/w2_samples"] = w2_samples(m, eval_ds, n=n)
     row["gen_noise_z1"] = generative_noise(m, n)
     row.update(sample_quality_metrics(m, eval_ds, train_ds, n=n, metrics=["fid_domain", "pr_domain"]))
+    # the estimate's own spread: FID with other sample draws and other held-out subsets (seeds 1, 2)
+    fids = [row["test/fid_domain"]] + [sample_quality_metrics(m, eval_ds, train_ds, n=n, metrics=["fid_domain"],
+                                                              seed=s)["test/fid_domain"] for s in (1, 2)]
+    row["fid_draws"] = f"{np.mean(fids):.1f} ± {np.std(fids):.1f}"
+    row["confidence"] = classifier_confidence(m, train_ds, n)
     return row
+
+
+def classifier_confidence(model, train_ds, n: int) -> float:
+    """Mean top-class probability the domain classifier gives to n samples (sharpness / legibility of digits)."""
+    import torch
+
+    from wae.evaluation.classifier import get_domain_classifier
+
+    clf, _ = get_domain_classifier(getattr(train_ds, "name", None), train_ds)
+    model.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        x = torch.cat([model.sample(min(500, n - i)) for i in range(0, n, 500)])
+    return float(clf.predict_proba(x).max(1).values.mean())
+
+
+def _fmt(v) -> str:
+    return v if isinstance(v, str) else f"{v:.4g}"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -76,13 +102,13 @@ def format_table(rows: list[dict]) -> str:
 
     lines = ["| model | seed | " + " | ".join(c for c, _ in COLS) + " |", "|---" * (len(COLS) + 2) + "|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(f"{r.get(k, math.nan):.4g}" for _, k in COLS) + " |")
+        lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(_fmt(r.get(k, math.nan)) for _, k in COLS) + " |")
     seeds = {r["seed"] for r in rows}
     if len(seeds) > 1:
         for mdl in dict.fromkeys(r["model"] for r in rows):
             rs = [r for r in rows if r["model"] == mdl]
             cells = [f"{np.mean([r.get(k, math.nan) for r in rs]):.4g} ± {np.std([r.get(k, math.nan) for r in rs]):.2g}"
-                     for _, k in COLS]
+                     if not isinstance(rs[0].get(k), str) else "–" for _, k in COLS]
             lines.append(f"| {mdl} | mean ± std | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -105,7 +131,7 @@ def main(argv: list[str] | None = None):
         for model in MODELS:
             row = run_one(model, seed, Path(a.out), a.dataset, a.test_dir, a.set, a.n, a.reuse)
             rows.append(row)
-            print(f"{model} seed {seed}: " + "  ".join(f"{c}={row.get(k, math.nan):.4g}" for c, k in COLS), flush=True)
+            print(f"{model} seed {seed}: " + "  ".join(f"{c}={_fmt(row.get(k, math.nan))}" for c, k in COLS), flush=True)
     cmd = " ".join(["python benchmarks/stacked_vs_ablation.py", *(argv if argv is not None else sys.argv[1:])])
     text = f"`{cmd}` (total {time.time() - t0:.0f} s)\n\n{format_table(rows)}"
     print(text)
