@@ -50,3 +50,26 @@ def test_unknown_experiment_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown experiment"):
         run_experiment("nope", tmp_path)
+
+
+@pytest.mark.slow
+def test_vae_from_wae_reuses_a_trained_gm_wae(tmp_path):
+    """exp.from=RUN: the GM-VAE starts from that run's networks; no GM-WAE is trained again."""
+    run_experiment("gm-wae-mnist", tmp_path / "g", quick=True, sets=["data.eval_limit=300"])
+    src = tmp_path / "g" / "run"
+    out = tmp_path / "v"
+    m = run_experiment("vae-from-wae", out, quick=True, sets=["data.eval_limit=300", f"exp.from={src}"])
+    assert not (out / "gm-wae-run").exists()
+    assert m["gm-wae/test/acc_paper"] == json.loads((src / "metrics.json").read_text())["test/acc_paper"]
+    for f in FIGS["vae-from-wae"]:
+        assert (out / "figures" / f"{f}.png").exists(), f
+    assert "exp.from" in (out / "report.md").read_text()
+
+
+def test_exp_from_errors(tmp_path):
+    from wae.errors import ConfigError, WAEError
+
+    with pytest.raises(WAEError, match="not a run directory"):
+        run_experiment("vae-from-wae", tmp_path / "v", quick=True, sets=[f"exp.from={tmp_path / 'missing'}"])
+    with pytest.raises(ConfigError, match="unknown experiment option"):
+        run_experiment("gm-wae-mnist", tmp_path / "g", quick=True, sets=["exp.nope=1"])

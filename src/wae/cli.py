@@ -83,7 +83,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quick", action="store_true", help="a short version (minutes on a CPU)")
     rp.add_argument("--out", help="output directory (default runs/reproduce/NAME)")
     rp.add_argument("--seed", type=int, default=0)
-    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, or an experiment option exp.KEY=VALUE (e.g. exp.from=RUN for gm-wae-mnist "
+                         "and vae-from-wae: reuse a trained gm-wae; exp.seeds, exp.K, exp.M for gmvae-mnist)")
 
     cp = sub.add_parser("compare", help="compare the metrics of several runs side by side (Markdown table)")
     cp.add_argument("dirs", nargs="+", metavar="DIR")

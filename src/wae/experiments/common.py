@@ -28,6 +28,48 @@ def default_mnist(quick: bool) -> tuple[str, str | None, str | None]:
     return train, None, None
 
 
+def split_sets(sets) -> tuple[dict[str, str], list[str]]:
+    """``exp.KEY=VALUE`` entries (returned as a dict) apart from the config overrides (returned as a list)."""
+    from ..errors import ConfigError
+
+    exp: dict[str, str] = {}
+    rest: list[str] = []
+    for s in sets or []:
+        if isinstance(s, str) and s.strip().startswith("exp."):
+            key, eq, val = s.strip()[4:].partition("=")
+            if not eq or not key:
+                raise ConfigError(f"experiment option {s!r} must look like exp.KEY=VALUE")
+            exp[key.strip()] = val.strip()
+        else:
+            rest.append(s)
+    return exp, rest
+
+
+def no_leftovers(exp: dict, known: str) -> None:
+    from ..errors import ConfigError
+
+    if exp:
+        raise ConfigError(f"unknown experiment option(s) {', '.join('exp.' + k for k in sorted(exp))}; known: {known}")
+
+
+def load_trained(run_dir: str, model_names: tuple[str, ...]):
+    """(model, metrics dict) of a finished run of one of ``model_names``, or a clear error."""
+    import json
+
+    from ..errors import ConfigError, WAEError
+    from ..io import load_model
+
+    model = load_model(run_dir)
+    if model.registry_name not in model_names:
+        raise ConfigError(f"{run_dir} holds a {model.registry_name!r} model; this reproduction needs "
+                          f"{' or '.join(model_names)}")
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError) as e:
+        raise WAEError(f"{run_dir}/metrics.json is missing or corrupt ({type(e).__name__})") from None
+    return model, metrics
+
+
 def base_config(model: str, preset: str, sets: list[str]):
     from ..cli import resolve_config
     from ..config import list_presets

@@ -23,7 +23,7 @@ from ..errors import ConfigError, WAEError
 from ..io import atomic_write_text, write_json
 from ..plots import figures as F
 from . import register_experiment
-from .common import base_config, default_mnist, embed_2d, finish_report, train_quiet
+from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_quiet
 
 # Table 1 of the paper (MNIST, Makhzani protocol, percent): (K, M) → (best run, mean, std).
 PAPER_TABLE1: dict[tuple[int, int], tuple[float, float, float]] = {
@@ -37,21 +37,6 @@ PAPER_TABLE1: dict[tuple[int, int], tuple[float, float, float]] = {
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _split_sets(sets) -> tuple[dict[str, str], list[str]]:
-    """``exp.KEY=VALUE`` entries (returned as a dict) apart from the config overrides (returned as a list)."""
-    exp: dict[str, str] = {}
-    rest: list[str] = []
-    for s in sets or []:
-        if isinstance(s, str) and s.strip().startswith("exp."):
-            key, eq, val = s.strip()[4:].partition("=")
-            if not eq or not key:
-                raise ConfigError(f"experiment option {s!r} must look like exp.KEY=VALUE")
-            exp[key.strip()] = val.strip()
-        else:
-            rest.append(s)
-    return exp, rest
-
-
 def _int_opt(exp: dict, key: str, default: int, minimum: int = 1) -> int:
     if key not in exp:
         return default
@@ -75,11 +60,6 @@ def _int_list(exp: dict, key: str, default: list[int]) -> list[int]:
     if not vals or min(vals) < 1:
         raise ConfigError(f"exp.{key} must list positive integers, got {raw!r}")
     return vals
-
-
-def _no_leftovers(exp: dict, known: str) -> None:
-    if exp:
-        raise ConfigError(f"unknown experiment option(s) {', '.join('exp.' + k for k in sorted(exp))}; known: {known}")
 
 
 @contextlib.contextmanager
@@ -193,9 +173,9 @@ def gmvae_arcs(out: Path, quick: bool = False, seed: int = 0, sets=()):
     from ..training.callbacks import StepProbe
     from ..training.run import load_data_for
 
-    exp, rest = _split_sets(sets)
+    exp, rest = split_sets(sets)
     threads = _int_opt(exp, "threads", 1)
-    _no_leftovers(exp, "exp.threads")
+    no_leftovers(exp, "exp.threads")
     cfg_on = _arcs_cfg(quick, seed, rest, None)
     lam = cfg_on.model_config.min_info_lambda
     if lam <= 0:
@@ -341,13 +321,13 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
     from ..training.callbacks import StepProbe
     from ..training.run import load_data_for
 
-    exp, rest = _split_sets(sets)
+    exp, rest = split_sets(sets)
     n_seeds = _int_opt(exp, "seeds", 1 if quick else 3)
     Ks = _int_list(exp, "K", [10] if quick else [10, 16, 30])
     Ms = _int_list(exp, "M", [1] if quick else [1, 10])
     probe_every = _int_opt(exp, "probe_every", 0, minimum=0)
     threads = _int_opt(exp, "threads", 1 if quick else 0, minimum=0)
-    _no_leftovers(exp, "exp.seeds, exp.K, exp.M, exp.probe_every, exp.threads")
+    no_leftovers(exp, "exp.seeds, exp.K, exp.M, exp.probe_every, exp.threads")
 
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
@@ -448,8 +428,8 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
 def gmvae_svhn(out: Path, quick: bool = False, seed: int = 0, sets=()):
     from ..data import load_dataset
 
-    exp, rest = _split_sets(sets)
-    _no_leftovers(exp, "none")
+    exp, rest = split_sets(sets)
+    no_leftovers(exp, "none")
     over = [f"seed={seed}", "checkpoint_every_minutes=0", "figures=false"]
     if quick:
         over += ["data.split=train", "model.width=0.125", "model.latent_dim=16", "model.w_dim=8", "epochs=1",
