@@ -22,6 +22,31 @@ KEYS = ["test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi",
         "test/recon_mse", "test/mmd_prior"]
 
 
+def trajectory(run_dirs: list[Path], seeds: list[int]) -> list[str]:
+    """A Markdown table step → val/acc_paper (active components) per seed, from each run's metrics.csv."""
+    import csv
+
+    per_seed: dict[int, dict[int, str]] = {}
+    for seed, run in zip(seeds, run_dirs):
+        logs = sorted(run.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
+        vals: dict[int, str] = {}
+        for log in logs:
+            with open(log, newline="") as f:
+                for r in csv.DictReader(f):
+                    if r.get("val/acc_paper"):
+                        vals[int(r["step"])] = (f"{float(r['val/acc_paper']):.3f} "
+                                                f"({int(float(r.get('val/active_components') or 0))})")
+        if vals:
+            per_seed[seed] = vals
+    if not per_seed:
+        return []
+    steps = sorted({s for v in per_seed.values() for s in v})
+    out = ["| step | " + " | ".join(f"seed {s}" for s in per_seed) + " |", "|---" * (len(per_seed) + 1) + "|"]
+    for st in steps:
+        out.append(f"| {st} | " + " | ".join(v.get(st, "–") for v in per_seed.values()) + " |")
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -65,6 +90,10 @@ def main():
     mean = [np.mean([m.get(k, np.nan) for _, m in rows]) for k in keys]
     std = [np.std([m.get(k, np.nan) for _, m in rows]) for k in keys]
     lines.append("| mean ± std | " + " | ".join(f"{u:.4g} ± {s:.2g}" for u, s in zip(mean, std)) + " |")
+    traj = trajectory([Path(a.out) / f"{a.model}-{a.tag}-s{seed}" for seed, _ in rows], [seed for seed, _ in rows])
+    if traj:
+        lines += ["", "Held-out accuracy during training (`--set eval_every_epochs=E`: the first 2,000 evaluation "
+                  "images; acc_paper / active components):", "", *traj]
     text = "\n".join(lines)
     print(text)
     res = Path(__file__).parent / "results"
