@@ -218,6 +218,41 @@ def test_min_info_constraint_per_example():
     assert _close(got, ref)
 
 
+def test_authors_code_posterior_gradient():
+    """posterior_grad="authors_code": same loss value; the conditional-prior term's gradient through p_β(z|x,w)
+    reversed above the threshold (the released main.lua), the exact ELBO gradient below it."""
+    model = tiny(num_components=6, mc_samples=2, min_info_lambda=0.1)
+    with torch.no_grad():
+        model.prior_net[2].bias[: 6 * 3] = torch.randn(18, dtype=torch.float64) * 2
+    x = torch.randn(8, 2).double()
+    g = torch.Generator().manual_seed(5)
+    eps_x, eps_w = torch.randn(2, 8, 3, generator=g).double(), torch.randn(2, 8, 2, generator=g).double()
+    exact_out = model.loss(x, eps_x, eps_w)
+    kl = exact_out["z_prior_kl"].item()
+    assert 0.1 < kl < math.log(6) - 0.05
+    exact = _grads(model, x, eps_x, eps_w)
+
+    def reference():  # the other terms + Σ sg(p)·KL_k − Σ p·sg(KL_k), written out by hand
+        model.zero_grad()
+        t = model.elbo_terms(x, eps_x, eps_w)
+        pz, kl_k = t["_pz"], t["_kl_k"]
+        cond = ((pz.detach() * kl_k).sum(-1) - (pz * kl_k.detach()).sum(-1)).mean(0).mean()
+        z = t["z_prior_kl"].mean().clamp_min(model.config.min_info_lambda)
+        (t["recon_nll"].mean() + t["w_prior_kl"].mean() + z + cond).backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+    model.config.posterior_grad = "authors_code"
+    out = model.loss(x, eps_x, eps_w)
+    assert out["loss"].item() == pytest.approx(exact_out["loss"].item(), rel=1e-12)
+    above = _grads(model, x, eps_x, eps_w)
+    assert _close(above, reference()) and not _close(above, exact)
+    model.config.min_info_lambda = (kl + math.log(6)) / 2  # z-prior term below λ: nothing reversed
+    model.config.posterior_grad = "exact"
+    exact_below = _grads(model, x, eps_x, eps_w)
+    model.config.posterior_grad = "authors_code"
+    assert _close(_grads(model, x, eps_x, eps_w), exact_below)
+
+
 # --- training, shapes, vectorisation ------------------------------------------------------------------------------
 
 def test_loss_decreases_on_tiny_synthetic_problem():
@@ -315,6 +350,7 @@ def test_presets_and_registry():
     (dict(learn_obs_var=True, likelihood="bernoulli"), "learn_obs_var"),
     (dict(mc_samples=0), "mc_samples"),
     (dict(min_info_reduction="sum"), "min_info_reduction"),
+    (dict(posterior_grad="flipped"), "posterior_grad"),
 ])
 def test_config_errors(kw, msg):
     with pytest.raises(ConfigError, match=msg):
