@@ -8,7 +8,6 @@ import tempfile
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 SCRATCH = tempfile.mkdtemp(prefix="wae-cli-test-")

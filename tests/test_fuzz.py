@@ -4,7 +4,6 @@ Never another exception, never a hang (bounded examples, small inputs).
 """
 import gzip
 import io
-import os
 import struct
 import tempfile
 from pathlib import Path

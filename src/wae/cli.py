@@ -221,8 +221,6 @@ def cmd_sample(a) -> int:
         else:
             x = model.sample(a.n, generator=g)
     if not model.is_image:
-        import numpy as np
-
         from .plots import scatter_2d
 
         scatter_2d([(x.numpy()[:, :2], None, "samples")], a.out, f"{a.n} samples")

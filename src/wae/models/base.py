@@ -7,7 +7,6 @@ for adversarial models, :meth:`critic_loss`. Keys of the returned dict that star
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch

@@ -37,7 +37,7 @@ from ..divergences import DEFAULT_SCALES, kl_categorical, kl_normal_normal
 from ..errors import ConfigError
 from ..networks import BatchedHeads, build_decoder, build_encoder
 from ..priors import GaussianMixturePrior
-from .base import AutoEncoderModel, squared_l2
+from .base import AutoEncoderModel
 from .registry import register_model
 
 __all__ = ["GMWAEConfig", "GMVAEFoilConfig", "GaussianMixtureAE"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import ModelConfig
 from ..divergences import (
@@ -23,11 +23,10 @@ from ..divergences import (
     LatentCritic,
     critic_loss,
     encoder_adversarial_loss,
-    kl_normal_std,
     moment_matching_loss,
 )
 from ..errors import ConfigError
-from ..networks import GaussianHead, build_decoder, build_encoder
+from ..networks import build_decoder, build_encoder
 from ..priors import GaussianPrior
 from .base import AutoEncoderModel, squared_l2
 from .registry import register_model

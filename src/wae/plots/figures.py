@@ -136,7 +136,7 @@ def scatter_2d(points: Sequence[tuple[np.ndarray, np.ndarray | None, str]], path
         if c is None:
             ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.35, label=name, color="k")
         else:
-            sc = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=c, cmap="tab10", alpha=0.8, label=name)
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, c=c, cmap="tab10", alpha=0.8, label=name)
     ax.set_title(title, fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
     if len(points) > 1:

@@ -6,7 +6,6 @@ batch-level divergences (MMD, the latent critic) see the global batch.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L

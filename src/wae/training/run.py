@@ -11,7 +11,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError, TrainingError, WAEError
-from ..io import atomic_write_text, save_model, write_json
+from ..io import atomic_write_text, save_model
 
 __all__ = ["train", "prepare_run_dir", "load_data_for"]
 
