@@ -253,6 +253,42 @@ def test_authors_code_posterior_gradient():
     assert _close(_grads(model, x, eps_x, eps_w), exact_below)
 
 
+def test_usage_term_against_direct_marginal():
+    """usage_weight γ adds γ·KL(p̄ ‖ U) with p̄ the batch-and-sample mean of p_β(z|x,w), computed here by Bayes' rule
+    point by point; usage_kl is logged whether or not γ > 0."""
+    model = tiny(num_components=5, mc_samples=3)
+    with torch.no_grad():
+        model.prior_net[2].bias[: 5 * 3] = torch.randn(15, dtype=torch.float64) * 2
+    x = torch.randn(7, 2).double()
+    g = torch.Generator().manual_seed(2)
+    eps_x, eps_w = torch.randn(3, 7, 3, generator=g).double(), torch.randn(3, 7, 2, generator=g).double()
+    base = model.loss(x, eps_x, eps_w)
+    t = model.elbo_terms(x, eps_x, eps_w)
+    pbar = torch.zeros(5, dtype=torch.float64)
+    for m in range(3):
+        for i in range(7):
+            mu_k, lv_k = t["_mu_k"][m, i], t["_logvar_k"][m, i]  # (K, N_x)
+            xs = t["_x"][m, i]
+            logd = torch.stack([torch.distributions.Normal(mu_k[k], (0.5 * lv_k[k]).exp()).log_prob(xs).sum()
+                                for k in range(5)])
+            pbar += (logd - logd.max()).exp() / (logd - logd.max()).exp().sum() / 21
+    ref = (pbar * (pbar * 5).log()).sum().item()
+    assert ref > 1e-3
+    assert base["usage_kl"].item() == pytest.approx(ref, rel=1e-6)  # log π is a float32-born buffer
+    model.config.usage_weight = 2.0
+    out = model.loss(x, eps_x, eps_w)
+    assert out["loss"].item() == pytest.approx(base["loss"].item() + 2.0 * base["usage_kl"].item(), rel=1e-12)
+    # its gradient moves p̄ towards uniform: one small step on the prior net lowers usage_kl
+    model.zero_grad()
+    model.config.usage_weight = 0.0
+    (out["loss"] - model.loss(x, eps_x, eps_w)["loss"]).backward()  # = γ·usage_kl, with its graph
+    with torch.no_grad():
+        for p in model.prior_net.parameters():
+            if p.grad is not None:
+                p -= 1e-3 * p.grad
+    assert model.loss(x, eps_x, eps_w)["usage_kl"].item() < ref
+
+
 # --- training, shapes, vectorisation ------------------------------------------------------------------------------
 
 def test_loss_decreases_on_tiny_synthetic_problem():
@@ -351,6 +387,7 @@ def test_presets_and_registry():
     (dict(mc_samples=0), "mc_samples"),
     (dict(min_info_reduction="sum"), "min_info_reduction"),
     (dict(posterior_grad="flipped"), "posterior_grad"),
+    (dict(usage_weight=-0.5), "usage_weight"),
 ])
 def test_config_errors(kw, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -55,6 +55,10 @@ Choices where the paper is silent or ambiguous (documented here, configurable wh
   −(∂cond/∂p + ∂H/∂p) instead of ∂cond/∂p − ∂H/∂p, i.e. the conditional-prior term's gradient through the
   z-posterior has its sign reversed (pushing mass towards poorly matching components). Off by default (the paper's
   ELBO); measured on mnist-5k in ``benchmarks/README.md``.
+* ``usage_weight = γ > 0`` (beyond the paper, off by default) adds γ·KL(p̄ ‖ U(K)), p̄ the mean of p_β(z|x,w)
+  over the batch (gathered across processes) and the M samples. The paper's z-prior term is per datum and is
+  *smallest* for uncertain assignments; it says nothing about how often each component is used, which is how
+  the ELBO on MNIST leaves components dead. ``usage_kl`` is logged either way.
 * All log-variances (of q(x|y), q(w|y), p_β(x|w,z) and a learnt p_θ(y|x)) are clamped to [−12, 8], like the rest
   of the library.
 """
@@ -114,6 +118,9 @@ class GMVAEConfig(ModelConfig):
     """Gradient of the conditional-prior term (Eq. 5) through its weights p_β(z|x,w): ``exact`` (the ELBO's) or
     ``authors_code`` — its sign reversed whenever the z-prior term exceeds ``min_info_lambda``, as the authors'
     released code computes it (see the module docstring)."""
+    usage_weight: float = 0.0
+    """Beyond the paper (0 = off): weight γ of γ·KL(p̄ ‖ U(K)) added to the loss, p̄ the batch mean (over data, all
+    processes, and M) of p_β(z|x,w) — a batch-level term that keeps components in use, unlike the per-datum z-prior."""
     cluster_samples: int = 0
     """q(z|y) for clustering: 0 = p_β(z | mean of q(x|y), mean of q(w|y)); S > 0 = average over S samples."""
 
@@ -252,6 +259,8 @@ class GMVAE(AutoEncoderModel):
             (cfg.min_info_reduction in REDUCTIONS,
              f"model.min_info_reduction must be one of {', '.join(REDUCTIONS)}, got {cfg.min_info_reduction!r}"),
             (cfg.cluster_samples >= 0, f"model.cluster_samples must be >= 0, got {cfg.cluster_samples}"),
+            (cfg.usage_weight >= 0 and math.isfinite(cfg.usage_weight),
+             f"model.usage_weight must be >= 0 (0 = off), got {cfg.usage_weight}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -401,9 +410,15 @@ class GMVAE(AutoEncoderModel):
             flip = t["z_prior_kl"].mean() > self.config.min_info_lambda
             pz_c = torch.where(flip, 2.0 * pz.detach() - pz, pz)
             cond_loss = (pz_c * t["_kl_k"]).sum(-1).mean(0).mean()
-        return {"loss": recon + cond_loss + w_kl + z_term, "recon_nll": recon, "cond_prior_kl": cond,
-                "w_prior_kl": w_kl, "z_prior_kl": z_kl, "z_prior_term": z_term,
-                "elbo": -(recon + cond + w_kl + z_kl).detach()}
+        out = {"loss": recon + cond_loss + w_kl + z_term, "recon_nll": recon, "cond_prior_kl": cond,
+               "w_prior_kl": w_kl, "z_prior_kl": z_kl, "z_prior_term": z_term,
+               "elbo": -(recon + cond + w_kl + z_kl).detach()}
+        pbar = self.gather(t["_pz"].mean(0)).mean(0)  # (K,): the batch's marginal of p_β(z|x,w)
+        usage_kl = (pbar * (pbar.clamp_min(1e-12).log() - self.log_pi)).sum()
+        if self.config.usage_weight:
+            out["loss"] = out["loss"] + self.config.usage_weight * usage_kl
+        out["usage_kl"] = usage_kl.detach()
+        return out
 
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
         """The (unconstrained) ELBO and its four terms, batch means."""
