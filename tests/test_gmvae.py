@@ -164,14 +164,19 @@ def _close(a, b):
     return all(torch.allclose(u, v, atol=1e-12, rtol=1e-9) for u, v in zip(a, b))
 
 
+def _spread_components(model, n, seed):
+    """Spread the components' means (so the z-posterior is informative); n inputs and M noise draws from ``seed``."""
+    K, M = model.config.num_components, model.config.mc_samples
+    with torch.no_grad():
+        model.prior_net[2].bias[: K * 3] = torch.randn(K * 3, dtype=torch.float64) * 2
+    x = torch.randn(n, 2).double()
+    g = torch.Generator().manual_seed(seed)
+    return x, torch.randn(M, n, 3, generator=g).double(), torch.randn(M, n, 2, generator=g).double()
+
+
 def test_min_info_constraint_gradient():
     model = tiny(num_components=6, mc_samples=2)
-    # Spread the components so that the z-posterior is informative.
-    with torch.no_grad():
-        model.prior_net[2].bias[: 6 * 3] = torch.randn(18, dtype=torch.float64) * 2
-    x = torch.randn(8, 2).double()
-    g = torch.Generator().manual_seed(3)
-    eps_x, eps_w = torch.randn(2, 8, 3, generator=g).double(), torch.randn(2, 8, 2, generator=g).double()
+    x, eps_x, eps_w = _spread_components(model, 8, seed=3)
     kl = model.loss(x, eps_x, eps_w)["z_prior_kl"].item()
     assert 0.05 < kl < math.log(6) - 0.05
 
@@ -222,11 +227,7 @@ def test_authors_code_posterior_gradient():
     """posterior_grad="authors_code": same loss value; the conditional-prior term's gradient through p_β(z|x,w)
     reversed above the threshold (the released main.lua), the exact ELBO gradient below it."""
     model = tiny(num_components=6, mc_samples=2, min_info_lambda=0.1)
-    with torch.no_grad():
-        model.prior_net[2].bias[: 6 * 3] = torch.randn(18, dtype=torch.float64) * 2
-    x = torch.randn(8, 2).double()
-    g = torch.Generator().manual_seed(5)
-    eps_x, eps_w = torch.randn(2, 8, 3, generator=g).double(), torch.randn(2, 8, 2, generator=g).double()
+    x, eps_x, eps_w = _spread_components(model, 8, seed=5)
     exact_out = model.loss(x, eps_x, eps_w)
     kl = exact_out["z_prior_kl"].item()
     assert 0.1 < kl < math.log(6) - 0.05
@@ -257,21 +258,11 @@ def test_usage_term_against_direct_marginal():
     """usage_weight γ adds γ·KL(p̄ ‖ U) with p̄ the batch-and-sample mean of p_β(z|x,w), computed here by Bayes' rule
     point by point; usage_kl is logged whether or not γ > 0."""
     model = tiny(num_components=5, mc_samples=3)
-    with torch.no_grad():
-        model.prior_net[2].bias[: 5 * 3] = torch.randn(15, dtype=torch.float64) * 2
-    x = torch.randn(7, 2).double()
-    g = torch.Generator().manual_seed(2)
-    eps_x, eps_w = torch.randn(3, 7, 3, generator=g).double(), torch.randn(3, 7, 2, generator=g).double()
+    x, eps_x, eps_w = _spread_components(model, 7, seed=2)
     base = model.loss(x, eps_x, eps_w)
     t = model.elbo_terms(x, eps_x, eps_w)
-    pbar = torch.zeros(5, dtype=torch.float64)
-    for m in range(3):
-        for i in range(7):
-            mu_k, lv_k = t["_mu_k"][m, i], t["_logvar_k"][m, i]  # (K, N_x)
-            xs = t["_x"][m, i]
-            logd = torch.stack([torch.distributions.Normal(mu_k[k], (0.5 * lv_k[k]).exp()).log_prob(xs).sum()
-                                for k in range(5)])
-            pbar += (logd - logd.max()).exp() / (logd - logd.max()).exp().sum() / 21
+    with torch.no_grad():
+        pbar = sum(_bayes_rule(model, t["_x"][m, i], t["_w"][m, i]) for m in range(3) for i in range(7)) / 21
     ref = (pbar * (pbar * 5).log()).sum().item()
     assert ref > 1e-3
     assert base["usage_kl"].item() == pytest.approx(ref, rel=1e-6)  # log π is a float32-born buffer
