@@ -20,15 +20,23 @@ RUN = ["train", "wae-mmd", "--dataset", "mnist-5k", "--set", "width=0.0625", "--
        "--set", "figures=false", "--set", "checkpoint_every_minutes=0.0001", "--quiet"]
 STEPS_PER_EPOCH, EPOCHS = 8, 2  # 400 examples / batch 50
 
-# Runs the CLI; with WAE_TEST_KILL_AT_STEP=K the process SIGKILLs itself when training step K begins.
+# Runs the CLI; with WAE_TEST_KILL_AT_STEP=K the process SIGKILLs itself when training step K begins,
+# with WAE_TEST_TERM_AT_STEP=T it sends itself SIGTERM (as a scheduler or `timeout` would) inside step T, with
+# WAE_TEST_INT_AT_STEP=I SIGINT (Ctrl+C) inside step I.
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from wae.training import module
     K = int(os.environ.get("WAE_TEST_KILL_AT_STEP", "-1"))
+    T = int(os.environ.get("WAE_TEST_TERM_AT_STEP", "-1"))
+    I = int(os.environ.get("WAE_TEST_INT_AT_STEP", "-1"))
     orig = module.LitAutoEncoder.training_step
     def step(self, idx, batch_idx):
         if self.global_step == K:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.global_step == T:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if self.global_step == I:
+            os.kill(os.getpid(), signal.SIGINT)
         return orig(self, idx, batch_idx)
     module.LitAutoEncoder.training_step = step
     from wae.cli import main
@@ -40,10 +48,14 @@ def _env(tmp):
     return {**os.environ, "PYTHONWARNINGS": "ignore", "WAE_DATA": str(Path(tmp) / "no-data")}
 
 
-def _popen(args, tmp, kill_at=None):
+def _popen(args, tmp, kill_at=None, term_at=None, int_at=None):
     env = _env(tmp)
     if kill_at is not None:
         env["WAE_TEST_KILL_AT_STEP"] = str(kill_at)
+    if term_at is not None:
+        env["WAE_TEST_TERM_AT_STEP"] = str(term_at)
+    if int_at is not None:
+        env["WAE_TEST_INT_AT_STEP"] = str(int_at)
     return subprocess.Popen([sys.executable, "-c", KILLER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=tmp)
 
@@ -108,6 +120,43 @@ def test_resumed_run_matches_uninterrupted_run_exactly(kill_resume):
     b = json.loads((kill_resume["base"] / "metrics.json").read_text())
     for key in ("test/recon_mse", "test/mmd_prior", "test/recon_mse_pixel"):
         assert m[key] == b[key], (key, kill_resume["k"])
+
+
+def test_sigterm_saves_the_step_exits_143_with_a_message_and_resume_matches_exactly(kill_resume, tmp_path):
+    """SIGTERM mid-epoch: the step in progress finishes, a checkpoint of it is written, one line says so, exit 143;
+    --resume then ends exactly where the uninterrupted run ends (nothing lost, nothing trained twice)."""
+    from wae.training.checkpoint import load_checkpoint_safely
+
+    t = STEPS_PER_EPOCH + 3  # mid-epoch in epoch 1
+    # a 60-minute period: only the epoch-end checkpoint (step 8) would exist without the SIGTERM save
+    run = [a if a != "checkpoint_every_minutes=0.0001" else "checkpoint_every_minutes=60" for a in RUN]
+    out = tmp_path / "termed"
+    rc, _, err = _wait(_popen([*run, "--out", str(out)], tmp_path, term_at=t))
+    assert rc == 143, err[-2000:]
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wae:")]
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "--resume" in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    c = load_checkpoint_safely(out / "checkpoints" / "last.ckpt")
+    assert c["global_step"] == t + 1  # the step that was running when the signal came is kept
+    assert not (out / ".lock").exists() and _leftovers(out) == []
+    rr, _, errr = _wait(_popen([*run, "--out", str(out), "--resume"], tmp_path))
+    assert rr == 0, errr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    b = json.loads((kill_resume["base"] / "metrics.json").read_text())
+    assert m["train/steps"] == b["train/steps"]
+    for key in ("test/recon_mse", "test/mmd_prior", "test/recon_mse_pixel"):
+        assert m[key] == b[key], key
+
+
+def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_kept(tmp_path):
+    """Ctrl+C can land inside an optimiser step: nothing half-updated is saved, the last whole checkpoint is named."""
+    out = tmp_path / "int"
+    rc, _, err = _wait(_popen([*RUN, "--out", str(out)], tmp_path, int_at=5))
+    assert rc == 130, err[-2000:]
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wae:")]
+    assert len(lines) == 1 and "interrupted at step 5" in lines[0] and "(step 5)" in lines[0], err[-2000:]
+    assert not (out / ".lock").exists() and _leftovers(out) == []
 
 
 def test_sigkill_during_checkpoint_write_keeps_a_valid_checkpoint(tmp_path):

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import TrainingError, WAEError
+from .errors import TrainingError, TrainingStopped, WAEError
 
 DATASET_FAMILY = {"mnist": "mnist", "mnist-5k": "mnist", "fashion-mnist": "mnist", "svhn": "svhn",
                   "celeba": "celeba", "arcs": "synthetic"}
@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[a.command](a)
+    except TrainingStopped as e:
+        print(f"wae: {e}", file=sys.stderr)
+        return e.exit_code
     except TrainingError as e:
         print(f"wae: error: {e}", file=sys.stderr)
         return 3

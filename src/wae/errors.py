@@ -18,3 +18,14 @@ class DataError(WAEError):
 
 class TrainingError(WAEError):
     """Training cannot go on (non-finite loss, unwritable output, ...)."""
+
+
+class TrainingStopped(TrainingError):
+    """Training was stopped from outside (SIGTERM, Ctrl+C); the message says which checkpoint ``--resume`` uses.
+
+    ``exit_code`` follows the shell's convention for a process ended by a signal (128 + signal number).
+    """
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code

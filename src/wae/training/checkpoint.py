@@ -79,6 +79,8 @@ class PeriodicCheckpoint(L.Callback):
         self.seconds = minutes * 60.0
         self._last = time.monotonic()
         self._restore: dict | None = None
+        self.saved_step: int | None = None
+        """global step of the last checkpoint this run wrote (None: none yet)."""
 
     def setup(self, trainer, pl_module, stage) -> None:
         # A process killed (SIGKILL, power loss) inside an atomic write leaves its temporary file behind; the run
@@ -111,6 +113,16 @@ class PeriodicCheckpoint(L.Callback):
     def _save(self, trainer) -> None:
         trainer.save_checkpoint(str(self.path))
         self._last = time.monotonic()
+        self.saved_step = int(trainer.global_step)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        """SIGTERM (a scheduler, ``timeout``, ``kill``): Lightning stops at a batch boundary with
+        ``SIGTERMException``, every rank at the same step, so the state is whole: save it, then let the run end.
+        Ctrl+C (KeyboardInterrupt) can land inside an optimiser step, so the last whole checkpoint is kept."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and self.saved_step != trainer.global_step:
+            self._save(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.seconds > 0 and time.monotonic() - self._last >= self.seconds:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..errors import ConfigError, TrainingError, WAEError
+from ..errors import ConfigError, TrainingError, TrainingStopped, WAEError
 from ..io import atomic_write_text, save_model
 
 __all__ = ["train", "prepare_run_dir", "load_data_for"]
@@ -119,6 +119,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     """
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
                  "lightning.fabric.utilities.rank_zero"):
@@ -162,7 +163,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         g = torch.Generator().manual_seed(tc.seed)
         loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True,
                                              drop_last=True, generator=g)
-    callbacks = [PeriodicCheckpoint(ckpt_dir, tc.checkpoint_every_minutes), *(callbacks or [])]
+    ckpt_cb = PeriodicCheckpoint(ckpt_dir, tc.checkpoint_every_minutes)
+    callbacks = [ckpt_cb, *(callbacks or [])]
     if tc.eval_every_epochs > 0:
         from .callbacks import EpochEvaluator
 
@@ -211,8 +213,18 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         raise
     except WAEError:
         raise
-    except KeyboardInterrupt:
-        raise
+    except SIGTERMException:
+        raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; checkpoint saved "
+                              f"({last}); `--resume` continues") from None
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Lightning turns Ctrl+C into sys.exit(1) after its on_exception hooks
+        if isinstance(e, SystemExit) and not trainer.interrupted:
+            raise
+        kept = (f"the last checkpoint (step {ckpt_cb.saved_step}) is in {ckpt_dir}" if ckpt_cb.saved_step is not None
+                else f"the checkpoint in {ckpt_dir} is from before this run" if last.exists()
+                else "no checkpoint was written yet")
+        raise TrainingStopped(f"interrupted at step {trainer.global_step}; {kept}; `--resume` continues",
+                              exit_code=130) from None
     except torch.OutOfMemoryError:
         raise TrainingError("out of memory on the training device: lower train.batch_size or model.width; "
                             f"the last checkpoint in {ckpt_dir} is intact (--resume continues)") from None
