@@ -148,6 +148,19 @@ def test_sigterm_saves_the_step_exits_143_with_a_message_and_resume_matches_exac
         assert m[key] == b[key], key
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused_in_one_line_and_keeps_the_run(kill_resume):
+    base = kill_resume["base"]  # a finished 2-epoch run
+    before = {f: (base / f).read_bytes() for f in ("config.yaml", "metrics.json", "checkpoints/last.ckpt")}
+    run = [a if a != "2" else "1" for a in RUN]  # --epochs 1
+    rc, _, err = _wait(_popen([*run, "--out", str(base), "--resume"], base.parent))
+    assert rc == 2, err[-2000:]
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wae:")]
+    assert len(lines) == 1 and "trained 2 epochs" in lines[0] and "train.epochs=1" in lines[0], err[-2000:]
+    assert {f: (base / f).read_bytes() for f in before} == before
+    assert not (base / ".lock").exists()
+
+
 def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_kept(tmp_path):
     """Ctrl+C can land inside an optimiser step: nothing half-updated is saved, the last whole checkpoint is named."""
     out = tmp_path / "int"

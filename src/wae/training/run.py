@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -110,6 +111,24 @@ def load_data_for(cfg: RunConfig):
     return train_ds, eval_ds
 
 
+def _check_resume_budget(last: Path, tc) -> None:
+    """Refuse (before anything is written) a resume whose epoch or step budget is below what the checkpoint has done."""
+    from .checkpoint import load_checkpoint_safely
+
+    c = load_checkpoint_safely(last, map_location="cpu")
+    try:
+        epochs_done = int(c["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        steps_done = int(c["global_step"])
+    except (KeyError, TypeError, ValueError):
+        return  # not a checkpoint of ours: the engine will say what is wrong with it
+    if tc.epochs >= 0 and tc.epochs < epochs_done:
+        raise ConfigError(f"--resume: the checkpoint {last} has trained {epochs_done} epochs, more than "
+                          f"train.epochs={tc.epochs}; pass --epochs {epochs_done} or more to continue it")
+    if tc.max_steps > 0 and tc.max_steps < steps_done:
+        raise ConfigError(f"--resume: the checkpoint {last} has trained {steps_done} steps, more than "
+                          f"train.max_steps={tc.max_steps}; raise --max-steps to continue it")
+
+
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False, callbacks=None,
           init_state: dict | None = None, return_model: bool = False):
     """Train ``cfg`` into run directory ``out``; returns the test metrics (and the model if ``return_model``).
@@ -119,7 +138,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     """
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
                  "lightning.fabric.utilities.rank_zero"):
@@ -134,10 +153,14 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0)
+    saved_text = None  # the resumed run's config, put back if the engine refuses the checkpoint
     if resume and (run_dir / "config.yaml").exists():
-        saved = RunConfig.from_yaml((run_dir / "config.yaml").read_text())
+        saved_text = (run_dir / "config.yaml").read_text()
+        saved = RunConfig.from_yaml(saved_text)
         if saved.to_dict()["model"] != cfg.to_dict()["model"]:
             raise WAEError(f"--resume: {run_dir}/config.yaml describes a different model; use another --out")
+    if resume and last.exists():
+        _check_resume_budget(last, cfg.train)
     if rank == 0:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
 
@@ -213,6 +236,15 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         raise
     except WAEError:
         raise
+    except MisconfigurationException as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if saved_text is not None and rank == 0:
+            atomic_write_text(run_dir / "config.yaml", saved_text)
+        m = re.search(r"checkpoint with current_epoch=(\d+), but you have set Trainer\(max_epochs=(-?\d+)\)", msg)
+        if m:
+            raise ConfigError(f"--resume: the checkpoint in {ckpt_dir} has reached epoch {m.group(1)}, beyond "
+                              f"train.epochs={m.group(2)}; pass a larger --epochs to train on") from None
+        raise ConfigError(f"the training engine refused this run: {msg}") from None
     except SIGTERMException:
         raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; checkpoint saved "
                               f"({last}); `--resume` continues") from None
