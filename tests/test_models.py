@@ -175,6 +175,23 @@ def test_bad_model_values_are_config_errors():
         create_model("wae-mmd", (1, 28, 28), penalty="nope", width=0.1)
 
 
+@pytest.mark.parametrize("name,kw,msg", [
+    ("gm-wae", dict(lam=-3.0), "model.lam"),
+    ("gm-wae", dict(lam=float("nan")), "model.lam"),
+    ("gm-wae", dict(cost_scale=0.0), "model.cost_scale"),
+    ("gm-wae", dict(entropy_weight=-1.0), "model.entropy_weight"),
+    ("gm-wae", dict(kernel_scales=[]), "kernel scales"),
+    ("gm-wae", dict(kernel_scales=[1.0, -0.5]), "kernel scales"),
+    ("wae-mmd", dict(kernel_scales=[0.0]), "kernel scales"),
+    ("wae-mmd", dict(cost_scale=-0.05), "model.cost_scale"),
+    ("wae-mmd", dict(lam=float("inf")), "model.lam"),
+])
+def test_objective_weights_and_kernel_scales_are_checked(name, kw, msg):
+    """A negative λ would maximise the MMD and empty scales make it 0: both trained silently before."""
+    with pytest.raises(ConfigError, match=msg):
+        create_model(name, (1, 28, 28), width=0.1, **kw)
+
+
 def test_run_config_yaml_round_trip_and_errors():
     cfg = RunConfig.from_dict({"model": {"name": "gm-wae", "lam": 20}, "train": {"betas": [0.9, 0.99]}})
     again = RunConfig.from_yaml(cfg.to_yaml())

@@ -134,7 +134,13 @@ def build_kernel(name: str, base: float, scales: Sequence[float] | None = None) 
         raise ConfigError(f"kernel base bandwidth must be positive, got {base}")
     if scales is None:
         return KERNELS[name](base=base)
-    return KERNELS[name](base=base, scales=tuple(float(s) for s in scales))
+    try:
+        scales = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ConfigError(f"kernel scales must be a list of positive numbers, got {scales!r}") from None
+    if not scales or not all(s > 0 and math.isfinite(s) for s in scales):
+        raise ConfigError(f"kernel scales must be a non-empty list of positive numbers, got {list(scales)}")
+    return KERNELS[name](base=base, scales=scales)
 
 
 def _within_sum(kmat: Tensor, w: Tensor | None, groups: Tensor | int | None) -> tuple[Tensor, Tensor]:

@@ -128,8 +128,10 @@ class WAE(_EncoderDecoder):
         super().__init__(config, data_shape)
         if config.penalty not in PENALTIES:
             raise ConfigError(f"model.penalty must be one of {PENALTIES}, got {config.penalty!r}")
-        if config.lam < 0:
+        if not (config.lam >= 0 and math.isfinite(config.lam)):
             raise ConfigError(f"model.lam must be >= 0, got {config.lam}")
+        if not (config.cost_scale > 0 and math.isfinite(config.cost_scale)):
+            raise ConfigError(f"model.cost_scale must be > 0, got {config.cost_scale}")
         self._build(config, config.stochastic_encoder)
         self.has_critic = config.penalty == "gan"
         if self.has_critic:
