@@ -62,6 +62,30 @@ def test_sample_and_evaluate(run_dir, tmp_path):
     assert "test/recon_mse" in r.stdout
 
 
+def test_sample_to_npz_is_the_array_and_deterministic_per_seed(run_dir, tmp_path):
+    import numpy as np
+
+    out = []
+    for i, seed in enumerate((3, 3, 4)):
+        f = tmp_path / f"s{i}.npz"
+        r = wae("sample", str(run_dir), "--n", "1203", "--seed", str(seed), "--out", str(f))  # two chunks of 1000
+        assert r.returncode == 0, r.stderr
+        out.append(np.load(f)["x"])
+    assert out[0].shape == (1203, 1, 28, 28) and out[0].dtype == np.float32
+    assert 0.0 <= out[0].min() and out[0].max() <= 1.0
+    assert np.array_equal(out[0], out[1]) and not np.array_equal(out[0], out[2])
+    assert len({out[0][i].tobytes() for i in range(0, 1203, 100)}) == 13  # distinct draws across the chunks
+
+
+def test_sample_and_reconstruct_sizes_and_output_paths_are_one_line_errors(run_dir, tmp_path):
+    assert ".npz" in _one_line_error(wae("sample", str(run_dir), "--n", "10001", "--out", str(tmp_path / "a.png")))
+    assert "--n" in _one_line_error(wae("reconstruct", str(run_dir), "--n", "0", "--out", str(tmp_path / "b.png")))
+    f = tmp_path / "file"
+    f.write_text("")
+    line = _one_line_error(wae("sample", str(run_dir), "--n", "4", "--out", str(f / "s.png")))  # parent is a file
+    assert str(f) in line
+
+
 def _one_line_error(r):
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]

@@ -54,7 +54,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, default=64)
-    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--out", required=True, help="PNG file to write (a grid), or .npz for the samples as an array x")
     s.add_argument("--component", type=int, help="sample one mixture component k")
     s.add_argument("--std-scale", type=float, default=1.0, help="scale the prior's standard deviation (e.g. 0.5)")
     s.add_argument("--seed", type=int, default=0)
@@ -200,27 +200,44 @@ def cmd_train(a) -> int:
     return 0
 
 
+MAX_GRID = 10_000
+"""Images in one PNG grid; more samples go to an .npz file."""
+
+
 def cmd_sample(a) -> int:
+    import numpy as np
     import torch
 
-    from .io import load
+    from .io import atomic_write_with, load
     from .plots import save_image_grid
 
+    to_npz = str(a.out).lower().endswith(".npz")
     if a.n < 1:
         raise WAEError("--n must be >= 1")
+    if a.n > MAX_GRID and not to_npz:
+        raise WAEError(f"--n {a.n}: a PNG grid holds at most {MAX_GRID:,} images; write the samples to an .npz "
+                       f"file instead (--out samples.npz)")
     model = load(a.run_dir)
     g = torch.Generator().manual_seed(a.seed)
     torch.manual_seed(a.seed)
-    with torch.no_grad():
+
+    def draw(n):
         if a.component is not None:
-            x = model.sample_component(a.component, a.n, a.std_scale, generator=g)
-        elif a.std_scale != 1.0:
-            z = model.prior.sample((a.n,), generator=g)
-            z = model.prior.mean + (z - model.prior.mean) * a.std_scale
-            x = model.decode(z)
-        else:
-            x = model.sample(a.n, generator=g)
-    if not model.is_image:
+            return model.sample_component(a.component, n, a.std_scale, generator=g)
+        if a.std_scale != 1.0:
+            z = model.prior.sample((n,), generator=g)
+            return model.decode(model.prior.mean + (z - model.prior.mean) * a.std_scale)
+        return model.sample(n, generator=g)
+
+    chunk = 1000  # bounded memory for any --n
+    with torch.no_grad():
+        x = torch.cat([draw(min(chunk, a.n - i)) for i in range(0, a.n, chunk)])
+    if to_npz:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, x=x.numpy().astype(np.float32))
+        atomic_write_with(a.out, write)
+    elif not model.is_image:
         from .plots import scatter_2d
 
         scatter_2d([(x.numpy()[:, :2], None, "samples")], a.out, f"{a.n} samples")
@@ -246,6 +263,8 @@ def cmd_reconstruct(a) -> int:
     from .plots import save_image_grid
     from .training.run import load_data_for
 
+    if not 1 <= a.n <= MAX_GRID:
+        raise WAEError(f"--n must be between 1 and {MAX_GRID:,} (test images in the grid), got {a.n}")
     model = load(a.run_dir)
     cfg = _run_config(a.run_dir)
     _, eval_ds = load_data_for(cfg)
@@ -378,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except WAEError as e:
         print(f"wae: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused a read or write (missing folder, permissions, disk full)
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"wae: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("wae: interrupted", file=sys.stderr)
