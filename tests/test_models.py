@@ -215,3 +215,18 @@ def test_evaluate_model_averages_the_iwae_bound_over_a_subset_and_records_it():
     assert out["test/iwae_points"] == 12 and "test/iwae_bound" in out
     wae_out = evaluate_model(create_model("wae-mmd", (1, 28, 28), width=0.0625), ds, batch_size=5)
     assert "test/iwae_points" not in wae_out
+
+
+def test_every_preset_is_a_valid_run_config():
+    from wae.config import list_presets, load_preset
+
+    names = list_presets()
+    assert {"main", "gm-wae-mnist", "gmvae-mnist", "gmvae-mnist-usage", "stacked-wae-mnist"} <= set(names)
+    for name in names:
+        cfg = RunConfig.from_dict(load_preset(name))
+        cfg.validate()
+        assert RunConfig.from_yaml(cfg.to_yaml()) == cfg, name
+    usage = RunConfig.from_dict(load_preset("gmvae-mnist-usage"))
+    paper = RunConfig.from_dict(load_preset("gmvae-mnist"))
+    assert usage.model_config.usage_weight == 1.0 and paper.model_config.usage_weight == 0.0
+    assert usage.train.epochs == 200 and paper.train.epochs == 100
