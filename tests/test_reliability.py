@@ -29,6 +29,8 @@ KILLER = textwrap.dedent("""
     K = int(os.environ.get("WAE_TEST_KILL_AT_STEP", "-1"))
     T = int(os.environ.get("WAE_TEST_TERM_AT_STEP", "-1"))
     I = int(os.environ.get("WAE_TEST_INT_AT_STEP", "-1"))
+    if I >= 0:  # a shell starts background jobs with SIGINT ignored: restore Python's Ctrl+C behaviour
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     orig = module.LitAutoEncoder.training_step
     def step(self, idx, batch_idx):
         if self.global_step == K:
