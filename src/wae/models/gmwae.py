@@ -96,11 +96,16 @@ class GaussianMixtureAE(AutoEncoderModel):
             raise ConfigError(f"model.objective must be one of {OBJECTIVES}, got {config.objective!r}")
         if config.samples_per_component < 1:
             raise ConfigError("model.samples_per_component must be >= 1")
-        for key, ok in (("lam", config.lam >= 0), ("cost_scale", config.cost_scale > 0),
-                        ("entropy_weight", config.entropy_weight >= 0)):
-            value = getattr(config, key)
-            if not (ok and math.isfinite(value)):
-                raise ConfigError(f"model.{key} must be {'> 0' if key == 'cost_scale' else '>= 0'}, got {value}")
+        checks = [
+            (config.lam >= 0 and math.isfinite(config.lam), f"model.lam must be >= 0, got {config.lam}"),
+            (config.cost_scale > 0 and math.isfinite(config.cost_scale),
+             f"model.cost_scale must be > 0, got {config.cost_scale}"),
+            (config.entropy_weight >= 0 and math.isfinite(config.entropy_weight),
+             f"model.entropy_weight must be >= 0, got {config.entropy_weight}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
         if config.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"model.likelihood must be bernoulli or gaussian, got {config.likelihood!r}")
         K, d = config.num_components, config.latent_dim

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import warnings
 from pathlib import Path
@@ -240,10 +239,6 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if saved_text is not None and rank == 0:
             atomic_write_text(run_dir / "config.yaml", saved_text)
-        m = re.search(r"checkpoint with current_epoch=(\d+), but you have set Trainer\(max_epochs=(-?\d+)\)", msg)
-        if m:
-            raise ConfigError(f"--resume: the checkpoint in {ckpt_dir} has reached epoch {m.group(1)}, beyond "
-                              f"train.epochs={m.group(2)}; pass a larger --epochs to train on") from None
         raise ConfigError(f"the training engine refused this run: {msg}") from None
     except SIGTERMException:
         raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; checkpoint saved "
