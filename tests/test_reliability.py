@@ -4,6 +4,7 @@ import os
 import pickle
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,7 @@ KILLER = textwrap.dedent("""
     def step(self, idx, batch_idx):
         if self.global_step == K:
             os.kill(os.getpid(), signal.SIGKILL)
-        if self.global_step == T:
+        if self.global_step == T and os.environ.get("LOCAL_RANK", "0") == "0":  # DDP: rank 0 only, as `kill PID`
             os.kill(os.getpid(), signal.SIGTERM)
         if self.global_step == I:
             os.kill(os.getpid(), signal.SIGINT)
@@ -58,7 +59,9 @@ def _popen(args, tmp, kill_at=None, term_at=None, int_at=None):
         env["WAE_TEST_TERM_AT_STEP"] = str(term_at)
     if int_at is not None:
         env["WAE_TEST_INT_AT_STEP"] = str(int_at)
-    return subprocess.Popen([sys.executable, "-c", KILLER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    script = Path(tmp) / "wae_killer.py"  # a file, not `-c`: Lightning's DDP launcher re-runs sys.argv per rank
+    script.write_text(KILLER)
+    return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=tmp)
 
 
@@ -150,6 +153,40 @@ def test_sigterm_saves_the_step_exits_143_with_a_message_and_resume_matches_exac
         assert m[key] == b[key], key
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo over TCP on 127.0.0.1 is not tested on Windows")
+def test_sigterm_under_ddp_stops_every_rank_together_saves_and_resumes(tmp_path, monkeypatch):
+    """Two CPU processes (gloo), SIGTERM to rank 0 only. Lightning's own handler runs a collective inside the signal
+    handler and hung both ranks here; ours stops them at the same step boundary: one line, exit 143, the finished
+    step saved, no process left behind, and --resume completes the run."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
+        monkeypatch.setenv("GLOO_SOCKET_IFNAME", loopback[0])
+    ddp = [*RUN, "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--set", "checkpoint_every_minutes=60"]
+    steps_per_epoch = STEPS_PER_EPOCH // 2  # each rank takes half of every epoch's batches
+    t = steps_per_epoch + 1  # mid-epoch in epoch 1
+    out = tmp_path / "ddp"
+    p = _popen([*ddp, "--out", str(out)], tmp_path, term_at=t)
+    rc, _, err = _wait(p)
+    assert rc == 143, err[-2000:]
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wae:")]
+    assert len(lines) == 1 and "SIGTERM" in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    from wae.training.checkpoint import load_checkpoint_safely
+
+    assert load_checkpoint_safely(out / "checkpoints" / "last.ckpt")["global_step"] == t + 1
+    assert not (out / ".lock").exists() and _leftovers(out) == []
+    time.sleep(1)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps, "a rank was left running"
+    rr, _, errr = _wait(_popen([*ddp, "--out", str(out), "--resume"], tmp_path))
+    assert rr == 0, errr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["train/steps"] == EPOCHS * steps_per_epoch
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused_in_one_line_and_keeps_the_run(kill_resume):
     base = kill_resume["base"]  # a finished 2-epoch run
     before = {f: (base / f).read_bytes() for f in ("config.yaml", "metrics.json", "checkpoints/last.ckpt")}
@@ -170,7 +207,7 @@ def test_ctrl_c_exits_130_with_one_line_naming_the_checkpoint_kept(tmp_path):
     assert rc == 130, err[-2000:]
     assert "Traceback" not in err
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("wae:")]
-    assert len(lines) == 1 and "interrupted at step 5" in lines[0] and "(step 5)" in lines[0], err[-2000:]
+    assert len(lines) == 1 and "interrupted at step 5" in lines[0] and "of step 5" in lines[0], err[-2000:]
     assert not (out / ".lock").exists() and _leftovers(out) == []
 
 

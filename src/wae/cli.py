@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except TrainingStopped as e:
-        print(f"wae: {e}", file=sys.stderr)
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:  # one line, not one per rank
+            print(f"wae: {e}", file=sys.stderr)
         return e.exit_code
     except TrainingError as e:
         print(f"wae: error: {e}", file=sys.stderr)

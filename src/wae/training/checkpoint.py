@@ -1,6 +1,8 @@
 """Atomic, pickle-free-on-load checkpointing for Lightning."""
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +74,13 @@ class PeriodicCheckpoint(L.Callback):
 
     The checkpoint also carries the global torch RNG state (prior samples, dropout), restored when training
     resumes, and a mid-epoch resume skips the batches already seen when the loader uses :class:`EpochSeededSampler`.
+
+    SIGTERM (a scheduler, ``timeout``, ``kill``) is handled here rather than by Lightning, whose handler runs a
+    collective inside the signal handler and under multi-process DDP can deadlock every rank (measured: gloo, 2
+    processes, both ranks hung). :meth:`request_stop` only sets a flag; at the next step boundary every rank agrees
+    on it (one all-reduce of a scalar, MAX: a signal to any one rank stops all), the finished step is saved and all
+    ranks raise ``SIGTERMException`` together. Install it with :meth:`install_sigterm` before ``fit`` (a signal
+    during set-up then stops the run at its first step boundary) and restore the returned handler after.
     """
 
     def __init__(self, dirpath: str | Path, minutes: float = 5.0):
@@ -81,6 +90,29 @@ class PeriodicCheckpoint(L.Callback):
         self._restore: dict | None = None
         self.saved_step: int | None = None
         """global step of the last checkpoint this run wrote (None: none yet)."""
+        self.stop_requested = False
+
+    def request_stop(self, signum=None, frame=None) -> None:
+        """The SIGTERM handler: sets a flag and nothing else (no I/O, no collectives inside a signal handler)."""
+        self.stop_requested = True
+
+    def install_sigterm(self):
+        """Make :meth:`request_stop` the SIGTERM handler; returns the previous handler (None off the main thread,
+        where Python cannot install handlers and Lightning's own applies)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGTERM, self.request_stop)
+
+    def _stop_if_requested(self, trainer, save: bool) -> None:
+        flag = torch.tensor(float(self.stop_requested), device=trainer.strategy.root_device)
+        if trainer.world_size > 1:
+            flag = trainer.strategy.reduce(flag, reduce_op="max")
+        if float(flag) > 0:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            if save and self.saved_step != trainer.global_step:
+                self._save(trainer)
+            raise SIGTERMException()
 
     def setup(self, trainer, pl_module, stage) -> None:
         # A process killed (SIGKILL, power loss) inside an atomic write leaves its temporary file behind; the run
@@ -96,6 +128,10 @@ class PeriodicCheckpoint(L.Callback):
         self._restore = checkpoint.get("wae_rng")
 
     def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning registered its SIGTERM handler just before this hook (restored at its teardown): take over
+        if signal.getsignal(signal.SIGTERM) is not self.request_stop:
+            self.install_sigterm()
+        self._stop_if_requested(trainer, save=False)  # a signal during set-up: stop before the first step
         # after the module's on_fit_start (which reseeds) and after the loops' progress is restored
         state, self._restore = self._restore, None
         if state is None:
@@ -115,16 +151,10 @@ class PeriodicCheckpoint(L.Callback):
         self._last = time.monotonic()
         self.saved_step = int(trainer.global_step)
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        """SIGTERM (a scheduler, ``timeout``, ``kill``): Lightning stops at a batch boundary with
-        ``SIGTERMException``, every rank at the same step, so the state is whole: save it, then let the run end.
-        Ctrl+C (KeyboardInterrupt) can land inside an optimiser step, so the last whole checkpoint is kept."""
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        if isinstance(exception, SIGTERMException) and self.saved_step != trainer.global_step:
-            self._save(trainer)
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Ctrl+C (KeyboardInterrupt) can land inside an optimiser step: nothing is saved then, the last whole
+        # checkpoint stays. SIGTERM waits for the step to finish, so the state saved here is whole.
+        self._stop_if_requested(trainer, save=True)
         if self.seconds > 0 and time.monotonic() - self._last >= self.seconds:
             self._save(trainer)
 

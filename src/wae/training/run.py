@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -229,6 +230,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     ckpt_path = str(last) if resume and last.exists() else None
     if resume and ckpt_path is None and not quiet and rank == 0:
         print(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
+    previous_sigterm = ckpt_cb.install_sigterm()
     try:
         trainer.fit(lit, loader, ckpt_path=ckpt_path)
     except TrainingError:
@@ -241,31 +243,53 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
             atomic_write_text(run_dir / "config.yaml", saved_text)
         raise ConfigError(f"the training engine refused this run: {msg}") from None
     except SIGTERMException:
-        raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; checkpoint saved "
-                              f"({last}); `--resume` continues") from None
+        raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
+                              "`--resume` continues") from None
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning turns Ctrl+C into sys.exit(1) after its on_exception hooks
         if isinstance(e, SystemExit) and not trainer.interrupted:
             raise
-        kept = (f"the last checkpoint (step {ckpt_cb.saved_step}) is in {ckpt_dir}" if ckpt_cb.saved_step is not None
-                else f"the checkpoint in {ckpt_dir} is from before this run" if last.exists()
-                else "no checkpoint was written yet")
-        raise TrainingStopped(f"interrupted at step {trainer.global_step}; {kept}; `--resume` continues",
-                              exit_code=130) from None
+        raise TrainingStopped(f"interrupted at step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
+                              "`--resume` continues", exit_code=130) from None
     except torch.OutOfMemoryError:
         raise TrainingError("out of memory on the training device: lower train.batch_size or model.width; "
                             f"the last checkpoint in {ckpt_dir} is intact (--resume continues)") from None
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     if trainer.interrupted:
         raise TrainingError(f"training interrupted; resume with --resume (checkpoint: {last})")
     wall = time.time() - t0
     if not trainer.is_global_zero:
         return ({}, lit.model) if return_model else {}
+    after = (f"training finished at step {trainer.global_step} ({_kept(ckpt_cb, last)}); `--resume` runs the "
+             "final evaluation")
+    if ckpt_cb.stop_requested:  # SIGTERM after the last step's check
+        raise TrainingStopped(f"stopped by SIGTERM; {after}")
     model = lit.model.cpu().eval()
-    save_model(model, run_dir, cfg)
     from ..evaluation.runner import evaluate_run
 
-    metrics = evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra={
-        "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
-        "train/pretrain_final": lit.pretrain_history[-1] if lit.pretrain_history else None,
-    }, figures=tc.figures)
+    def _stop(signum, frame):  # the evaluation has no step boundary to wait for; its writes are atomic
+        raise TrainingStopped(f"stopped by SIGTERM during the final evaluation; {after}")
+
+    previous_sigterm = ckpt_cb.install_sigterm()
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        save_model(model, run_dir, cfg)
+        metrics = evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra={
+            "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
+            "train/pretrain_final": lit.pretrain_history[-1] if lit.pretrain_history else None,
+        }, figures=tc.figures)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return (metrics, model) if return_model else metrics
+
+
+def _kept(ckpt_cb, last: Path) -> str:
+    """Which checkpoint a stopped run leaves, in words."""
+    if ckpt_cb.saved_step is not None:
+        return f"checkpoint of step {ckpt_cb.saved_step} saved in {last}"
+    return (f"the checkpoint in {last.parent} is from before this run" if last.exists()
+            else "no checkpoint was written yet")
