@@ -42,6 +42,13 @@ KILLER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGINT)
         return orig(self, idx, batch_idx)
     module.LitAutoEncoder.training_step = step
+    if os.environ.get("WAE_TEST_TERM_IN_EVAL"):
+        from wae.evaluation import runner
+        orig_eval = runner.evaluate_run
+        def evaluate_run(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return orig_eval(*args, **kwargs)
+        runner.evaluate_run = evaluate_run
     from wae.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -151,6 +158,21 @@ def test_sigterm_saves_the_step_exits_143_with_a_message_and_resume_matches_exac
     assert m["train/steps"] == b["train/steps"]
     for key in ("test/recon_mse", "test/mmd_prior", "test/recon_mse_pixel"):
         assert m[key] == b[key], key
+
+
+def test_sigterm_during_the_final_evaluation_ends_in_one_line_and_resume_evaluates(tmp_path, monkeypatch):
+    monkeypatch.setenv("WAE_TEST_TERM_IN_EVAL", "1")
+    out = tmp_path / "ev"
+    rc, _, err = _wait(_popen([*RUN, "--out", str(out)], tmp_path))
+    assert rc == 143, err[-2000:]
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("wae:")]
+    assert len(lines) == 1 and "during the final evaluation" in lines[0] and "--resume" in lines[0], err[-2000:]
+    assert "Traceback" not in err and not (out / "metrics.json").exists()
+    assert not (out / ".lock").exists() and _leftovers(out) == []
+    monkeypatch.delenv("WAE_TEST_TERM_IN_EVAL")
+    rr, _, errr = _wait(_popen([*RUN, "--out", str(out), "--resume"], tmp_path))
+    assert rr == 0, errr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["train/steps"] == EPOCHS * STEPS_PER_EPOCH
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo over TCP on 127.0.0.1 is not tested on Windows")
