@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ["test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi", "test/active_components",
-        "test/recon_mse", "test/mmd_prior"]
+KEYS = ["test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi", "test/ari", "test/active_components",
+        "test/elbo", "test/recon_mse", "test/mmd_prior"]
 
 
 def trajectory(run_dirs: list[Path], seeds: list[int]) -> list[str]:
-    """A Markdown table step → val/acc_paper (active components) per seed, from each run's metrics.csv."""
+    """A Markdown table step → val/acc_paper / val/acc_makhzani (active components) per seed, from each run's
+    metrics.csv."""
     import csv
 
     per_seed: dict[int, dict[int, str]] = {}
@@ -34,7 +35,8 @@ def trajectory(run_dirs: list[Path], seeds: list[int]) -> list[str]:
             with open(log, newline="") as f:
                 for r in csv.DictReader(f):
                     if r.get("val/acc_paper"):
-                        vals[int(r["step"])] = (f"{float(r['val/acc_paper']):.3f} "
+                        vals[int(r["step"])] = (f"{float(r['val/acc_paper']):.3f} / "
+                                                f"{float(r.get('val/acc_makhzani') or 'nan'):.3f} "
                                                 f"({int(float(r.get('val/active_components') or 0))})")
         if vals:
             per_seed[seed] = vals
@@ -93,7 +95,7 @@ def main():
     traj = trajectory([Path(a.out) / f"{a.model}-{a.tag}-s{seed}" for seed, _ in rows], [seed for seed, _ in rows])
     if traj:
         lines += ["", "Held-out accuracy during training (`--set eval_every_epochs=E`: the first 2,000 evaluation "
-                  "images; acc_paper / active components):", "", *traj]
+                  "images; acc_paper / acc_makhzani (active components)):", "", *traj]
     text = "\n".join(lines)
     print(text)
     res = Path(__file__).parent / "results"
