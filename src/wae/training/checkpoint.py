@@ -104,10 +104,11 @@ class PeriodicCheckpoint(L.Callback):
         return signal.signal(signal.SIGTERM, self.request_stop)
 
     def _stop_if_requested(self, trainer, save: bool) -> None:
-        flag = torch.tensor(float(self.stop_requested), device=trainer.strategy.root_device)
-        if trainer.world_size > 1:
-            flag = trainer.strategy.reduce(flag, reduce_op="max")
-        if float(flag) > 0:
+        stop = self.stop_requested  # one process: no tensor, no device sync
+        if trainer.world_size > 1:  # a signal to any rank stops every rank at this same step
+            flag = torch.tensor(float(stop), device=trainer.strategy.root_device)
+            stop = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
+        if stop:
             from lightning.pytorch.utilities.exceptions import SIGTERMException
 
             if save and self.saved_step != trainer.global_step:
