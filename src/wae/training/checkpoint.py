@@ -1,6 +1,7 @@
 """Atomic, pickle-free-on-load checkpointing for Lightning."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -61,6 +62,24 @@ class EpochSeededSampler(torch.utils.data.Sampler):
         return iter(perm[skip:])
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def on_sigterm(handler):
+    """``handler`` answers SIGTERM inside the block; the previous handler is restored after. Off the main thread
+    Python cannot install signal handlers: the block then runs unchanged."""
+    if not _main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _samplers(trainer):
     loader = getattr(trainer.fit_loop, "_combined_loader", None)
     for dl in getattr(loader, "flattened", []) or []:
@@ -79,8 +98,8 @@ class PeriodicCheckpoint(L.Callback):
     collective inside the signal handler and under multi-process DDP can deadlock every rank (measured: gloo, 2
     processes, both ranks hung). :meth:`request_stop` only sets a flag; at the next step boundary every rank agrees
     on it (one all-reduce of a scalar, MAX: a signal to any one rank stops all), the finished step is saved and all
-    ranks raise ``SIGTERMException`` together. Install it with :meth:`install_sigterm` before ``fit`` (a signal
-    during set-up then stops the run at its first step boundary) and restore the returned handler after.
+    ranks raise ``SIGTERMException`` together. Install it with :func:`on_sigterm` around ``fit`` too (a signal
+    during set-up then stops the run before its first step).
     """
 
     def __init__(self, dirpath: str | Path, minutes: float = 5.0):
@@ -95,13 +114,6 @@ class PeriodicCheckpoint(L.Callback):
     def request_stop(self, signum=None, frame=None) -> None:
         """The SIGTERM handler: sets a flag and nothing else (no I/O, no collectives inside a signal handler)."""
         self.stop_requested = True
-
-    def install_sigterm(self):
-        """Make :meth:`request_stop` the SIGTERM handler; returns the previous handler (None off the main thread,
-        where Python cannot install handlers and Lightning's own applies)."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        return signal.signal(signal.SIGTERM, self.request_stop)
 
     def _stop_if_requested(self, trainer, save: bool) -> None:
         stop = self.stop_requested  # one process: no tensor, no device sync
@@ -130,8 +142,8 @@ class PeriodicCheckpoint(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning registered its SIGTERM handler just before this hook (restored at its teardown): take over
-        if signal.getsignal(signal.SIGTERM) is not self.request_stop:
-            self.install_sigterm()
+        if _main_thread() and signal.getsignal(signal.SIGTERM) is not self.request_stop:
+            signal.signal(signal.SIGTERM, self.request_stop)
         self._stop_if_requested(trainer, save=False)  # a signal during set-up: stop before the first step
         # after the module's on_fit_start (which reseeds) and after the loops' progress is restored
         state, self._restore = self._restore, None

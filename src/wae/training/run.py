@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -145,7 +144,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         logging.getLogger(name).setLevel(logging.WARNING)
 
     from ..models.registry import create_model
-    from .checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
+    from .checkpoint import AtomicCheckpointIO, PeriodicCheckpoint, on_sigterm
     from .module import LitAutoEncoder
 
     cfg.validate()
@@ -230,33 +229,30 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     ckpt_path = str(last) if resume and last.exists() else None
     if resume and ckpt_path is None and not quiet and rank == 0:
         print(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
-    previous_sigterm = ckpt_cb.install_sigterm()
-    try:
-        trainer.fit(lit, loader, ckpt_path=ckpt_path)
-    except TrainingError:
-        raise
-    except WAEError:
-        raise
-    except MisconfigurationException as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if saved_text is not None and rank == 0:
-            atomic_write_text(run_dir / "config.yaml", saved_text)
-        raise ConfigError(f"the training engine refused this run: {msg}") from None
-    except SIGTERMException:
-        raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
-                              "`--resume` continues") from None
-    except (KeyboardInterrupt, SystemExit) as e:
-        # Lightning turns Ctrl+C into sys.exit(1) after its on_exception hooks
-        if isinstance(e, SystemExit) and not trainer.interrupted:
+    with on_sigterm(ckpt_cb.request_stop):
+        try:
+            trainer.fit(lit, loader, ckpt_path=ckpt_path)
+        except TrainingError:
             raise
-        raise TrainingStopped(f"interrupted at step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
-                              "`--resume` continues", exit_code=130) from None
-    except torch.OutOfMemoryError:
-        raise TrainingError("out of memory on the training device: lower train.batch_size or model.width; "
-                            f"the last checkpoint in {ckpt_dir} is intact (--resume continues)") from None
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        except WAEError:
+            raise
+        except MisconfigurationException as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if saved_text is not None and rank == 0:
+                atomic_write_text(run_dir / "config.yaml", saved_text)
+            raise ConfigError(f"the training engine refused this run: {msg}") from None
+        except SIGTERMException:
+            raise TrainingStopped(f"stopped by SIGTERM after step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
+                                  "`--resume` continues") from None
+        except (KeyboardInterrupt, SystemExit) as e:
+            # Lightning turns Ctrl+C into sys.exit(1) after its on_exception hooks
+            if isinstance(e, SystemExit) and not trainer.interrupted:
+                raise
+            raise TrainingStopped(f"interrupted at step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
+                                  "`--resume` continues", exit_code=130) from None
+        except torch.OutOfMemoryError:
+            raise TrainingError("out of memory on the training device: lower train.batch_size or model.width; "
+                                f"the last checkpoint in {ckpt_dir} is intact (--resume continues)") from None
     if trainer.interrupted:
         raise TrainingError(f"training interrupted; resume with --resume (checkpoint: {last})")
     wall = time.time() - t0
@@ -272,18 +268,12 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     def _stop(signum, frame):  # the evaluation has no step boundary to wait for; its writes are atomic
         raise TrainingStopped(f"stopped by SIGTERM during the final evaluation; {after}")
 
-    previous_sigterm = ckpt_cb.install_sigterm()
-    if previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, _stop)
-    try:
+    with on_sigterm(_stop):
         save_model(model, run_dir, cfg)
         metrics = evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra={
             "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
             "train/pretrain_final": lit.pretrain_history[-1] if lit.pretrain_history else None,
         }, figures=tc.figures)
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
     return (metrics, model) if return_model else metrics
 
 
