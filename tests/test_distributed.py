@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 
 import pytest
 import torch
+from conftest import gloo_on_loopback
 from torch import nn
 
 WORLD = 2
@@ -170,19 +170,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
-    import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    if sys.platform == "win32":
-        pytest.skip("gloo over TCP on 127.0.0.1 is not tested on Windows")
     outdir = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mpatch:
-        # gloo picks its interface from the host name unless told; the loopback one always works here
-        loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
-        if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
-            mpatch.setenv("GLOO_SOCKET_IFNAME", loopback[0])
+        gloo_on_loopback(mpatch)
         last = None
         for _ in range(3):  # a port taken between _free_port() and bind: try another
             try:

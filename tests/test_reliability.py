@@ -4,7 +4,6 @@ import os
 import pickle
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import gloo_on_loopback
 from wae.errors import WAEError
 
 RUN = ["train", "wae-mmd", "--dataset", "mnist-5k", "--set", "width=0.0625", "--set", "data.limit=400",
@@ -175,18 +175,11 @@ def test_sigterm_during_the_final_evaluation_ends_in_one_line_and_resume_evaluat
     assert json.loads((out / "metrics.json").read_text())["train/steps"] == EPOCHS * STEPS_PER_EPOCH
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="gloo over TCP on 127.0.0.1 is not tested on Windows")
 def test_sigterm_under_ddp_stops_every_rank_together_saves_and_resumes(tmp_path, monkeypatch):
     """Two CPU processes (gloo), SIGTERM to rank 0 only. Lightning's own handler runs a collective inside the signal
     handler and hung both ranks here; ours stops them at the same step boundary: one line, exit 143, the finished
     step saved, no process left behind, and --resume completes the run."""
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
-    if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", loopback[0])
+    gloo_on_loopback(monkeypatch)
     ddp = [*RUN, "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--set", "checkpoint_every_minutes=60"]
     steps_per_epoch = STEPS_PER_EPOCH // 2  # each rank takes half of every epoch's batches
     t = steps_per_epoch + 1  # mid-epoch in epoch 1

@@ -181,10 +181,10 @@ def cmd_train(a) -> int:
     from .training.run import RunLock, prepare_run_dir
 
     run_dir = prepare_run_dir(out, a.resume)
-    rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
-    if rank == 0:
+    if _first_process():
         print(f"training {cfg.model} on {cfg.data.dataset} → {run_dir}")
-    lock = RunLock(run_dir) if rank == 0 and "LOCAL_RANK" not in os.environ else None
+    # ranks launched by Lightning or torchrun have LOCAL_RANK set: the launching process (or none) holds the lock
+    lock = RunLock(run_dir) if "LOCAL_RANK" not in os.environ else None
     if lock:
         lock.__enter__()
     try:
@@ -380,6 +380,12 @@ def _quiet_engine() -> None:
         warnings.filterwarnings("ignore", pat)
 
 
+def _first_process() -> bool:
+    """True in a single process and in rank 0 of a multi-process run (torchrun sets RANK, Lightning's launcher
+    LOCAL_RANK): that process alone prints progress lines."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_engine()
     parser = _build_parser()
@@ -390,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except TrainingStopped as e:
-        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:  # one line, not one per rank
+        if _first_process():  # one line per run, not one per rank
             print(f"wae: {e}", file=sys.stderr)
         return e.exit_code
     except TrainingError as e:

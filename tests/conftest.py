@@ -1,0 +1,20 @@
+"""Shared test helpers."""
+import os
+import socket
+import sys
+
+import pytest
+
+
+def gloo_on_loopback(mpatch: pytest.MonkeyPatch) -> None:
+    """Skip unless torch.distributed's gloo backend can run here; point it at the loopback interface (gloo picks
+    its interface from the host name unless told, and the loopback one always works)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    if sys.platform == "win32":
+        pytest.skip("gloo over TCP on 127.0.0.1 is not tested on Windows")
+    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
+        mpatch.setenv("GLOO_SOCKET_IFNAME", loopback[0])
