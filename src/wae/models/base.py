@@ -45,6 +45,8 @@ class AutoEncoderModel(nn.Module):
         # Batch-level divergences gather codes across processes through this hook (identity on one process).
         self.gather: Callable[[Tensor], Tensor] = identity_gather
         self.rank: int = 0
+        self.upkeep_note: str = ""
+        """What the last non-empty ``after_step`` did, in words (printed by the training loop)."""
 
     # --- what every model provides --------------------------------------------------------------------------
     def loss(self, x: Tensor) -> dict[str, Tensor]:
@@ -91,6 +93,15 @@ class AutoEncoderModel(nn.Module):
     def main_parameters(self):
         crit = {id(p) for p in self.critic_parameters()}
         return [p for p in self.parameters() if id(p) not in crit]
+
+    def after_step(self, step: int) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
+        """Model upkeep after optimiser step ``step`` (e.g. re-seeding unused mixture components).
+
+        Returns the parameter rows it overwrote as ``(parameter, destination rows, source rows)`` so that the
+        training loop can copy the optimiser's per-parameter state along; empty (the default) when nothing changed.
+        Must take the same decision on every process (it may only read gathered or replicated state).
+        """
+        return []
 
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
         """Extra per-batch test metrics (means over the batch), e.g. the ELBO for VAE-type models."""

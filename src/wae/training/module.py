@@ -16,7 +16,7 @@ from ..config import TrainConfig
 from ..errors import TrainingError
 from ..models.base import AutoEncoderModel, identity_gather
 
-__all__ = ["LitAutoEncoder", "all_gather_with_grad", "lr_multiplier"]
+__all__ = ["LitAutoEncoder", "all_gather_with_grad", "copy_state_rows", "lr_multiplier"]
 
 
 def all_gather_with_grad(t: Tensor) -> Tensor:
@@ -32,6 +32,16 @@ def all_gather_with_grad(t: Tensor) -> Tensor:
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return torch.cat(out, dim=0)
+
+
+def copy_state_rows(optimizer: torch.optim.Optimizer, changed) -> None:
+    """Make the optimiser's per-parameter state (Adam's moments) follow rows a model copied: for each
+    ``(parameter, dst, src)``, every state tensor shaped like the parameter gets ``v[dst] = v[src]``."""
+    with torch.no_grad():
+        for p, dst, src in changed:
+            for v in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    v[dst] = v[src]
 
 
 def lr_multiplier(epoch: int, milestones: list[int], factors: list[float]) -> float:
@@ -184,6 +194,16 @@ class LitAutoEncoder(L.LightningModule):
         opt.step()
         self._log_terms({**terms, "critic": closs})
         return None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        changed = self.model.after_step(self.global_step)
+        if not changed:
+            return
+        opts = self.optimizers()
+        for opt in opts if isinstance(opts, list) else [opts]:
+            copy_state_rows(getattr(opt, "optimizer", opt), changed)
+        if self.model.upkeep_note:
+            self.print(f"step {self.global_step}: {self.model.upkeep_note}")
 
     def on_train_epoch_end(self) -> None:
         if self.model.has_critic:
