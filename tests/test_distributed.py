@@ -37,9 +37,10 @@ CASES = [
     ("gm-wae-S2-entropy", "gm-wae", 5, {"samples_per_component": 2, "entropy_weight": 0.5}, "loss"),
     ("wae-gan", "wae-gan", 8, {}, "loss"),
     ("wae-gan-critic", "wae-gan", 8, {}, "critic"),
+    ("gmvae-usage", "gmvae", 4, {"usage_weight": 1.0}, "loss"),
 ]
 TERMS = {"wae-mmd": ("recon", "mmd"), "gm-wae": ("recon", "mmd", "qD_entropy"), "wae-gan": ("recon", "gan_penalty")}
-GLOBAL_TERMS = {"mmd", "gan_penalty", "qD_entropy", "critic"}
+GLOBAL_TERMS = {"mmd", "gan_penalty", "qD_entropy", "critic", "usage_kl"}
 
 
 # --- record / replay every Gaussian draw made inside a model call -----------------------------------------
@@ -189,12 +190,19 @@ def ddp_results(tmp_path_factory):
     return {case: [torch.load(outdir / f"{case}.rank{r}.pt") for r in range(WORLD)] for case, *_ in CASES}
 
 
+def _batch_axis(shape, batch: int) -> int:
+    """Where a draw's per-example axis is: 0 (codes and prior samples, (N, …)), else the first axis of the per-rank
+    batch's size (GMVAE's reparameterisation noise is (M, N, d))."""
+    return 0 if shape[0] == batch or batch not in shape else list(shape).index(batch)
+
+
 def _reference(name, batch, overrides, what, ranks):
     """One process on the whole batch, replaying the ranks' draws concatenated along the batch axis."""
     model = build(name, overrides)
     n_draws = {len(r["draws"]) for r in ranks}
     assert len(n_draws) == 1
-    draws = [torch.cat([r["draws"][i] for r in ranks], 0) for i in range(n_draws.pop())]
+    draws = [torch.cat([r["draws"][i] for r in ranks], _batch_axis(ranks[0]["draws"][i].shape, batch))
+             for i in range(n_draws.pop())]
     step = _Step(model)
     with replay_noise(draws):
         terms = step(global_batch(batch), what)
