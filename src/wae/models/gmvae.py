@@ -487,7 +487,8 @@ class GMVAE(AutoEncoderModel):
         donor = alive[torch.arange(dead.numel(), device=alive.device) % alive.numel()]
         self.revived += dead.numel()
         pairs = ", ".join(f"{int(d)} ← {int(s)}" for d, s in zip(dead, donor))
-        self.upkeep_note = f"re-seeded unused component(s) by splitting the most used: {pairs}"
+        self.upkeep_note = (f"re-seeded component(s) used below {cfg.revive_threshold:g}/K over the last "
+                            f"{cfg.revive_every} steps, splitting the most used (new ← donor): {pairs}")
         return self.split_component(dead, donor, step)
 
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
