@@ -29,6 +29,18 @@ def test_help_lists_commands():
         assert c in r.stdout
 
 
+def test_presets_lists_every_preset_with_what_it_is():
+    from wae.config import list_presets, preset_summary
+
+    r = wae("presets")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == list_presets()
+    for name, ln in zip(list_presets(), lines):
+        assert preset_summary(name), f"preset {name} has no first comment line saying what it is"
+        assert preset_summary(name)[:40] in ln and len(ln) <= 120
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "R"

@@ -94,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list data sets and whether they are available locally")
     sub.add_parser("models", help="list the registered models")
-    sub.add_parser("presets", help="list the named presets")
+    sub.add_parser("presets", help="list the named presets, each with its first comment line")
     c = sub.add_parser("config", help="print the resolved config of `wae train` arguments")
     c.add_argument("model", nargs="?")
     c.add_argument("--preset")
@@ -332,9 +332,11 @@ def cmd_models(a) -> int:
 
 
 def cmd_presets(a) -> int:
-    from .config import list_presets
+    from .config import list_presets, preset_summary
 
-    print("\n".join(list_presets()))
+    for name in list_presets():
+        text = preset_summary(name)
+        print(f"{name:19s} {text[:97] + '…' if len(text) > 98 else text}".rstrip())
     return 0
 
 

@@ -332,6 +332,16 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def preset_summary(name: str) -> str:
+    """The preset file's first comment line (what it is), without the ``#``; empty if it has none."""
+    p = PRESET_DIR / f"{name}.yaml"
+    try:
+        first = p.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
 def load_preset(name: str) -> dict:
     p = PRESET_DIR / f"{name}.yaml"
     if not p.exists():
