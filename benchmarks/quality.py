@@ -4,7 +4,8 @@
     python benchmarks/quality.py gmvae  --seeds 0 1 2 --set epochs=30
 
 Prints a Markdown table (one row per seed, then mean ± std) of the clustering and reconstruction metrics and the
-wall time, and writes it to ``benchmarks/results/<model>-<tag>.md``. Needs ../shared/data/mnist-test (or pass
+wall time, and writes it to ``benchmarks/results/<model>-<tag>.md``; seeds of the same model and tag finished by
+earlier invocations (their run directories under ``--out``) are included, so the file always covers them all. Needs ../shared/data/mnist-test (or pass
 --test-dir).
 """
 from __future__ import annotations
@@ -83,6 +84,18 @@ def main():
             (out / "wall_s.txt").write_text(f"{m['wall_s']:.1f}\n")
         rows.append((seed, m))
         print(f"seed {seed}: " + "  ".join(f"{k.split('/')[-1]}={m.get(k, float('nan')):.4g}" for k in KEYS), flush=True)
+    # The results file covers every finished seed of this model and tag, not only this invocation's: a later
+    # single-seed run adds its row instead of replacing the table.
+    for run in sorted(Path(a.out).glob(f"{a.model}-{a.tag}-s*")):
+        tail = run.name[len(f"{a.model}-{a.tag}-s"):]
+        if tail.isdigit() and int(tail) not in a.seeds and (run / "metrics.json").exists() \
+                and (run / "wall_s.txt").exists():
+            m = json.loads((run / "metrics.json").read_text())
+            m["wall_s"] = float((run / "wall_s.txt").read_text())
+            rows.append((int(tail), m))
+            print(f"seed {tail}: finished earlier ({run}), added to the table", flush=True)
+    rows.sort(key=lambda r: r[0])
+    a.seeds = [seed for seed, _ in rows]
     keys = [k for k in KEYS if k in rows[0][1]] + ["wall_s"]
     lines = [f"`{' '.join(['python benchmarks/quality.py', a.model, '--seeds', *map(str, a.seeds), *sum([['--set', s] for s in a.set], [])])}`", "",
              "| seed | " + " | ".join(k.replace("test/", "") for k in keys) + " |",
