@@ -230,5 +230,4 @@ def test_every_preset_is_a_valid_run_config():
     paper = RunConfig.from_dict(load_preset("gmvae-mnist"))
     assert usage.model_config.usage_weight == 1.0 and paper.model_config.usage_weight == 0.0
     assert usage.train.epochs == paper.train.epochs == 100
-    assert usage.train.lr == 1e-3 and paper.train.lr == 1e-4  # the paper's rate stays in the paper preset
-    assert usage.model_config.revive_threshold == 0.1 and paper.model_config.revive_threshold == 0.0
+    assert usage.train.lr == 3e-4 and paper.train.lr == 1e-4  # the paper's rate stays in the paper preset
