@@ -66,6 +66,9 @@ class TrainConfig:
     pretrain_steps: int = 0
     """Encoder pre-training steps before the main objective (0 = off)."""
     pretrain_lr: float = 1e-3
+    augment_shift: int = 0
+    """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
+    fill), drawn afresh every step on the training device (0 = off; images only)."""
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "1"
@@ -142,6 +145,7 @@ class RunConfig:
             (len(t.lr_milestones) == len(t.lr_factors), "train.lr_milestones and train.lr_factors differ in length"),
             (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {t.on_nan!r}"),
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
+            (0 <= t.augment_shift <= 8, f"train.augment_shift must be an integer from 0 to 8 pixels, got {t.augment_shift}"),
             (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
         ]
         for ok, msg in checks:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
+from ..data.augment import random_shift
 from ..errors import TrainingError
 from ..models.base import AutoEncoderModel, identity_gather
 
@@ -122,7 +123,8 @@ class LitAutoEncoder(L.LightningModule):
         return [opt, copt], [{"scheduler": sched, "interval": "epoch"}, {"scheduler": csched, "interval": "epoch"}]
 
     def _batch(self, idx: Tensor) -> Tensor:
-        return self.train_x[idx.to(self.train_x.device)]
+        x = self.train_x[idx.to(self.train_x.device)]
+        return random_shift(x, self.cfg.augment_shift) if self.cfg.augment_shift else x
 
     def _check(self, terms: dict[str, Tensor]) -> bool:
         # One fused test and one host sync per step; the per-term search only runs when something is off.

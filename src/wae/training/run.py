@@ -173,6 +173,9 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     n = len(train_ds)
     if n < tc.batch_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {n} training examples")
+    if tc.augment_shift and (len(train_ds.shape) != 3 or tc.augment_shift >= min(train_ds.shape[1:])):
+        raise ConfigError(f"train.augment_shift translates images; {cfg.data.dataset} has examples of shape "
+                          f"{tuple(train_ds.shape)}" + ("" if len(train_ds.shape) != 3 else " (shift too large)"))
     devices = _parse_devices(tc.devices)
     single = devices in (1, "auto", [0]) and tc.num_nodes == 1 and tc.strategy in ("auto", "single_device")
     if single:
