@@ -162,10 +162,8 @@ def test_dry_run_prints_resolved_yaml():
     assert r.returncode == 0 and "lam: 20.0" in r.stdout and "name: gm-wae" in r.stdout
 
 
-def test_gm_wae_run_has_clustering_metrics_and_component_sampling(tmp_path):
-    out = tmp_path / "G"
-    r = wae("train", "gm-wae", "--dataset", "mnist-5k", "--epochs", "1", "--batch-size", "32", "--out", str(out), *TINY)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_gm_wae_run_has_clustering_metrics_and_component_sampling(gm_run, tmp_path):
+    out = gm_run
     m = json.loads((out / "metrics.json").read_text())
     for k in ("test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi", "test/ari",
               "test/active_components", "test/recon_mse", "test/mmd_prior"):
@@ -176,3 +174,58 @@ def test_gm_wae_run_has_clustering_metrics_and_component_sampling(tmp_path):
     assert r.returncode == 0 and (tmp_path / "k3.png").exists()
     assert "component 12 out of range" in _one_line_error(
         wae("sample", str(out), "--component", "12", "--out", str(tmp_path / "k.png")))
+
+
+@pytest.fixture(scope="module")
+def gm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gm") / "G"
+    r = wae("train", "gm-wae", "--dataset", "mnist-5k", "--epochs", "1", "--batch-size", "32", "--out", str(out), *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+def test_encode_writes_the_models_codes_and_clusters(gm_run, tmp_path):
+    import numpy as np
+    import torch
+
+    from wae.data import load_dataset
+    from wae.evaluation.clustering import hungarian_accuracy
+    from wae.io import load
+
+    r = wae("encode", str(gm_run), "--out", str(tmp_path / "c.npz"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = np.load(tmp_path / "c.npz")
+    # the reference: the same model and the run's test data, encoded here directly
+    model = load(gm_run)
+    ds = load_dataset("mnist-5k", "test").subset(200, seed=0)
+    with torch.no_grad():
+        z_ref, p_ref = model.encode(ds.x).numpy(), model.cluster_probs(ds.x).numpy()
+    np.testing.assert_allclose(d["z"], z_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(d["probs"], p_ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(d["probs"].sum(1), 1.0, atol=1e-5)
+    assert np.array_equal(d["cluster"], p_ref.argmax(1))
+    assert np.array_equal(d["label"], ds.y.numpy())
+    acc = hungarian_accuracy(d["cluster"], d["label"])[0]
+    assert f"Hungarian accuracy {acc:.4f}" in r.stdout and "200 codes of dimension 10" in r.stdout
+    # CSV: one row per example, the same numbers as the arrays
+    r = wae("encode", str(gm_run), "--out", str(tmp_path / "c.csv"), "--dataset", "mnist-5k", "--limit", "30")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["cluster", "label", "p0"] and len(rows) == 31
+    table = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    train = load_dataset("mnist-5k", "train")
+    with torch.no_grad():
+        p_train = model.cluster_probs(train.x[:30]).numpy()
+    assert np.array_equal(table[:, 0], p_train.argmax(1)) and np.array_equal(table[:, 1], train.y[:30].numpy())
+    np.testing.assert_allclose(table[:, 2:12], p_train, rtol=1e-4, atol=1e-6)
+
+
+def test_encode_errors_are_one_line(gm_run, tmp_path):
+    assert ".npz or .csv" in _one_line_error(wae("encode", str(gm_run), "--out", str(tmp_path / "c.txt")))
+    assert "shape (2,)" in _one_line_error(wae("encode", str(gm_run), "--dataset", "arcs", "--out",
+                                                str(tmp_path / "c.npz")))
+    assert "no latent hierarchy" in _one_line_error(wae("encode", str(gm_run), "--depth", "2", "--out",
+                                                         str(tmp_path / "c.npz")))
+    assert "not found" in _one_line_error(wae("encode", str(gm_run), "--dataset", f"npz:{tmp_path}/none.npz",
+                                               "--out", str(tmp_path / "c.npz")))
+    assert not (tmp_path / "c.npz").exists()

@@ -293,7 +293,7 @@ def test_float_overflow_is_a_config_error():
 override_items = st.one_of(
     st.text(max_size=20),
     st.tuples(st.sampled_from(["lr", "train.lr", "model.latent_dim", "latent_dim", "width", "data.limit", "epochs",
-                               "train.betas", "seed", "nope", "model.nope", "x.y", "", "train.", "on_nan", "name"]),
+                               "train.betas", "seed", "augment_shift", "nope", "model.nope", "x.y", "", "train.", "on_nan", "name"]),
               st.one_of(st.text(max_size=12), st.sampled_from(["[1,", "{a: [", "!!python/object:os.system", "&a *a",
                                                                "1e400", "nan", ".inf", "- 1", "0x10", "[[[]]]"])))
     .map(lambda t: f"{t[0]}={t[1]}"))
@@ -317,11 +317,12 @@ def test_apply_overrides_fuzz(items):
 
 # --- command line ----------------------------------------------------------------------------------------------
 
-TOKENS = ["train", "sample", "reconstruct", "evaluate", "reproduce", "datasets", "models", "presets", "config",
+TOKENS = ["train", "sample", "reconstruct", "encode", "evaluate", "reproduce", "datasets", "models", "presets", "config",
           "wae-mmd", "gm-wae", "nope", "--dry-run", "--help", "--version", "--set", "lr=0.1", "lr", "=", "--epochs",
           "-1", "0", "x", "--batch-size", "1", "--lr", "nan", "inf", "--preset", "main", "--dataset", "mnist-5k",
           "npz:/nonexistent.npz", "folder:", "--out", "--n", "--config", "/nonexistent.yaml", "--resume", "--quiet",
-          "--seed", "--devices", "a,b", "--metrics", "--component", "--std-scale", "--depth", "run", "", "-", "--"]
+          "--seed", "--devices", "a,b", "--metrics", "--component", "--std-scale", "--depth", "--limit", "c.csv", "run", "",
+          "-", "--"]
 
 
 @FUZZ

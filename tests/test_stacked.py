@@ -289,3 +289,29 @@ def test_save_load_roundtrip(tmp_path):
     with torch.no_grad():
         assert torch.equal(m.reconstruct_from(x, 2), m2.reconstruct_from(x, 2))
     assert m2.config.objective == "wae" and m2.config.latent_dims == DIMS
+
+
+def test_encode_command_writes_the_code_of_the_chosen_layer(tmp_path, capsys):
+    import numpy as np
+
+    from wae.cli import main
+
+    torch.manual_seed(0)
+    m = create_model("stacked-wae", (1, 28, 28), width=0.02).eval()
+    cfg = RunConfig.from_dict({"model": {"name": "stacked-wae"}, "data": {"dataset": "mnist-5k", "eval_limit": 50}})
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    save_model(m, tmp_path, cfg)
+    from wae.data import load_dataset
+
+    x = load_dataset("mnist-5k", "train").x[:20]
+    for depth in (1, 3, m.num_layers):
+        out = tmp_path / f"z{depth}.npz"
+        assert main(["encode", str(tmp_path), "--dataset", "mnist-5k", "--limit", "20", "--depth", str(depth),
+                     "--out", str(out)]) == 0
+        z = np.load(out)["z"]
+        with torch.no_grad():
+            ref = m.encode_layers(x, depth)[-1].flatten(1).numpy()
+        np.testing.assert_allclose(z, ref, rtol=1e-4, atol=1e-6)
+        assert "probs" not in np.load(out)
+    assert main(["encode", str(tmp_path), "--depth", str(m.num_layers + 1), "--out", str(tmp_path / "z.npz")]) == 2
+    assert "depth must be between 1 and" in capsys.readouterr().err

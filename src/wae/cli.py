@@ -65,6 +65,18 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--depth", type=int, help="hierarchical models: encode to layer i, decode from there")
 
+    en = sub.add_parser("encode", help="encode a data set with a trained model: codes, cluster probabilities and "
+                        "assignments per example into .npz or .csv")
+    en.add_argument("run_dir")
+    en.add_argument("--out", required=True, help="FILE.npz (arrays z, probs, cluster, label) or FILE.csv (one row "
+                    "per example)")
+    en.add_argument("--dataset", help="data to encode, NAME[:split] (split default: train), e.g. mnist:test, "
+                    "npz:FILE or folder:DIR (default: the run's test data)")
+    en.add_argument("--data-dir")
+    en.add_argument("--limit", type=int, help="encode only the first N examples")
+    en.add_argument("--depth", type=int, help="hierarchical models: the code of layer i (default: the top layer)")
+    en.add_argument("--batch-size", type=int, default=500)
+
     e = sub.add_parser("evaluate", help="recompute a run's test metrics into DIR/metrics.json")
     e.add_argument("run_dir")
     e.add_argument("--n", type=int, default=2000, help="samples / test images for W2, FID and KID (default 2000)")
@@ -284,6 +296,83 @@ def cmd_reconstruct(a) -> int:
     return 0
 
 
+def cmd_encode(a) -> int:
+    import numpy as np
+    import torch
+
+    from .data import load_dataset
+    from .evaluation.runner import batched
+    from .io import atomic_write_text, atomic_write_with, load
+    from .training.run import load_data_for
+
+    out = str(a.out)
+    fmt = out.lower().rsplit(".", 1)[-1] if "." in Path(out).name else ""
+    if fmt not in ("npz", "csv"):
+        raise WAEError(f"--out {out}: the file name must end in .npz or .csv")
+    if a.limit is not None and a.limit < 1:
+        raise WAEError(f"--limit must be >= 1, got {a.limit}")
+    if a.batch_size < 1:
+        raise WAEError(f"--batch-size must be >= 1, got {a.batch_size}")
+    model = load(a.run_dir)
+    cfg = _run_config(a.run_dir)
+    if a.dataset:
+        ds = load_dataset(a.dataset, "train", data_dir=a.data_dir)
+    else:
+        ds = load_data_for(cfg)[1]
+    if tuple(ds.shape) != model.data_shape:
+        raise WAEError(f"{a.dataset or 'the test data'} has examples of shape {tuple(ds.shape)}; the model in "
+                       f"{a.run_dir} takes {model.data_shape}")
+    x = ds.x[: a.limit] if a.limit else ds.x
+    y = ds.y[: len(x)] if ds.y is not None else None
+    if a.depth is not None:
+        if not hasattr(model, "encode_layers"):
+            raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
+        model._check_depth(a.depth, allow_zero=False)
+        encode = lambda t: model.encode_layers(t, a.depth)[-1]  # noqa: E731
+    else:
+        encode = model.encode
+    with torch.no_grad():
+        z = batched(encode, x, a.batch_size).flatten(1)
+        probs = batched(model.cluster_probs, x, a.batch_size) if getattr(model, "has_discrete_latent", False) else None
+    arrays = {"z": z.numpy().astype(np.float32)}
+    if probs is not None:
+        arrays["probs"] = probs.numpy().astype(np.float32)
+        arrays["cluster"] = probs.argmax(1).numpy().astype(np.int64)
+    if y is not None:
+        arrays["label"] = y.numpy()
+    if fmt == "npz":
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        atomic_write_with(out, write)
+    else:
+        cols, header = [], []
+        if "cluster" in arrays:
+            cols.append(arrays["cluster"][:, None].astype(str))
+            header.append("cluster")
+        if "label" in arrays:
+            cols.append(arrays["label"].reshape(len(x), -1)[:, :1].astype(str))
+            header.append("label")
+        if "probs" in arrays:
+            cols.append(np.char.mod("%.6g", arrays["probs"]))
+            header += [f"p{k}" for k in range(arrays["probs"].shape[1])]
+        cols.append(np.char.mod("%.6g", arrays["z"]))
+        header += [f"z{j}" for j in range(arrays["z"].shape[1])]
+        table = np.concatenate(cols, axis=1)
+        atomic_write_text(out, ",".join(header) + "\n" + "\n".join(",".join(r) for r in table) + "\n")
+    what = f"{len(x)} codes of dimension {z.shape[1]}"
+    if probs is not None:
+        used = np.bincount(arrays["cluster"], minlength=probs.shape[1])
+        what += f", cluster assignments over {probs.shape[1]} components ({int((used > 0).sum())} used)"
+        if y is not None and y.dim() == 1:
+            from .evaluation.clustering import hungarian_accuracy, nmi
+
+            what += (f"; against the labels: Hungarian accuracy {hungarian_accuracy(arrays['cluster'], y.numpy())[0]:.4f}"
+                     f", NMI {nmi(arrays['cluster'], y.numpy()):.4f}")
+    print(f"wrote {out}: {what}")
+    return 0
+
+
 def cmd_evaluate(a) -> int:
     from .evaluation.runner import evaluate_run
     from .io import load
@@ -366,7 +455,8 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "evaluate": cmd_evaluate,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "encode": cmd_encode,
+            "evaluate": cmd_evaluate,
             "datasets": cmd_datasets, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
             "reproduce": cmd_reproduce, "compare": cmd_compare}
 
