@@ -7,6 +7,7 @@ for adversarial models, :meth:`critic_loss`. Keys of the returned dict that star
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,7 +18,23 @@ from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..priors import Prior
 
-__all__ = ["AutoEncoderModel", "identity_gather", "squared_l2"]
+__all__ = ["AutoEncoderModel", "ConsistencyConfig", "identity_gather", "squared_l2"]
+
+
+@dataclass
+class ConsistencyConfig(ModelConfig):
+    """Config fields of the optional cluster-consistency term that mixture models share (beyond the papers)."""
+
+    consistency_weight: float = 0.0
+    """Beyond the papers (0 = off): weight of KL(q(k|x) ‖ q(k|T(x))) per datum, T a random small affine warp of the
+    image (``consistency_rotate`` / ``_shift`` / ``_scale``) and the clean q(k|x) a fixed target (no gradient): the
+    clusters are asked not to change under warps that keep a digit's identity."""
+    consistency_rotate: float = 15.0
+    """Largest rotation of T, in degrees (uniform in ±)."""
+    consistency_shift: float = 2.0
+    """Largest translation of T, in pixels per direction (uniform in ±, sub-pixel)."""
+    consistency_scale: float = 0.1
+    """Largest relative scaling of T (the factor is uniform in 1 ± this)."""
 
 
 def identity_gather(t: Tensor) -> Tensor:
@@ -108,6 +125,32 @@ class AutoEncoderModel(nn.Module):
         return {}
 
     # --- shared helpers ------------------------------------------------------------------------------------
+    def check_consistency_config(self) -> None:
+        """Refuse bad values of the :class:`ConsistencyConfig` fields (and the term on non-image data)."""
+        c = self.config
+        checks = [
+            (c.consistency_weight >= 0 and math.isfinite(c.consistency_weight),
+             f"model.consistency_weight must be >= 0, got {c.consistency_weight}"),
+            (0 <= c.consistency_rotate <= 180, f"model.consistency_rotate must be 0-180 degrees, got {c.consistency_rotate}"),
+            (0 <= c.consistency_shift <= 8, f"model.consistency_shift must be 0-8 pixels, got {c.consistency_shift}"),
+            (0 <= c.consistency_scale < 0.5, f"model.consistency_scale must be in [0, 0.5), got {c.consistency_scale}"),
+            (c.consistency_weight == 0 or self.is_image,
+             f"model.consistency_weight warps images; this model's data have shape {self.data_shape}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def consistency_kl(self, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """Mean over the batch of KL(q(k|x) ‖ q(k|T(x))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
+        ``log_q_fn`` maps a batch of images to log q(k|·) and is applied to ``x`` warped by a random affine T."""
+        from ..data.augment import random_affine
+
+        c = self.config
+        warped = random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
+        target = log_q.detach()
+        return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
+
     def output(self, logits: Tensor) -> Tensor:
         """Decoder logits → data-space mean: sigmoid for images in [0, 1], identity for vector data."""
         return torch.sigmoid(logits) if self.is_image else logits

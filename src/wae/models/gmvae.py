@@ -79,12 +79,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..divergences import kl_normal_normal, kl_normal_std
 from ..errors import ConfigError
 from ..networks import scaled
 from ..priors import GaussianPrior
-from .base import AutoEncoderModel
+from .base import AutoEncoderModel, ConsistencyConfig
 from .registry import register_model
 
 __all__ = ["GMVAEConfig", "GMVAE", "ARCHITECTURES"]
@@ -94,7 +93,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
-class GMVAEConfig(ModelConfig):
+class GMVAEConfig(ConsistencyConfig):
     latent_dim: int = 200
     """N_x, the dimension of the continuous latent x (Table A.1: 200 for MNIST/SVHN, 2 for the synthetic data)."""
     w_dim: int = 150
@@ -225,6 +224,7 @@ class GMVAE(AutoEncoderModel):
         super().__init__(config, data_shape)
         cfg = config
         self._validate(cfg)
+        self.check_consistency_config()
         self.arch = self._resolve_architecture(cfg)
         self.likelihood = cfg.likelihood if cfg.likelihood != "auto" else ("bernoulli" if self.is_image else "gaussian")
         if cfg.learn_obs_var and self.likelihood != "gaussian":
@@ -339,6 +339,11 @@ class GMVAE(AutoEncoderModel):
         """p_β(z | x, w) of Eq. 3 (probabilities over the last dimension, K)."""
         return self.z_posterior_log(x, w).exp()
 
+    def _cluster_log_probs(self, x: Tensor) -> Tensor:
+        """log p_β(z | μ_x(y), μ_w(y)): the deterministic q(z|y) of ``cluster_probs`` (in log space)."""
+        mu_x, _, mu_w, _ = self.q_params(x)
+        return self.z_posterior_log(mu_x, mu_w)
+
     def cluster_probs(self, x: Tensor) -> Tensor:
         """q(z|y) ≈ p_β(z | μ_x(y), μ_w(y)) (deterministic), or its average over ``cluster_samples`` draws."""
         mu_x, lv_x, mu_w, lv_w = self.q_params(x)
@@ -411,7 +416,7 @@ class GMVAE(AutoEncoderModel):
         w_kl = kl_normal_std(mu_w, lv_w)
         z_kl = (pz * (log_pz - self.log_pi)).sum(-1).mean(0)  # KL(p_β(z|x,w) ‖ U(K)), averaged over M
         return {"recon_nll": recon, "cond_prior_kl": cond, "w_prior_kl": w_kl, "z_prior_kl": z_kl,
-                "_x": xs, "_w": ws, "_pz": pz, "_mu_k": mu_k, "_logvar_k": lv_k, "_kl_k": kl_k}
+                "_mu_x": mu_x, "_mu_w": mu_w, "_x": xs, "_w": ws, "_pz": pz, "_mu_k": mu_k, "_logvar_k": lv_k, "_kl_k": kl_k}
 
     def constrained_z_term(self, z_kl: Tensor) -> Tensor:
         """Eq. 7: max(λ, KL_z) — constant λ (zero gradient) below the threshold; 0 = off → mean KL."""
@@ -442,6 +447,11 @@ class GMVAE(AutoEncoderModel):
         if self.config.usage_weight:
             out["loss"] = out["loss"] + self.config.usage_weight * usage_kl
         out["usage_kl"] = usage_kl.detach()
+        if self.config.consistency_weight and self.training:
+            # q(z|y) as clustering reads it: p_β(z | means of q(x|y), q(w|y)), clean (fixed) vs warped
+            cons = self.consistency_kl(self.z_posterior_log(t["_mu_x"], t["_mu_w"]), x, self._cluster_log_probs)
+            out["loss"] = out["loss"] + self.config.consistency_weight * cons
+            out["consistency"] = cons.detach()
         if self.config.revive_threshold > 0 and self.training:
             with torch.no_grad():
                 self.usage_sum += pbar.detach()

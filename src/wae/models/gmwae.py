@@ -32,19 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import ModelConfig
 from ..divergences import DEFAULT_SCALES, kl_categorical, kl_normal_normal
 from ..errors import ConfigError
 from ..networks import BatchedHeads, build_decoder, build_encoder
 from ..priors import GaussianMixturePrior
-from .base import AutoEncoderModel
+from .base import AutoEncoderModel, ConsistencyConfig
 from .registry import register_model
 
 __all__ = ["GMWAEConfig", "GMVAEFoilConfig", "GaussianMixtureAE"]
 
 
 @dataclass
-class GMWAEConfig(ModelConfig):
+class GMWAEConfig(ConsistencyConfig):
     latent_dim: int = 10
     num_components: int = 10
     prior_std: float = 1.0
@@ -106,6 +105,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        self.check_consistency_config()
         if config.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"model.likelihood must be bernoulli or gaussian, got {config.likelihood!r}")
         K, d = config.num_components, config.latent_dim
@@ -187,9 +187,16 @@ class GaussianMixtureAE(AutoEncoderModel):
         qbar = self.gather(q).mean(0)
         ent = -(qbar * qbar.clamp_min(1e-12).log()).sum()
         if cfg.entropy_weight:
-            out["loss"] = loss - cfg.entropy_weight * ent
+            out["loss"] = out["loss"] - cfg.entropy_weight * ent
         out["qD_entropy"] = ent.detach()
+        self._add_consistency(out, logq, x)
         return out
+
+    def _add_consistency(self, out: dict[str, Tensor], logq: Tensor, x: Tensor) -> None:
+        if self.config.consistency_weight and self.training:
+            cons = self.consistency_kl(logq, x, self.q_discrete)
+            out["loss"] = out["loss"] + self.config.consistency_weight * cons
+            out["consistency"] = cons.detach()
 
     def log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
         if self.config.likelihood == "bernoulli":
@@ -214,8 +221,10 @@ class GaussianMixtureAE(AutoEncoderModel):
         recon = -(q * ll).sum(-1).mean()
         kl_cont = (q * kl_c).sum(-1).mean()
         kl_disc = kl_d.mean()
-        return {"loss": recon + kl_cont + kl_disc, "recon_nll": recon, "kl_continuous": kl_cont,
-                "kl_discrete": kl_disc}
+        out = {"loss": recon + kl_cont + kl_disc, "recon_nll": recon, "kl_continuous": kl_cont,
+               "kl_discrete": kl_disc}
+        self._add_consistency(out, logq, x)
+        return out
 
     def pretrain_loss(self, x: Tensor) -> Tensor:
         """Match each head's code moments to its prior component: mean → μ⁰_k, covariance → σ₀²I (§3)."""
