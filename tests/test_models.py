@@ -231,3 +231,8 @@ def test_every_preset_is_a_valid_run_config():
     assert usage.model_config.usage_weight == 1.0 and paper.model_config.usage_weight == 0.0
     assert usage.train.epochs == paper.train.epochs == 100
     assert usage.train.lr == 3e-4 and paper.train.lr == 1e-4  # the paper's rate stays in the paper preset
+    cons = RunConfig.from_dict(load_preset("gmvae-mnist-consistency"))
+    assert cons.model_config.consistency_weight == 3.0 and usage.model_config.consistency_weight == 0.0
+    # everything else is the usage preset's
+    cons.model_config.consistency_weight = 0.0
+    assert cons == usage

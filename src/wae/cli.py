@@ -423,9 +423,12 @@ def cmd_models(a) -> int:
 def cmd_presets(a) -> int:
     from .config import list_presets, preset_summary
 
-    for name in list_presets():
+    names = list_presets()
+    width = max(map(len, names), default=0)
+    room = 118 - width  # lines of at most 120 characters
+    for name in names:
         text = preset_summary(name)
-        print(f"{name:19s} {text[:97] + '…' if len(text) > 98 else text}".rstrip())
+        print(f"{name:{width}s} {text[:room - 1] + '…' if len(text) > room else text}".rstrip())
     return 0
 
 
