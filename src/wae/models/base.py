@@ -151,6 +151,14 @@ class AutoEncoderModel(nn.Module):
         target = log_q.detach()
         return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
 
+    def add_consistency(self, out: dict[str, Tensor], log_q: Tensor, x: Tensor,
+                        log_q_fn: Callable[[Tensor], Tensor]) -> None:
+        """In training, add ``consistency_weight`` × :meth:`consistency_kl` to ``out["loss"]`` and log the term."""
+        if self.config.consistency_weight and self.training:
+            cons = self.consistency_kl(log_q, x, log_q_fn)
+            out["loss"] = out["loss"] + self.config.consistency_weight * cons
+            out["consistency"] = cons.detach()
+
     def output(self, logits: Tensor) -> Tensor:
         """Decoder logits → data-space mean: sigmoid for images in [0, 1], identity for vector data."""
         return torch.sigmoid(logits) if self.is_image else logits

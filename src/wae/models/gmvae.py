@@ -346,10 +346,10 @@ class GMVAE(AutoEncoderModel):
 
     def cluster_probs(self, x: Tensor) -> Tensor:
         """q(z|y) ≈ p_β(z | μ_x(y), μ_w(y)) (deterministic), or its average over ``cluster_samples`` draws."""
-        mu_x, lv_x, mu_w, lv_w = self.q_params(x)
         S = self.config.cluster_samples
         if S == 0:
-            return self.z_posterior(mu_x, mu_w)
+            return self._cluster_log_probs(x).exp()
+        mu_x, lv_x, mu_w, lv_w = self.q_params(x)
         xs = mu_x + (0.5 * lv_x).exp() * torch.randn(S, *mu_x.shape, device=mu_x.device, dtype=mu_x.dtype)
         ws = mu_w + (0.5 * lv_w).exp() * torch.randn(S, *mu_w.shape, device=mu_w.device, dtype=mu_w.dtype)
         return self.z_posterior(xs, ws).mean(0)
@@ -449,9 +449,7 @@ class GMVAE(AutoEncoderModel):
         out["usage_kl"] = usage_kl.detach()
         if self.config.consistency_weight and self.training:
             # q(z|y) as clustering reads it: p_β(z | means of q(x|y), q(w|y)), clean (fixed) vs warped
-            cons = self.consistency_kl(self.z_posterior_log(t["_mu_x"], t["_mu_w"]), x, self._cluster_log_probs)
-            out["loss"] = out["loss"] + self.config.consistency_weight * cons
-            out["consistency"] = cons.detach()
+            self.add_consistency(out, self.z_posterior_log(t["_mu_x"], t["_mu_w"]), x, self._cluster_log_probs)
         if self.config.revive_threshold > 0 and self.training:
             with torch.no_grad():
                 self.usage_sum += pbar.detach()

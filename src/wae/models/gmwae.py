@@ -189,14 +189,8 @@ class GaussianMixtureAE(AutoEncoderModel):
         if cfg.entropy_weight:
             out["loss"] = out["loss"] - cfg.entropy_weight * ent
         out["qD_entropy"] = ent.detach()
-        self._add_consistency(out, logq, x)
+        self.add_consistency(out, logq, x, self.q_discrete)
         return out
-
-    def _add_consistency(self, out: dict[str, Tensor], logq: Tensor, x: Tensor) -> None:
-        if self.config.consistency_weight and self.training:
-            cons = self.consistency_kl(logq, x, self.q_discrete)
-            out["loss"] = out["loss"] + self.config.consistency_weight * cons
-            out["consistency"] = cons.detach()
 
     def log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
         if self.config.likelihood == "bernoulli":
@@ -223,7 +217,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         kl_disc = kl_d.mean()
         out = {"loss": recon + kl_cont + kl_disc, "recon_nll": recon, "kl_continuous": kl_cont,
                "kl_discrete": kl_disc}
-        self._add_consistency(out, logq, x)
+        self.add_consistency(out, logq, x, self.q_discrete)
         return out
 
     def pretrain_loss(self, x: Tensor) -> Tensor:
