@@ -146,6 +146,86 @@ def test_logvar_penalty_hand_formula():
         _tiny(logvar_penalty=[1.0])
 
 
+def test_gen_variance_fit_keeps_eq10_and_trains_sigma_p_by_likelihood():
+    """gen_variance='fit': Eq. 10's terms are unchanged, gen_nll is the Gaussian NLL by hand, and the Σ^p nets get
+    their gradient from the likelihood only, while μ^p nets and the decoder get exactly Eq. 10's."""
+    m = _tiny()
+    _perturb_logvars(m)
+    f = _tiny(gen_variance="fit")
+    f.load_state_dict(m.state_dict())
+    x = torch.randn(5, 6, dtype=torch.float64)
+    torch.manual_seed(4)
+    a = m.loss(x)
+    torch.manual_seed(4)
+    b = f.loss(x)
+    for k in ("cost0", "cost1", "cost2", "mmd"):
+        assert b[k].item() == pytest.approx(a[k].item(), rel=1e-12)
+    zs, _ = _replay_chain(f, x, 4)
+    w = layer_weights(0.5, 0.3, 3, DIMS)
+    hand, weighted = 0.0, 0.0
+    for n in (1, 2):
+        mu, lv = f.p_params(n + 1, zs[n])
+        v = lv.exp()
+        nll = float(sum(0.5 * (math.log(2 * math.pi * float(v[b_, j])) + float((zs[n - 1][b_, j] - mu[b_, j]) ** 2) /
+                               float(v[b_, j])) for b_ in range(5) for j in range(DIMS[n - 1]))) / 5
+        hand += nll
+        weighted += w[n] * nll
+    assert float(b["gen_nll"]) == pytest.approx(hand, rel=1e-10)
+    assert float(b["loss"]) == pytest.approx(float(_eq10(b, w) + b["logvar_penalty"]) + weighted, rel=1e-10)
+    assert "gen_nll" not in a
+    # gradients: μ^p nets and the data decoder as in Eq. 10; Σ^p nets from the likelihood alone
+    m.zero_grad()
+    f.zero_grad()
+    a["loss"].backward()
+    b["loss"].backward()
+    for dm, df in zip(m.decoders, f.decoders):
+        for (name, pm), (_, pf) in zip(dm.named_parameters(), df.named_parameters()):
+            if not name.startswith("logvar"):
+                assert torch.allclose(pm.grad, pf.grad, rtol=1e-10, atol=1e-14), name
+    f.zero_grad()
+    with torch.no_grad():
+        zs = [z.detach() for z in zs]
+    only_nll = sum(w[n] * f.latent_cost(n + 1, zs[n - 1], zs[n], with_nll=True)[1].mean() for n in (1, 2))
+    only_nll.backward()
+    ref = {k: p.grad.clone() for k, p in f.named_parameters() if "decoders" in k and "logvar" in k}
+    f.zero_grad()
+    torch.manual_seed(4)
+    f.loss(x)["loss"].backward()
+    for k, g in ref.items():
+        assert torch.allclose(dict(f.named_parameters())[k].grad, g, rtol=1e-10, atol=1e-14), k
+    with pytest.raises(ConfigError, match="gen_variance"):
+        _tiny(gen_variance="learned")
+    with pytest.raises(ConfigError, match="gen_variance"):
+        _tiny("wae-deep", gen_variance="fit")
+
+
+def _eq10(t, w):
+    return sum(w[n] * t[f"cost{n}"] for n in range(3)) + w[3] * t["mmd"]
+
+
+def test_gen_variance_fit_learns_the_residual_variance_where_eq10_collapses_it():
+    """Train only p(z_1|z_2) on fixed pairs z_1 = A z_2 + noise (std 0.5): with 'fit' its Σ^p reaches the noise
+    variance 0.25, with Eq. 10 alone ('cost') it heads to 0."""
+    g = torch.Generator().manual_seed(0)
+    z2 = torch.randn(512, DIMS[1], generator=g, dtype=torch.float64)
+    A = torch.randn(DIMS[1], DIMS[0], generator=g, dtype=torch.float64)
+    z1 = z2 @ A + 0.5 * torch.randn(512, DIMS[0], generator=g, dtype=torch.float64)
+    var = {}
+    for mode in ("cost", "fit"):
+        m = _tiny(gen_variance=mode).train()
+        opt = torch.optim.Adam(m.decoders[1].parameters(), lr=1e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            cost, nll = m.latent_cost(2, z1, z2, with_nll=True)
+            (cost.mean() + (nll.mean() if nll is not None else 0)).backward()
+            opt.step()
+        m.eval()
+        with torch.no_grad():
+            var[mode] = float(m.p_params(2, z2)[1].exp().mean())
+    assert var["fit"] == pytest.approx(0.25, rel=0.2)
+    assert var["cost"] < 0.02
+
+
 # --- wae-deep (Eq. 7) ------------------------------------------------------------------------------------------
 
 
@@ -266,6 +346,11 @@ def test_presets_build_the_paper_models():
             assert mc.hidden_units == [2048, 1024, 512, 256, 128]
         x = torch.rand(3, *shape)
         assert m.loss(x)["loss"].isfinite()
+    fit = RunConfig.from_dict(load_preset("stacked-wae-mnist-fitvar"))
+    paper = RunConfig.from_dict(load_preset("stacked-wae-mnist"))
+    assert fit.model_config.gen_variance == "fit" and paper.model_config.gen_variance == "cost"
+    fit.model_config.gen_variance = "cost"
+    assert fit == paper  # differs from the paper's preset in nothing else
 
 
 def test_bad_configs_raise_one_line_errors():

@@ -83,6 +83,7 @@ ARCHITECTURES = ("auto", "mlp", "resnet")
 OBJECTIVES = ("stacked", "wae")
 WEIGHT_SCHEDULES = ("mnist", "svhn")
 EXPECTATIONS = ("analytic", "mc")
+GEN_VARIANCES = ("cost", "fit")
 PAPER_MNIST_DIMS = (32, 16, 8, 4, 2)
 
 
@@ -118,6 +119,13 @@ class StackedWAEConfig(ModelConfig):
     cost_expectation: str = "analytic"
     """E over z̃_n ~ p(z̃_n|z_{n+1}) in Eq. 10: ``analytic`` (‖z − μ‖² + tr Σ) or ``mc`` (``mc_samples`` draws)."""
     mc_samples: int = 1
+    gen_variance: str = "cost"
+    """How the generative covariances Σ_i^p of p(z_{i−1}|z_i) learn (objective ``stacked``). ``cost``: from Eq. 10
+    alone, as in the paper; its expectation ‖z − μ‖² + tr Σ is smallest at Σ = 0, so Σ^p collapses and samples
+    become a function of z_N. ``fit`` (beyond the paper): Σ^p is fitted by the Gaussian likelihood of the encoded
+    z_{i−1} around the stop-gradient mean μ^p(z_i) (term ``gen_nll``, which trains only the Σ^p nets), and enters
+    Eq. 10 with a stop-gradient: Eq. 10's value is unchanged, and tr Σ^p no longer pulls Σ^p (nor, through
+    z_i, the encoders) towards 0."""
     lam: float = 10.0
     """λ_1 of Eq. 7 (objective ``wae`` only)."""
 
@@ -314,6 +322,10 @@ class StackedWAE(AutoEncoderModel):
             (cfg.cost_expectation in EXPECTATIONS, f"model.cost_expectation must be one of {EXPECTATIONS}, "
                                                    f"got {cfg.cost_expectation!r}"),
             (cfg.mc_samples >= 1, f"model.mc_samples must be >= 1, got {cfg.mc_samples}"),
+            (cfg.gen_variance in GEN_VARIANCES, f"model.gen_variance must be one of {GEN_VARIANCES}, "
+                                                f"got {cfg.gen_variance!r}"),
+            (cfg.gen_variance == "cost" or cfg.objective == "stacked",
+             "model.gen_variance 'fit' applies to objective 'stacked' only (Eq. 7 trains Σ^p through its MMD)"),
             (cfg.width > 0 and math.isfinite(cfg.width), f"model.width must be positive, got {cfg.width}"),
             (cfg.lambda_rec >= 0 and math.isfinite(cfg.lambda_rec),
              f"model.lambda_rec must be >= 0, got {cfg.lambda_rec}"),
@@ -490,27 +502,49 @@ class StackedWAE(AutoEncoderModel):
                 total = total + w * lv.abs().sum(-1).mean()
         return total
 
-    def latent_cost(self, layer: int, z_below: Tensor, z: Tensor) -> Tensor:
-        """E_{z̃ ~ p(z̃_{i−1} | z_i)} ‖z_{i−1} − z̃‖² per example for layer i ≥ 2 (cost_{i−1} of Eq. 10)."""
+    def latent_cost(self, layer: int, z_below: Tensor, z: Tensor, with_nll: bool = False):
+        """E_{z̃ ~ p(z̃_{i−1} | z_i)} ‖z_{i−1} − z̃‖² per example for layer i ≥ 2 (cost_{i−1} of Eq. 10).
+
+        With ``gen_variance='fit'`` Σ^p enters with a stop-gradient; ``with_nll`` then also returns the per-example
+        Gaussian negative log-likelihood ½ Σ_m [log 2πΣ_m + (z_{i−1} − μ)_m² / Σ_m] of the encoded z_{i−1} (z and
+        μ detached: it trains the Σ^p net only), else ``None``.
+        """
         mu, logvar = self.p_params(layer, z)
+        fit = self.config.gen_variance == "fit"
+        lv = logvar.detach() if fit else logvar
         if self.config.cost_expectation == "analytic":
-            return (z_below - mu).pow(2).sum(-1) + logvar.exp().sum(-1)
-        S = self.config.mc_samples
-        eps = torch.randn(S, *mu.shape, device=mu.device, dtype=mu.dtype)
-        zt = mu + (0.5 * logvar).exp() * eps
-        return (z_below - zt).pow(2).sum(-1).mean(0)
+            cost = (z_below - mu).pow(2).sum(-1) + lv.exp().sum(-1)
+        else:
+            eps = torch.randn(self.config.mc_samples, *mu.shape, device=mu.device, dtype=mu.dtype)
+            cost = (z_below - (mu + (0.5 * lv).exp() * eps)).pow(2).sum(-1).mean(0)
+        if not with_nll:
+            return cost
+        nll = None
+        if fit:
+            r2 = (z_below.detach() - mu.detach()).pow(2)
+            nll = 0.5 * (logvar + math.log(2 * math.pi) + r2 * torch.exp(-logvar)).sum(-1)
+        return cost, nll
 
     def stacked_terms(self, x: Tensor) -> dict[str, Tensor]:
         """Every term of Eq. 10 (unweighted) on one encoded chain, plus the weighted objective and Eq. 12."""
         zs, _, logvars = self.encode_chain(x)
         out: dict[str, Tensor] = {"cost0": squared_l2(self.output(self.decode_logits(zs[0])), x).mean()}
+        nlls = []
         for n in range(1, self.num_layers):
-            out[f"cost{n}"] = self.latent_cost(n + 1, zs[n - 1], zs[n]).mean()
+            cost, nll = self.latent_cost(n + 1, zs[n - 1], zs[n], with_nll=True)
+            out[f"cost{n}"] = cost.mean()
+            if nll is not None:
+                nlls.append(nll.mean())
         out["mmd"] = self.prior_mmd(zs[-1])
         out["logvar_penalty"] = self.logvar_penalty_term(logvars)
         w = self.weights
         obj = sum(w[n] * out[f"cost{n}"] for n in range(self.num_layers)) + w[-1] * out["mmd"]
         out["loss"] = obj + out["logvar_penalty"]
+        if nlls:
+            # Σ_n of the per-layer likelihoods, each weighted like its layer's cost (the same scale if a trunk is
+            # shared with μ^p; otherwise only the Σ^p nets see it and Adam makes its scale immaterial).
+            out["gen_nll"] = sum(nlls)
+            out["loss"] = out["loss"] + sum(w[n] * nll for n, nll in enumerate(nlls, start=1))
         return out
 
     def wae_terms(self, x: Tensor) -> dict[str, Tensor]:
