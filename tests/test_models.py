@@ -98,6 +98,36 @@ def test_gm_vae_elbo_equals_brute_force_sum_over_k():
     assert float(terms["kl_discrete"]) == pytest.approx(kld / n, rel=1e-9)
 
 
+@pytest.mark.parametrize("name", ["gm-wae", "gm-vae"])
+def test_gm_entropy_term_is_the_entropy_of_the_batch_mean_of_q_d(name):
+    """entropy_weight w subtracts w · H(mean_i q_D(·|x_i)) from the loss and nothing else changes."""
+    torch.manual_seed(0)
+    m = create_model(name, (6,), latent_dim=3, num_components=3, width=0.05, entropy_weight=0.7)
+    x = torch.randn(9, 6)
+    torch.manual_seed(1)
+    on = m.loss(x)
+    m.config.entropy_weight = 0.0
+    torch.manual_seed(1)
+    off = m.loss(x)
+    q = m.cluster_probs(x).detach()
+    qbar = [sum(float(q[i, k]) for i in range(9)) / 9 for k in range(3)]
+    h = -sum(p * math.log(p) for p in qbar)
+    assert float(on["qD_entropy"]) == pytest.approx(h, rel=1e-5)
+    assert 0 < h <= math.log(3) + 1e-9
+    assert float((off["loss"] - on["loss"]).detach()) == pytest.approx(0.7 * h, rel=1e-4)
+    # the term's gradient is the entropy's: the loss difference is −w·H as a function of the parameters
+    m.config.entropy_weight = 0.7
+    torch.manual_seed(1)
+    d_on = torch.autograd.grad(m.loss(x)["loss"], list(m.discrete.parameters()))
+    m.config.entropy_weight = 0.0
+    torch.manual_seed(1)
+    d_off = torch.autograd.grad(m.loss(x)["loss"], list(m.discrete.parameters()))
+    qb = m.cluster_probs(x).mean(0)
+    d_h = torch.autograd.grad(-(qb * qb.log()).sum(), list(m.discrete.parameters()))
+    for a, b, c in zip(d_on, d_off, d_h):
+        torch.testing.assert_close(a - b, -0.7 * c, rtol=1e-4, atol=1e-6)
+
+
 def test_gm_pretraining_moves_heads_to_prior_moments():
     torch.manual_seed(0)
     m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05)
@@ -236,3 +266,9 @@ def test_every_preset_is_a_valid_run_config():
     # everything else is the usage preset's
     cons.model_config.consistency_weight = 0.0
     assert cons == usage
+    gm_cons = RunConfig.from_dict(load_preset("gm-wae-mnist-consistency"))
+    gm = RunConfig.from_dict(load_preset("gm-wae-mnist"))
+    assert (gm_cons.model_config.consistency_weight, gm_cons.model_config.entropy_weight) == (3.0, 1.0)
+    assert (gm.model_config.consistency_weight, gm.model_config.entropy_weight) == (0.0, 0.0)
+    gm_cons.model_config.consistency_weight = gm_cons.model_config.entropy_weight = 0.0
+    assert gm_cons == gm  # everything else is the paper preset's
