@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..divergences import kl_normal_normal, kl_normal_std
+from ..divergences import kl_categorical, kl_normal_normal, kl_normal_std
 from ..errors import ConfigError
 from ..networks import scaled
 from ..priors import GaussianPrior
@@ -443,7 +443,7 @@ class GMVAE(AutoEncoderModel):
                "w_prior_kl": w_kl, "z_prior_kl": z_kl, "z_prior_term": z_term,
                "elbo": -(recon + cond + w_kl + z_kl).detach()}
         pbar = self.gather(t["_pz"].mean(0)).mean(0)  # (K,): the batch's marginal of p_β(z|x,w)
-        usage_kl = (pbar * (pbar.clamp_min(1e-12).log() - self.log_pi)).sum()
+        usage_kl = kl_categorical(pbar, self.log_pi)
         if self.config.usage_weight:
             out["loss"] = out["loss"] + self.config.usage_weight * usage_kl
         out["usage_kl"] = usage_kl.detach()

@@ -194,7 +194,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         """Log H(batch mean of q_D(k|x)) (over the global batch) as ``qD_entropy``; subtract ``entropy_weight`` × it
         from the loss."""
         qbar = self.gather(q).mean(0)
-        ent = -(qbar * qbar.clamp_min(1e-12).log()).sum()
+        ent = -kl_categorical(qbar, torch.zeros_like(qbar))  # H(q̄) = −Σ q̄ log q̄ = −KL(q̄ ‖ 1)
         if self.config.entropy_weight:
             out["loss"] = out["loss"] - self.config.entropy_weight * ent
         out["qD_entropy"] = ent.detach()
