@@ -1,44 +1,76 @@
-"""Quality bars of the issues: train a model for several seeds on mnist-5k, evaluate on the official MNIST test set.
+"""Clustering quality over seeds: train a model on mnist-5k, score it on the validation split or the test set.
 
-    python benchmarks/quality.py gm-wae --seeds 0 1 2 --set epochs=30 [--set width=0.25 ...]
-    python benchmarks/quality.py gmvae  --seeds 0 1 2 --set epochs=30
+    python benchmarks/quality.py gm-wae --tune  --seeds 0 1 2 --tag T [--preset P] [--set k=v ...]   # choose settings
+    python benchmarks/quality.py gm-wae --final --seeds 10 11 12 --tag T [--preset P] [--set k=v ...] # report them
 
-Prints a Markdown table (one row per seed, then mean ± std) of the clustering and reconstruction metrics and the
-wall time, and writes it to ``benchmarks/results/<model>-<tag>.md``; seeds of the same model and tag finished by
-earlier invocations (their run directories under ``--out``) are included, so the file always covers them all. Needs ../shared/data/mnist-test (or pass
---test-dir).
+The protocol (README, "Reproductions"): settings are chosen on the **validation split** — 500 of the 5,000 training
+digits, carved at random with a fixed seed and never trained on (``data.val_fraction``); their labels are read to
+compare settings — with ``--tune``, which sets ``data.evaluate_test=false`` so that the test set is never read. The
+test set (the official MNIST test set, 10,000 digits, the ``test`` split of ``mnist-5k``) is read once per setting,
+with ``--final``, on seeds that were not used for tuning.
+
+Each seed trains ``wae train MODEL --dataset mnist-5k --seed S`` into ``--out/MODEL-TAG-sS``; ``--parallel 2`` runs
+two seeds at a time, each pinned to one core (``taskset``, one thread). The table (one row per seed, then mean ±
+sample std (ddof = 1) and the worst seed) goes to stdout and to ``benchmarks/results/MODEL-TAG.md``. Seeds of the same
+model and tag finished earlier are merged into the table only when their ``config.yaml`` equals this one's apart from
+the seed (otherwise the script stops and names the keys that differ).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-KEYS = ["test/acc_paper", "test/acc_makhzani", "test/acc_hungarian", "test/nmi", "test/ari", "test/active_components",
-        "test/elbo", "test/recon_mse", "test/mmd_prior"]
+KEYS = ["acc_hungarian", "acc_paper", "acc_makhzani", "nmi", "ari", "active_components", "component_purity",
+        "classes_covered", "recon_mse", "mmd_prior", "kmeans_acc_hungarian", "elbo"]
 
 
-def trajectory(run_dirs: list[Path], seeds: list[int]) -> list[str]:
-    """A Markdown table step → val/acc_paper / val/acc_makhzani (active components) per seed, from each run's
-    metrics.csv."""
+def summary(values: list[float]) -> tuple[float, float, float]:
+    """(mean, sample std with ddof = 1 (nan for one value), minimum)."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan"), float(a.min())
+
+
+def comparable(cfg: dict) -> dict:
+    """A run's config without what may differ between the seeds of one setting."""
+    c = json.loads(json.dumps(cfg))
+    c.get("train", {}).pop("seed", None)
+    c.get("train", {}).pop("progress", None)
+    return c
+
+
+def diff_keys(a: dict, b: dict, where: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_keys(va, vb, f"{where}{k}.")
+        elif va != vb:
+            out.append(f"{where}{k}: {va!r} vs {vb!r}")
+    return out
+
+
+def trajectory(runs: list[tuple[int, Path]], split: str = "val") -> list[str]:
+    """step → held-out Hungarian accuracy (active components) per seed, from each run's metrics.csv."""
     import csv
 
     per_seed: dict[int, dict[int, str]] = {}
-    for seed, run in zip(seeds, run_dirs):
+    for seed, run in runs:
         logs = sorted(run.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
         vals: dict[int, str] = {}
         for log in logs:
             with open(log, newline="") as f:
                 for r in csv.DictReader(f):
-                    if r.get("val/acc_paper"):
-                        vals[int(r["step"])] = (f"{float(r['val/acc_paper']):.3f} / "
-                                                f"{float(r.get('val/acc_makhzani') or 'nan'):.3f} "
-                                                f"({int(float(r.get('val/active_components') or 0))})")
+                    if r.get(f"{split}/acc_hungarian"):
+                        vals[int(r["step"])] = (f"{float(r[f'{split}/acc_hungarian']):.3f} "
+                                                f"({int(float(r.get(f'{split}/active_components') or 0))})")
         if vals:
             per_seed[seed] = vals
     if not per_seed:
@@ -50,70 +82,101 @@ def trajectory(run_dirs: list[Path], seeds: list[int]) -> list[str]:
     return out
 
 
+def launch(cmd: list[str], core: int | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if core is not None:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        cmd = ["taskset", "-c", str(core), *cmd]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
 def main():
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--tune", action="store_true", help="score on the validation split; never read the test set")
+    mode.add_argument("--final", action="store_true", help="score on the test set (seeds not used for tuning)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--dataset", default="mnist-5k")
-    p.add_argument("--test-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/mnist-test"))
+    p.add_argument("--preset")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default="runs/bench")
-    p.add_argument("--reuse", action="store_true",
-                   help="seeds whose run directory already holds metrics.json are read, not retrained (so seeds can "
-                        "be trained by parallel invocations and tabulated together)")
+    p.add_argument("--parallel", type=int, default=1, help="seeds trained at once, one core and one thread each")
+    p.add_argument("--reuse", action="store_true", help="read seeds whose run directory already holds metrics.json")
     a = p.parse_args()
-    rows = []
-    for seed in a.seeds:
-        out = Path(a.out) / f"{a.model}-{a.tag}-s{seed}"
-        cmd = [sys.executable, "-m", "wae.cli", "train", a.model, "--dataset", a.dataset, "--eval-dataset", "mnist:test",
-               "--eval-data-dir", a.test_dir, "--seed", str(seed), "--out", str(out), "--quiet"]
-        for s in a.set:
+    split = "val" if a.tune else "test"
+    sets = list(a.set) + (["data.evaluate_test=false"] if a.tune else [])
+    tag = f"{a.tag}-{'val' if a.tune else 'test'}"
+    base = Path(a.out)
+
+    def run_dir(seed: int) -> Path:
+        return base / f"{a.model}-{tag}-s{seed}"
+
+    def command(seed: int) -> list[str]:
+        cmd = [sys.executable, "-m", "wae.cli", "train", a.model, "--dataset", a.dataset, "--seed", str(seed),
+               "--out", str(run_dir(seed)), "--quiet"]
+        if a.preset:
+            cmd += ["--preset", a.preset]
+        for s in sets:
             cmd += ["--set", s]
-        if a.reuse and (out / "metrics.json").exists() and (out / "wall_s.txt").exists():
-            m = json.loads((out / "metrics.json").read_text())
-            m["wall_s"] = float((out / "wall_s.txt").read_text())
-        else:
-            t = time.time()
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                print(r.stderr[-3000:])
-                sys.exit(r.returncode)
-            m = json.loads((out / "metrics.json").read_text())
-            m["wall_s"] = time.time() - t
-            (out / "wall_s.txt").write_text(f"{m['wall_s']:.1f}\n")
-        rows.append((seed, m))
-        print(f"seed {seed}: " + "  ".join(f"{k.split('/')[-1]}={m.get(k, float('nan')):.4g}" for k in KEYS), flush=True)
-    # The results file covers every finished seed of this model and tag, not only this invocation's: a later
-    # single-seed run adds its row instead of replacing the table.
-    for run in sorted(Path(a.out).glob(f"{a.model}-{a.tag}-s*")):
-        tail = run.name[len(f"{a.model}-{a.tag}-s"):]
-        if tail.isdigit() and int(tail) not in a.seeds and (run / "metrics.json").exists() \
-                and (run / "wall_s.txt").exists():
-            m = json.loads((run / "metrics.json").read_text())
-            m["wall_s"] = float((run / "wall_s.txt").read_text())
-            rows.append((int(tail), m))
-            print(f"seed {tail}: finished earlier ({run}), added to the table", flush=True)
+        return cmd
+
+    todo = [s for s in a.seeds if not (a.reuse and (run_dir(s) / "metrics.json").exists())]
+    running: list[tuple[int, subprocess.Popen, float, int | None]] = []
+    cores = list(range(a.parallel)) if a.parallel > 1 else [None]
+    while todo or running:
+        while todo and len(running) < len(cores):
+            free = [c for c in cores if c not in [r[3] for r in running]][0]
+            seed = todo.pop(0)
+            running.append((seed, launch(command(seed), free), time.time(), free))
+        seed, proc, t0, core = running[0]
+        out, err = proc.communicate()
+        running.pop(0)
+        if proc.returncode != 0:
+            print(err[-3000:], file=sys.stderr)
+            sys.exit(proc.returncode)
+        (run_dir(seed) / "wall_s.txt").write_text(f"{time.time() - t0:.1f}\n")
+        print(f"seed {seed}: done in {time.time() - t0:.0f} s", flush=True)
+
+    # every finished seed of this model and tag, checked to share this setting
+    ref = comparable(yaml.safe_load((run_dir(a.seeds[0]) / "config.yaml").read_text()))
+    rows = []
+    for run in sorted(base.glob(f"{a.model}-{tag}-s*")):
+        tail = run.name[len(f"{a.model}-{tag}-s"):]
+        if not tail.isdigit() or not (run / "metrics.json").exists():
+            continue
+        cfg = comparable(yaml.safe_load((run / "config.yaml").read_text()))
+        if cfg != ref:
+            sys.exit(f"{run} was trained with another setting; rename it or pick another --tag:\n  "
+                     + "\n  ".join(diff_keys(ref, cfg)))
+        m = json.loads((run / "metrics.json").read_text())
+        wall = run / "wall_s.txt"
+        m["wall_s"] = float(wall.read_text()) if wall.exists() else float("nan")
+        rows.append((int(tail), run, m))
     rows.sort(key=lambda r: r[0])
-    a.seeds = [seed for seed, _ in rows]
-    keys = [k for k in KEYS if k in rows[0][1]] + ["wall_s"]
-    lines = [f"`{' '.join(['python benchmarks/quality.py', a.model, '--seeds', *map(str, a.seeds), *sum([['--set', s] for s in a.set], [])])}`", "",
-             "| seed | " + " | ".join(k.replace("test/", "") for k in keys) + " |",
-             "|---" * (len(keys) + 1) + "|"]
-    for seed, m in rows:
-        lines.append(f"| {seed} | " + " | ".join(f"{m.get(k, float('nan')):.4g}" for k in keys) + " |")
-    mean = [np.mean([m.get(k, np.nan) for _, m in rows]) for k in keys]
-    std = [np.std([m.get(k, np.nan) for _, m in rows]) for k in keys]
-    lines.append("| mean ± std | " + " | ".join(f"{u:.4g} ± {s:.2g}" for u, s in zip(mean, std)) + " |")
-    traj = trajectory([Path(a.out) / f"{a.model}-{a.tag}-s{seed}" for seed, _ in rows], [seed for seed, _ in rows])
+    keys = [k for k in KEYS if any(f"{split}/{k}" in m for _, _, m in rows)]
+    cols = [f"{split}/{k}" for k in keys] + ["train/steps", "wall_s"]
+    what = ("**validation split** (500 of the 5,000 training digits, never trained on; the test set was not read)"
+            if a.tune else "**test set** (the official MNIST test set, 10,000 digits)")
+    cmdline = " ".join(["python benchmarks/quality.py", a.model, "--tune" if a.tune else "--final", "--seeds",
+                        *map(str, [r[0] for r in rows]), "--tag", a.tag, *(["--preset", a.preset] if a.preset else []),
+                        *sum([["--set", s] for s in a.set], [])])
+    lines = [f"`{cmdline}`", "", f"Scored on the {what}.", "",
+             "| seed | " + " | ".join(c.split("/", 1)[-1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for seed, _, m in rows:
+        lines.append(f"| {seed} | " + " | ".join(f"{m.get(c, float('nan')):.4g}" for c in cols) + " |")
+    stats = [summary([m.get(c, np.nan) for _, _, m in rows]) for c in cols]
+    lines.append("| mean ± std (ddof 1) | " + " | ".join(f"{u:.4g} ± {s:.2g}" for u, s, _ in stats) + " |")
+    lines.append("| worst seed | " + " | ".join(f"{lo:.4g}" for _, _, lo in stats) + " |")
+    traj = trajectory([(seed, run) for seed, run, _ in rows])
     if traj:
-        lines += ["", "Held-out accuracy during training (`--set eval_every_epochs=E`: the first 2,000 evaluation "
-                  "images; acc_paper / acc_makhzani (active components)):", "", *traj]
+        lines += ["", "Validation Hungarian accuracy during training (active components):", "", *traj]
     text = "\n".join(lines)
     print(text)
     res = Path(__file__).parent / "results"
     res.mkdir(exist_ok=True)
-    (res / f"{a.model}-{a.tag}.md").write_text(text + "\n")
+    (res / f"{a.model}-{tag}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

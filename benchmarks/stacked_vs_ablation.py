@@ -84,7 +84,8 @@ def run_one(model: str, seed: int, out: Path, dataset: str, test_dir: str, sets:
         metrics, m = train(cfg, run, quiet=True, return_model=True)
         wall = time.time() - t
         (run / "wall_s.txt").write_text(f"{wall:.1f}\n")
-    train_ds, eval_ds = load_data_for(cfg)
+    data = load_data_for(cfg)
+    train_ds, eval_ds = data.train, data.held_out[1]
     row = {"model": model, "seed": seed, "wall_s": wall}
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
     row["test/w2_samples"] = w2_samples(m, eval_ds, n=n)

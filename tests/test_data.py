@@ -259,11 +259,37 @@ def test_data_dir_rules(tmp_path, monkeypatch):
 
 
 def test_mnist_missing_without_download(tmp_path):
-    data_error(lambda: load_dataset("mnist", "test", data_dir=tmp_path, download=False),
-               "t10k-images-idx3-ubyte(.gz)", str(tmp_path), "--data-dir")
+    data_error(lambda: load_dataset("mnist", "train", data_dir=tmp_path, download=False),
+               "train-images-idx3-ubyte(.gz)", str(tmp_path), "--data-dir")
     fake_mnist(tmp_path)
-    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    data_error(lambda: load_dataset("mnist", "test", data_dir=tmp_path, download=False), "t10k-labels-idx1-ubyte")
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    data_error(lambda: load_dataset("mnist", "train", data_dir=tmp_path, download=False), "train-labels-idx1-ubyte")
+
+
+def test_mnist_test_split_falls_back_to_the_bundled_official_test_set(tmp_path):
+    """With no IDX files anywhere and no download, mnist:test is the official test set that ships with wae (the
+    md5 of its decompressed files is the originals'); files present in the data directory still win."""
+    ds = load_dataset("mnist", "test", data_dir=tmp_path / "empty", download=False)
+    assert ds.x.shape == (10000, 1, 28, 28) and ds.num_classes == 10
+    assert torch.bincount(ds.y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert ds.y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert "official MNIST test set" in ds.description
+    fake_mnist(tmp_path)
+    assert len(load_dataset("mnist", "test", data_dir=tmp_path, download=False)) == 7  # the local files
+
+
+def test_bundled_test_set_checksum_is_checked(tmp_path, monkeypatch):
+    from wae.data import mnist
+
+    monkeypatch.setattr(mnist, "BUNDLED_TEST_DIR", tmp_path)
+    mnist.bundled_mnist_test.cache_clear()
+    try:
+        data_error(mnist.bundled_mnist_test, "cannot be read", "reinstall")
+        import gzip
+        (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"))
+        data_error(mnist.bundled_mnist_test, "does not match its checksum", "reinstall")
+    finally:
+        mnist.bundled_mnist_test.cache_clear()
 
 
 def test_mnist_corrupt_files(tmp_path):
@@ -316,18 +342,18 @@ def test_download_file_http_mirrors(tmp_path):
 def test_mnist_downloads_when_missing(tmp_path, monkeypatch):
     served = tmp_path / "mirror"
     arrays = fake_mnist(served, gz_images=True)
-    for f in ("t10k-labels-idx1-ubyte",):  # the mirror serves .gz files only
+    for f in ("train-labels-idx1-ubyte",):  # the mirror serves .gz files only
         (served / (f + ".gz")).write_bytes(gzip.compress((served / f).read_bytes()))
-    sums = {f: md5((served / (f + ".gz")).read_bytes()) for f in mnist_mod.IDX_FILES["test"]}
+    sums = {f: md5((served / (f + ".gz")).read_bytes()) for f in mnist_mod.IDX_FILES["train"]}
     monkeypatch.setitem(mnist_mod.MD5, "mnist", sums)
     target = tmp_path / "data"
     with http_server(served) as base:
         monkeypatch.setitem(mnist_mod.MIRRORS, "mnist", ["http://127.0.0.1:1/", base])  # first mirror refuses
-        ds = load_dataset("mnist:test", data_dir=target)
-    assert ds.y.tolist() == arrays["test"][1].tolist()
-    assert sorted(p.name for p in target.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+        ds = load_dataset("mnist:train", data_dir=target)
+    assert ds.y.tolist() == arrays["train"][1].tolist()
+    assert sorted(p.name for p in target.iterdir()) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
     # second time: found locally (the server is gone)
-    assert len(load_dataset("mnist", "test", data_dir=target)) == len(arrays["test"][0])
+    assert len(load_dataset("mnist", "train", data_dir=target)) == len(arrays["train"][0])
 
 
 def test_mnist_offline_message(tmp_path, monkeypatch):
@@ -346,13 +372,34 @@ def test_mnist_5k():
     assert ds.x.min() >= 0 and ds.x.max() <= 1 and ds.x.max() > 0.99
     assert torch.bincount(ds.y).tolist() == [500] * 10 and ds.num_classes == 10
     test = load_dataset("mnist-5k:test")
-    assert test.x.shape == (1000, 1, 28, 28) and torch.bincount(test.y).tolist() == [100] * 10
+    assert test.x.shape == (10000, 1, 28, 28) and test.y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     again = load_dataset("mnist-5k", "test")
     assert torch.equal(again.x, test.x) and torch.equal(again.y, test.y)
     assert len(load_dataset("mnist-5k:all")) == 5000
-    # "test" is drawn from the same 5,000 digits
+    # "test" is the official MNIST test set: none of its digits is among the 5,000 training digits
     flat = ds.x.flatten(1)
-    assert all(bool((flat == test.x[i].flatten()).all(1).any()) for i in range(0, 1000, 97))
+    assert not any(bool((flat == test.x[i].flatten()).all(1).any()) for i in range(0, 10000, 97))
+    assert "official MNIST test set" in test.description
+
+
+def test_validation_split_is_carved_from_training_data_and_fixed_across_seeds():
+    from wae.config import DataConfig
+    from wae.data.splits import load_run_data
+
+    d0 = load_run_data(DataConfig(dataset="mnist-5k", val_size=300), seed=0)
+    d1 = load_run_data(DataConfig(dataset="mnist-5k", val_size=300, limit=1000), seed=1)
+    assert len(d0.train) == 4700 and len(d0.val) == 300 and len(d0.test) == 10000
+    assert torch.equal(d0.val.x, d1.val.x)  # the same validation digits whatever the training seed
+    # never trained on: no validation digit is among the training digits
+    tr = d1.train.x.flatten(1)
+    assert len(d1.train) == 1000 and not any(bool((tr == d1.val.x[i].flatten()).all(1).any()) for i in range(300))
+    tr0 = d0.train.x.flatten(1)
+    assert not any(bool((tr0 == d0.val.x[i].flatten()).all(1).any()) for i in range(0, 300, 7))
+    assert load_run_data(DataConfig(dataset="mnist-5k"), 0).val.x.shape[0] == 500  # val_fraction 0.1
+    none = load_run_data(DataConfig(dataset="mnist-5k", val_size=0, evaluate_test=False), 0)
+    assert none.val is None and none.test is None and none.held_out[0] == "train" and none.curve[0] == "train"
+    assert d0.held_out[0] == "test" and d0.curve[0] == "val"
+    data_error(lambda: load_run_data(DataConfig(dataset="mnist-5k", val_size=5000), 0), "leaves none")
 
 
 # --- SVHN -----------------------------------------------------------------------------------------------------------

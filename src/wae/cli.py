@@ -205,9 +205,13 @@ def cmd_train(a) -> int:
         if lock:
             lock.__exit__(None, None, None)
     if metrics:
-        keys = [k for k in ("test/recon_mse", "test/mmd_prior", "test/acc_paper", "test/acc_hungarian",
-                            "test/active_components", "test/elbo", "train/wall_seconds") if k in metrics]
+        split = metrics.get("eval_split", "test")
+        keys = [k for k in (f"{split}/recon_mse", f"{split}/mmd_prior", f"{split}/acc_hungarian", f"{split}/nmi",
+                            f"{split}/active_components", f"{split}/component_purity", f"{split}/elbo",
+                            "train/wall_seconds") if k in metrics]
         print("  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+        if metrics.get("eval_note"):
+            print(f"  ({split}: {metrics['eval_dataset']}, {metrics['eval_note']})")
         print(f"wrote {run_dir}/metrics.json, {run_dir}/model.safetensors, {run_dir}/figures/")
     return 0
 
@@ -279,7 +283,7 @@ def cmd_reconstruct(a) -> int:
         raise WAEError(f"--n must be between 1 and {MAX_GRID:,} (test images in the grid), got {a.n}")
     model = load(a.run_dir)
     cfg = _run_config(a.run_dir)
-    _, eval_ds = load_data_for(cfg)
+    _, eval_ds = load_data_for(cfg).held_out
     x = eval_ds.x[: a.n]
     with torch.no_grad():
         if a.depth is not None:
@@ -318,7 +322,7 @@ def cmd_encode(a) -> int:
     if a.dataset:
         ds = load_dataset(a.dataset, "train", data_dir=a.data_dir)
     else:
-        ds = load_data_for(cfg)[1]
+        ds = load_data_for(cfg).held_out[1]
     if tuple(ds.shape) != model.data_shape:
         raise WAEError(f"{a.dataset or 'the test data'} has examples of shape {tuple(ds.shape)}; the model in "
                        f"{a.run_dir} takes {model.data_shape}")
@@ -391,13 +395,13 @@ def cmd_evaluate(a) -> int:
     from .evaluation.runner import default_sample_metrics
 
     names = [m.strip() for m in a.metrics.split(",") if m.strip()] if a.metrics else default_sample_metrics()
-    train_ds, eval_ds = load_data_for(cfg)
     if a.inception_n is not None and a.inception_n < 2:
         raise WAEError("--inception-n must be >= 2")
-    metrics = evaluate_run(model, a.run_dir, train_ds, eval_ds, cfg, figures=not a.no_figures, sample_metrics=names,
+    data = load_data_for(cfg)
+    metrics = evaluate_run(model, a.run_dir, data, cfg, figures=not a.no_figures, sample_metrics=names,
                            n=a.n, inception_n=a.inception_n)
     for k in sorted(metrics):
-        if k.startswith("test/"):
+        if k.startswith(f"{metrics['eval_split']}/"):
             print(f"{k:32s} {metrics[k]:.5g}" if isinstance(metrics[k], float) else f"{k:32s} {metrics[k]}")
     print(f"wrote {a.run_dir}/metrics.json")
     return 0

@@ -38,12 +38,24 @@ class DataConfig:
     data_dir: str | None = None
     split: str = "train"
     eval_dataset: str | None = None
-    """Where test metrics come from, e.g. ``mnist:test``; default: the training set's ``test`` split."""
+    """The test data, e.g. ``mnist:test``; default: the training set's ``test`` split. A data set without one has
+    no test metrics (the run is judged on its validation split, ``val/…``)."""
     eval_data_dir: str | None = None
     """Directory for the evaluation data set; default: ``data_dir``."""
     limit: int | None = None
-    """Use only this many training examples (a deterministic random subset)."""
+    """Train on only this many examples (a random subset of what the validation split leaves, seeded by
+    ``train.seed``)."""
     eval_limit: int | None = 10000
+    """Use at most this many test examples (a fixed random subset)."""
+    val_fraction: float = 0.1
+    """Share of the training split held out as the validation split, never trained on: per-epoch curves
+    (``train.eval_every_epochs``) and the ``val/…`` metrics come from it. Choose settings on it, never on the test set."""
+    val_size: int | None = None
+    """Number of validation examples (overrides ``val_fraction``); 0 = no validation split."""
+    val_seed: int = 0
+    """Seed of the validation carve: fixed across training seeds, so every seed is scored on the same examples."""
+    evaluate_test: bool = True
+    """Evaluate on the test split at the end. Set it false while choosing settings: the test set is then never read."""
 
 
 @dataclass
@@ -85,7 +97,10 @@ class TrainConfig:
     """``stop`` (default: keep the last good checkpoint and exit ≠ 0) or ``skip`` (drop the bad batch)."""
     progress: bool = True
     eval_every_epochs: int = 0
-    """Compute test metrics every N epochs during training (0 = only at the end)."""
+    """Compute validation metrics (``val/…``) every N epochs during training (0 = only at the end)."""
+    sample_metrics: list[str] = field(default_factory=lambda: ["component_purity"])
+    """Sample-quality metrics of the final evaluation (``wae evaluate --metrics`` lists them; those that do not apply
+    are skipped): by default the class purity of each mixture component's samples."""
     figures: bool = True
 
 
@@ -145,6 +160,11 @@ class RunConfig:
             (len(t.lr_milestones) == len(t.lr_factors), "train.lr_milestones and train.lr_factors differ in length"),
             (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {t.on_nan!r}"),
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
+            (0.0 <= self.data.val_fraction < 1.0,
+             f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
+            (self.data.val_size is None or self.data.val_size >= 0,
+             f"data.val_size must be >= 0, got {self.data.val_size}"),
+            (self.data.limit is None or self.data.limit >= 1, f"data.limit must be >= 1, got {self.data.limit}"),
             (0 <= t.augment_shift <= 8, f"train.augment_shift must be an integer from 0 to 8 pixels, got {t.augment_shift}"),
             (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
         ]

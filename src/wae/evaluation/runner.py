@@ -23,8 +23,8 @@ def batched(fn, x: torch.Tensor, batch_size: int = 500):
 
 @torch.no_grad()
 def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None, batch_size: int = 500,
-                   iwae_points: int = 200) -> dict:
-    """Test metrics of a model on a data set (keys prefixed ``test/``).
+                   iwae_points: int = 200, prefix: str = "test/") -> dict:
+    """Metrics of a model on a held-out data set (keys prefixed ``test/``, or ``prefix``: ``val/``, ``train/``).
 
     The IWAE bound (VAE-type models) is averaged over the first ``iwae_points`` test points (recorded as
     ``test/iwae_points``): with 100 importance samples each, the whole MNIST test set would
@@ -38,8 +38,8 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     out: dict[str, float] = {}
     rec = batched(model.reconstruct, x, batch_size)
     err = (rec - x).pow(2).flatten(1).sum(1)
-    out["test/recon_mse"] = float(err.mean())
-    out["test/recon_mse_pixel"] = float(err.mean() / x[0].numel())
+    out[f"{prefix}recon_mse"] = float(err.mean())
+    out[f"{prefix}recon_mse_pixel"] = float(err.mean() / x[0].numel())
     # Aggregated posterior vs prior (mixture-aware weights and groups).
     k = model.prior.num_components
     n_mmd = mmd_points or (500 if k > 1 and getattr(model, "has_discrete_latent", False) else 2000)
@@ -50,7 +50,7 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
         zp, wp, gp = model.prior.sample_stratified(max(2, math.ceil(z.shape[0] / k)))
     else:
         zp, wp, gp = model.prior.sample((z.shape[0],)), None, None
-    out["test/mmd_prior"] = float(mmd(z, zp, model.kernel, w, wp, g, gp))
+    out[f"{prefix}mmd_prior"] = float(mmd(z, zp, model.kernel, w, wp, g, gp))
     # Model-specific batch metrics (ELBO, IWAE bound, per-layer terms …), averaged over the test set.
     sums: dict[str, float] = {}
     count = 0
@@ -62,17 +62,38 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
         for key, v in m.items():
             sums[key] = sums.get(key, 0.0) + float(v) * xb.shape[0]
         count += xb.shape[0]
-    out.update({f"test/{key}": v / count for key, v in sums.items()})
+    out.update({f"{prefix}{key}": v / count for key, v in sums.items()})
     if any("iwae" in s for s in sums):
-        out["test/iwae_points"] = count
+        out[f"{prefix}iwae_points"] = count
     # Clustering metrics for models with a discrete latent.
     probs = model.cluster_probs(x[:2]) if getattr(model, "has_discrete_latent", False) else None
     if probs is not None and eval_ds.y is not None:
         from .clustering import clustering_metrics
 
         probs = batched(model.cluster_probs, x, batch_size)
-        out.update(clustering_metrics(probs.numpy(), eval_ds.y.numpy(), prefix="test/"))
+        out.update(clustering_metrics(probs.numpy(), eval_ds.y.numpy(), prefix=prefix))
     return out
+
+
+def cluster_gallery(model, x: torch.Tensor, probs: torch.Tensor, per: int = 8, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """One row per cluster k: ``per`` samples drawn from component k, a blank, then the ``per`` held-out members
+    assigned to k with the highest q(k|x) (blank where k has fewer). Returns (images K·(2·per+1)×C×H×W, row labels)."""
+    K = probs.shape[1]
+    assign = probs.argmax(1)
+    blank = torch.ones(1, *x.shape[1:])
+    rows, labels = [], []
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k in range(K):
+            samples = model.sample_component(k, per, generator=g).detach().float().cpu()
+            idx = (assign == k).nonzero().flatten()
+            order = probs[idx, k].argsort(descending=True)[:per]
+            members = x[idx[order]].float().cpu()
+            if members.shape[0] < per:
+                members = torch.cat([members, blank.expand(per - members.shape[0], *x.shape[1:])])
+            rows += [samples, blank, members]
+            labels.append(f"{k} ({idx.numel()})")
+    return torch.cat(rows), labels
 
 
 def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
@@ -93,7 +114,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
             for r in range(4):  # odd rows data, even rows reconstructions
                 rows += [xs[r * 10:(r + 1) * 10], rec[r * 10:(r + 1) * 10]]
             paths.append(F.save_image_grid(torch.cat(rows), fig_dir / "reconstructions.png", nrow=10,
-                                           title="test data (odd rows) and reconstructions (even rows)"))
+                                           title="held-out data (odd rows) and reconstructions (even rows)"))
             paths.append(F.save_image_grid(model.sample(100), fig_dir / "samples.png", nrow=10,
                                            title="random samples"))
             za, zb = model.encode(x[40:48]), model.encode(x[48:56])
@@ -102,7 +123,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
             dec = model.decode(zi).view(8, 10, *x.shape[1:])
             grid = torch.cat([x[40:48].unsqueeze(1), dec, x[48:56].unsqueeze(1)], 1).reshape(-1, *x.shape[1:])
             paths.append(F.save_image_grid(grid, fig_dir / "interpolations.png", nrow=12,
-                                           title="latent interpolations between test pairs (ends: data)"))
+                                           title="latent interpolations between held-out pairs (ends: data)"))
             K = getattr(model, "num_components", model.prior.num_components)
             if K > 1:
                 per = torch.stack([model.sample_component(k, 8) for k in range(K)], 1)  # (8, K, ...)
@@ -116,14 +137,21 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
                 lab = eval_ds.y[:2000].numpy() if eval_ds.y is not None else None
                 paths.append(F.scatter_2d([(data[:, :2], lab, "data"), (s[:, :2], None, "samples")],
                                           fig_dir / "samples.png", "data (coloured) and model samples (black)"))
-        if getattr(model, "has_discrete_latent", False) and eval_ds.y is not None:
+        if getattr(model, "has_discrete_latent", False):
             from .clustering import class_cluster_matrix
 
-            probs = batched(model.cluster_probs, x, 500).numpy()
+            probs_t = batched(model.cluster_probs, x, 500)
+            probs = probs_t.numpy()
+            if model.is_image and probs.shape[1] > 1:
+                grid, labels = cluster_gallery(model, x, probs_t, seed=seed)
+                paths.append(F.save_image_grid(grid, fig_dir / "cluster_gallery.png", nrow=17, row_labels=labels,
+                                               title="cluster k (members): 8 samples drawn from component k "
+                                                     "| its 8 most confident held-out members"))
+        if getattr(model, "has_discrete_latent", False) and eval_ds.y is not None:
             C = int(eval_ds.y.max()) + 1
             M = class_cluster_matrix(probs, eval_ds.y.numpy(), C)
             paths.append(F.heatmap(M, fig_dir / "cluster_heatmap.png", "component k", "class ℓ",
-                                   "mean q(k|x) over test points of class ℓ"))
+                                   "mean q(k|x) over held-out points of class ℓ"))
     curve = F.training_curves(run_dir, fig_dir / "training_curves.png")
     if curve:
         paths.append(curve)
@@ -151,9 +179,15 @@ def _applicable(model, eval_ds, names: list[str]) -> list[str]:
     return out
 
 
-def evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra: dict | None = None, figures: bool = True,
+def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: bool = True,
                  sample_metrics: list[str] | None = None, n: int = 2000, inception_n: int | None = None) -> dict:
-    """Metrics (+ figures and report) for a finished run; merges into an existing metrics.json."""
+    """Metrics (+ figures and report) of a finished run on its held-out splits; merges into an existing metrics.json.
+
+    ``data`` is the run's :class:`~wae.data.splits.RunData`. Every split of ``data.evaluated()`` gets the
+    reconstruction, prior-MMD, model-specific and clustering metrics under its own prefix (``val/``, ``test/``;
+    ``train/`` only for a data set with neither); the sample-quality metrics (``sample_metrics``) and the figures use
+    the split the run is judged on (``data.held_out``: the test split when there is one).
+    """
     run_dir = Path(run_dir)
     metrics: dict = {}
     mpath = run_dir / "metrics.json"
@@ -163,25 +197,66 @@ def evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra: dict | None = No
         except (OSError, json.JSONDecodeError):
             metrics = {}
     metrics.update({k: v for k, v in (extra or {}).items() if v is not None})
-    metrics.update(evaluate_model(model, eval_ds, seed=cfg.train.seed))
+    for name, ds in data.evaluated():
+        metrics.update(evaluate_model(model, ds, seed=cfg.train.seed, prefix=f"{name}/"))
+        if getattr(model, "has_discrete_latent", False) and ds.y is not None:
+            metrics.update(kmeans_baseline(data.train, ds, num_clusters(model), seed=cfg.train.seed,
+                                           prefix=f"{name}/"))
+    split, held = data.held_out
     if sample_metrics:
         from .sample_quality import sample_quality_metrics
 
-        if cfg.data.limit:  # the domain classifier always learns from the whole training split
-            from ..data import load_dataset
+        # the domain classifier learns from the data set's whole training split (cached per data set)
+        from ..data import load_dataset
 
-            train_ds = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
-        metrics.update(sample_quality_metrics(model, eval_ds, train_ds, n=n, metrics=_applicable(model, eval_ds,
-                                                                                                 sample_metrics),
-                                              seed=cfg.train.seed, inception_n=inception_n))
+        clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
+        metrics.update(sample_quality_metrics(model, held, clf_train, n=n, metrics=_applicable(model, held,
+                                                                                                sample_metrics),
+                                              seed=cfg.train.seed, inception_n=inception_n, prefix=f"{split}/"))
     metrics["model"] = cfg.model
     metrics["dataset"] = cfg.data.dataset
-    metrics["eval_dataset"] = cfg.data.eval_dataset or f"{cfg.data.dataset}:test"
-    metrics["eval_examples"] = len(eval_ds)
+    metrics["eval_split"] = split
+    metrics["eval_dataset"] = held.name
+    metrics["eval_examples"] = len(held)
+    if held.description:
+        metrics["eval_note"] = held.description
+    elif split != "test":
+        why = ("the test set was not read (data.evaluate_test=false)" if not cfg.data.evaluate_test
+               else f"{cfg.data.dataset} has no test split")
+        metrics["eval_note"] = why + (": judged on the validation split, examples held out from training" if
+                                      split == "val" else ": measured on the training data")
+    else:
+        metrics.pop("eval_note", None)
+    metrics["train_examples"] = len(data.train)
+    if data.val is not None:
+        metrics["val_examples"] = len(data.val)
     write_json(mpath, metrics)
     if figures:
-        make_figures(model, run_dir, eval_ds, seed=cfg.train.seed)
+        make_figures(model, run_dir, held, seed=cfg.train.seed)
         from ..reports import write_run_report
 
         write_run_report(run_dir, cfg, metrics)
     return metrics
+
+
+def num_clusters(model) -> int:
+    k = getattr(model, "num_components", None)
+    return int(k if k is not None else model.prior.num_components)
+
+
+def kmeans_baseline(train_ds, eval_ds, k: int, seed: int = 0, prefix: str = "test/", max_train: int = 10000) -> dict:
+    """k-means (k clusters, raw features) fitted on the training data, assigned on ``eval_ds``: Hungarian accuracy and
+    NMI against its labels (``{prefix}kmeans_acc_hungarian``, ``{prefix}kmeans_nmi``): the baseline any clustering of
+    the same split should beat."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from .clustering import hungarian_accuracy, nmi
+
+    xt = train_ds.x.flatten(1).cpu().numpy().astype(np.float64)
+    if len(xt) > max_train:
+        xt = xt[np.random.default_rng(seed).choice(len(xt), max_train, replace=False)]
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(xt)
+    pred = km.predict(eval_ds.x.flatten(1).cpu().numpy().astype(np.float64))
+    y = eval_ds.y.cpu().numpy()
+    return {f"{prefix}kmeans_acc_hungarian": float(hungarian_accuracy(pred, y)[0]), f"{prefix}kmeans_nmi": float(nmi(pred, y))}

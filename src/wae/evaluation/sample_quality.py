@@ -316,7 +316,7 @@ INCEPTION_CPU_N = 500
 
 def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics: Iterable[str] | None = None,
                            seed: int = 0, cache_dir=None, classifier=None, classifier_info: dict | None = None,
-                           per_component: int = 200, inception_n: int | None = None) -> dict:
+                           per_component: int = 200, inception_n: int | None = None, prefix: str = "test/") -> dict:
     """The sample-quality metrics of ``model`` on ``eval_ds`` as ``test/…`` keys.
 
     Keys: ``test/w2_samples``, ``test/w2_latent``, ``test/fid_domain``, ``test/kid_domain``,
@@ -333,6 +333,7 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
     Model samples are drawn once and shared by W2, domain FID/KID and Inception FID. Inception FID uses the first
     ``inception_n`` of them (default: all ``n`` on a GPU, :data:`INCEPTION_CPU_N` on a CPU), reported as
     ``test/fid_inception_n``: FID is biased upwards at small N, so compare only numbers with the same N.
+    ``prefix`` replaces ``test/`` when ``eval_ds`` is not a test split (``val/``, ``train/``).
     """
     chosen, explicit = _select(metrics)
     image = _is_image(model, eval_ds)
@@ -369,28 +370,28 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
             codes = _posterior_codes(model, images, dev)
             prior = model.prior.sample((n,)).detach().float().cpu()
     if "w2_samples" in chosen:
-        out["test/w2_samples"] = exact_w2(samples.flatten(1), images.flatten(1))
+        out[f"{prefix}w2_samples"] = exact_w2(samples.flatten(1), images.flatten(1))
     if "w2_latent" in chosen:
-        out["test/w2_latent"] = exact_w2(codes.flatten(1), prior.flatten(1))
+        out[f"{prefix}w2_latent"] = exact_w2(codes.flatten(1), prior.flatten(1))
     if chosen & {"fid_domain", "kid_domain", "pr_domain"}:
         f_s, f_i = classifier.features(samples), classifier.features(images)
         if "fid_domain" in chosen:
-            out["test/fid_domain"] = fid_from_features(f_s, f_i)
+            out[f"{prefix}fid_domain"] = fid_from_features(f_s, f_i)
         if "kid_domain" in chosen:
-            out["test/kid_domain"], out["test/kid_domain_std"] = _kid(f_s, f_i, seed)
+            out[f"{prefix}kid_domain"], out[f"{prefix}kid_domain_std"] = _kid(f_s, f_i, seed)
         if "pr_domain" in chosen and n > 3:
-            out["test/precision_domain"], out["test/recall_domain"] = precision_recall(f_i, f_s, k=3)
+            out[f"{prefix}precision_domain"], out[f"{prefix}recall_domain"] = precision_recall(f_i, f_s, k=3)
     if needs_clf:
         acc = (classifier_info or {}).get("test_accuracy")
-        out["test/domain_classifier_acc"] = float(acc) if acc is not None else float("nan")
+        out[f"{prefix}domain_classifier_acc"] = float(acc) if acc is not None else float("nan")
     if "component_purity" in chosen:
         cp = component_purity(model, classifier, per_component=per_component, seed=seed)
-        out["test/component_purity"] = cp["mean_purity"]
-        out["test/classes_covered"] = int(cp["classes_covered"])
+        out[f"{prefix}component_purity"] = cp["mean_purity"]
+        out[f"{prefix}classes_covered"] = int(cp["classes_covered"])
     if "fid_inception" in chosen:
         if inception_n is None:
             inception_n = n if torch.cuda.is_available() else min(n, INCEPTION_CPU_N)
         k = max(2, min(int(inception_n), n))
-        out["test/fid_inception"] = inception_fid(samples[:k], images[:k])
-        out["test/fid_inception_n"] = k
+        out[f"{prefix}fid_inception"] = inception_fid(samples[:k], images[:k])
+        out[f"{prefix}fid_inception_n"] = k
     return out

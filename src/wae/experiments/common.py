@@ -82,7 +82,7 @@ def train_quiet(cfg, out: Path, callbacks=None, init_state=None):
 
     cfg.train.progress = False
     metrics, model = train(cfg, out, quiet=True, callbacks=callbacks, init_state=init_state, return_model=True)
-    _, eval_ds = load_data_for(cfg)
+    _, eval_ds = load_data_for(cfg).held_out
     return metrics, model, eval_ds
 
 

@@ -181,7 +181,8 @@ def gmvae_arcs(out: Path, quick: bool = False, seed: int = 0, sets=()):
     if lam <= 0:
         raise ConfigError("gmvae-arcs compares runs with and without the constraint: model.min_info_lambda must be > 0")
     cfg_off = _arcs_cfg(quick, seed, rest, 0.0)
-    train_ds, eval_ds = load_data_for(cfg_on)
+    data = load_data_for(cfg_on)
+    train_ds, eval_ds = data.train, data.held_out[1]
     n_probe = min(1000, len(eval_ds))
     xp, yp = eval_ds.x[:n_probe], eval_ds.y[:n_probe].numpy()
     steps_per_epoch = max(1, len(train_ds) // cfg_on.train.batch_size)
@@ -338,10 +339,11 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
             for s in range(n_seeds):
                 cfg = _mnist_cfg(quick, seed + s, K, M, rest)
                 cfg0 = cfg0 or cfg
-                train_ds, eval_ds = load_data_for(cfg)
-                spe = max(1, len(train_ds) // cfg.train.batch_size)
+                data = load_data_for(cfg)
+                spe = max(1, len(data.train) // cfg.train.batch_size)
                 every = probe_every or (max(1, spe // 2) if quick else spe)
-                probe = StepProbe(_acc_probe(eval_ds.x, eval_ds.y.numpy()), every=every)
+                _, curve_ds = data.curve  # accuracy per epoch (Fig. 4) on the validation split, not the test set
+                probe = StepProbe(_acc_probe(curve_ds.x, curve_ds.y.numpy()), every=every)
                 with _torch_threads(threads):
                     m, model, eval_ds = train_quiet(cfg, out / "runs" / f"K{K}_M{M}_seed{seed + s}",
                                                     callbacks=[probe])

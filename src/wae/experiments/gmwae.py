@@ -108,7 +108,7 @@ def _trained_gm_wae(src: str | None, cfg, out: Path):
     from ..training.run import load_data_for
 
     model, metrics = load_trained(src, ("gm-wae",))
-    _, eval_ds = load_data_for(cfg)  # the evaluation data of this reproduction
+    _, eval_ds = load_data_for(cfg).held_out  # the evaluation data of this reproduction
     if tuple(eval_ds.x.shape[1:]) != tuple(model.data_shape):
         raise ConfigError(f"{src} was trained on {tuple(model.data_shape)} data, this reproduction evaluates on "
                           f"{cfg.data.dataset} {tuple(eval_ds.x.shape[1:])}")
@@ -181,7 +181,7 @@ def gm_vae_collapse(out: Path, quick: bool = False, seed: int = 0, sets=()):
     cfg.train.log_every = 1
     from ..training.run import load_data_for
 
-    _, eval_ds = load_data_for(cfg)
+    _, eval_ds = load_data_for(cfg).held_out
     snap = StepProbe(_snapshot_probe(eval_ds, {early, late}), steps=[early, late])
     act = StepProbe(_collapse_probe(eval_ds), every=5 if quick else 20)
     metrics, model, eval_ds = train_quiet(cfg, out / "run", callbacks=[snap, act])

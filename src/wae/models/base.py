@@ -7,7 +7,7 @@ for adversarial models, :meth:`critic_loss`. Keys of the returned dict that star
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -18,7 +18,44 @@ from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..priors import Prior
 
-__all__ = ["AutoEncoderModel", "ConsistencyConfig", "identity_gather", "squared_l2"]
+__all__ = ["AutoEncoderModel", "ConsistencyConfig", "Objective", "identity_gather", "squared_l2"]
+
+
+@dataclass
+class Objective:
+    """A model's objective on one batch, with the paper's terms apart from the regularisers beyond the papers.
+
+    * ``paper`` — the value the paper's objective minimises (its terms with the paper's weights);
+    * ``terms`` — the paper's named terms (logged);
+    * ``extras`` — regularisers beyond the papers, ``name → (weight, value)``: the loss adds ``weight · value`` (a
+      negative weight rewards the value, e.g. an entropy); the unweighted value is logged under ``name``;
+    * ``logs`` — values that are only logged;
+    * ``elbo`` — for likelihood models, the evidence lower bound of the paper's terms alone (never an extra).
+
+    :attr:`loss` is the one place where they are summed; :meth:`as_dict` is what ``model.loss(x)`` returns.
+    """
+
+    paper: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    extras: dict[str, tuple[float, Tensor]] = field(default_factory=dict)
+    logs: dict[str, Tensor] = field(default_factory=dict)
+    elbo: Tensor | None = None
+
+    @property
+    def loss(self) -> Tensor:
+        total = self.paper
+        for weight, value in self.extras.values():
+            if weight:
+                total = total + weight * value
+        return total
+
+    def as_dict(self) -> dict[str, Tensor]:
+        out = {"loss": self.loss, **self.terms}
+        out.update({name: value.detach() for name, (_, value) in self.extras.items()})
+        out.update(self.logs)
+        if self.elbo is not None:
+            out["elbo"] = self.elbo.detach()
+        return out
 
 
 @dataclass
@@ -66,8 +103,13 @@ class AutoEncoderModel(nn.Module):
         """What the last non-empty ``after_step`` did, in words (printed by the training loop)."""
 
     # --- what every model provides --------------------------------------------------------------------------
-    def loss(self, x: Tensor) -> dict[str, Tensor]:
+    def objective(self, x: Tensor, **kw) -> Objective:
+        """The objective on batch ``x``: the paper's terms and, apart, the extras beyond the paper."""
         raise NotImplementedError
+
+    def loss(self, x: Tensor, *args, **kw) -> dict[str, Tensor]:
+        """Named terms of the objective on ``x`` (``"loss"`` is minimised; see :class:`Objective`)."""
+        return self.objective(x, *args, **kw).as_dict()
 
     def encode(self, x: Tensor) -> Tensor:
         """A deterministic code for x (the posterior mean, or the mean of the most likely component)."""
@@ -151,13 +193,10 @@ class AutoEncoderModel(nn.Module):
         target = log_q.detach()
         return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
 
-    def add_consistency(self, out: dict[str, Tensor], log_q: Tensor, x: Tensor,
-                        log_q_fn: Callable[[Tensor], Tensor]) -> None:
-        """In training, add ``consistency_weight`` × :meth:`consistency_kl` to ``out["loss"]`` and log the term."""
+    def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> None:
+        """In training with ``consistency_weight`` > 0, add :meth:`consistency_kl` to the objective's extras."""
         if self.config.consistency_weight and self.training:
-            cons = self.consistency_kl(log_q, x, log_q_fn)
-            out["loss"] = out["loss"] + self.config.consistency_weight * cons
-            out["consistency"] = cons.detach()
+            obj.extras["consistency"] = (self.config.consistency_weight, self.consistency_kl(log_q, x, log_q_fn))
 
     def output(self, logits: Tensor) -> Tensor:
         """Decoder logits → data-space mean: sigmoid for images in [0, 1], identity for vector data."""
@@ -175,7 +214,8 @@ class AutoEncoderModel(nn.Module):
                 raise ConfigError(f"model.kernel_base must be a number, 'auto' or 'gaussian', got {base!r}") from None
         return build_kernel(name, value, scales)
 
-    def prior_mmd(self, z: Tensor, weights: Tensor | None = None, groups: Tensor | int | None = None) -> Tensor:
+    def prior_mmd(self, z: Tensor, weights: Tensor | None = None, groups: Tensor | int | None = None,
+                  labels: Tensor | None = None, label_weight: float = 0.0, fixed_mass: bool = False) -> Tensor:
         """λ-free MMD between posterior samples and fresh prior samples over the *global* batch.
 
         Each process draws prior samples for its own codes (as many as codes for a Gaussian; for a mixture,
@@ -183,12 +223,22 @@ class AutoEncoderModel(nn.Module):
         samples are then gathered across processes, so N processes compute exactly the MMD of one process on the
         concatenated batch. Weights are renormalised to sum to 1 after gathering. ``groups`` may be an int (the
         codes come in consecutive groups of that size, as GM-WAE lays them out); it stays valid after gathering.
+
+        ``labels`` (the mixture component of each code) with ``label_weight`` α > 0 make it the MMD between the
+        joint distributions of (z, k), kernel k_z · (1 − α + α·[k = k']) (:func:`wae.divergences.mmd`); the prior's
+        samples carry their components. ``fixed_mass``: every group's total weight is a known constant (GM-WAE's
+        q_D(·|x_i)/n), so the weights' normalisers enter without gradient — exact, and it keeps the sparse estimate
+        over k unbiased in its gradient too.
         """
         n = z.shape[0]
-        if self.prior.num_components > 1:
-            m = max(1, math.ceil(n / self.prior.num_components))
+        K = self.prior.num_components
+        lp = None
+        if K > 1:
+            m = max(1, math.ceil(n / K))
             zp, wp, _ = self.prior.sample_stratified(m)
-            gp = self.prior.num_components  # group-major: consecutive runs of one sample per component
+            gp = K  # group-major: consecutive runs of one sample per component
+            if labels is not None:
+                lp = torch.arange(K, device=zp.device).repeat(m)
         else:
             zp, wp, gp = self.prior.rsample((n,)), None, None
         if self.gather is not identity_gather:
@@ -198,8 +248,12 @@ class AutoEncoderModel(nn.Module):
             if isinstance(groups, Tensor):
                 groups = self.gather(groups + offset)
             wp = self.gather(wp) if wp is not None else None
+            if labels is not None:
+                labels, lp = self.gather(labels), self.gather(lp) if lp is not None else None
         if weights is not None:
-            weights = weights / weights.sum()
+            total = weights.sum()
+            weights = weights / (total.detach() if fixed_mass else total)
         if wp is not None:
             wp = wp / wp.sum()
-        return mmd(z, zp, self.kernel, weights, wp, groups, gp)
+        return mmd(z, zp, self.kernel, weights, wp, groups, gp, x_labels=labels, y_labels=lp,
+                   label_weight=label_weight, detach_norm=fixed_mass)

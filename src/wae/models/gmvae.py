@@ -83,7 +83,7 @@ from ..divergences import kl_categorical, kl_normal_normal, kl_normal_std
 from ..errors import ConfigError
 from ..networks import scaled
 from ..priors import GaussianPrior
-from .base import AutoEncoderModel, ConsistencyConfig
+from .base import AutoEncoderModel, ConsistencyConfig, Objective
 from .registry import register_model
 
 __all__ = ["GMVAEConfig", "GMVAE", "ARCHITECTURES"]
@@ -427,7 +427,7 @@ class GMVAE(AutoEncoderModel):
             return z_kl.clamp_min(lam).mean()
         return z_kl.mean().clamp_min(lam)
 
-    def loss(self, x: Tensor, eps_x: Tensor | None = None, eps_w: Tensor | None = None) -> dict[str, Tensor]:
+    def objective(self, x: Tensor, eps_x: Tensor | None = None, eps_w: Tensor | None = None) -> Objective:
         t = self.elbo_terms(x, eps_x, eps_w)
         recon, cond, w_kl, z_kl = (t[k].mean() for k in ("recon_nll", "cond_prior_kl", "w_prior_kl", "z_prior_kl"))
         z_term = self.constrained_z_term(t["z_prior_kl"])
@@ -439,23 +439,20 @@ class GMVAE(AutoEncoderModel):
             flip = t["z_prior_kl"].mean() > self.config.min_info_lambda
             pz_c = torch.where(flip, 2.0 * pz.detach() - pz, pz)
             cond_loss = (pz_c * t["_kl_k"]).sum(-1).mean(0).mean()
-        out = {"loss": recon + cond_loss + w_kl + z_term, "recon_nll": recon, "cond_prior_kl": cond,
-               "w_prior_kl": w_kl, "z_prior_kl": z_kl, "z_prior_term": z_term,
-               "elbo": -(recon + cond + w_kl + z_kl).detach()}
+        obj = Objective(paper=recon + cond_loss + w_kl + z_term, elbo=-(recon + cond + w_kl + z_kl),
+                        terms={"recon_nll": recon, "cond_prior_kl": cond, "w_prior_kl": w_kl, "z_prior_kl": z_kl,
+                               "z_prior_term": z_term})
         pbar = self.gather(t["_pz"].mean(0)).mean(0)  # (K,): the batch's marginal of p_β(z|x,w)
-        usage_kl = kl_categorical(pbar, self.log_pi)
-        if self.config.usage_weight:
-            out["loss"] = out["loss"] + self.config.usage_weight * usage_kl
-        out["usage_kl"] = usage_kl.detach()
+        obj.extras["usage_kl"] = (self.config.usage_weight, kl_categorical(pbar, self.log_pi))
         if self.config.consistency_weight and self.training:
             # q(z|y) as clustering reads it: p_β(z | means of q(x|y), q(w|y)), clean (fixed) vs warped
-            self.add_consistency(out, self.z_posterior_log(t["_mu_x"], t["_mu_w"]), x, self._cluster_log_probs)
+            self.add_consistency(obj, self.z_posterior_log(t["_mu_x"], t["_mu_w"]), x, self._cluster_log_probs)
         if self.config.revive_threshold > 0 and self.training:
             with torch.no_grad():
                 self.usage_sum += pbar.detach()
                 self.usage_steps += 1
-            out["revived"] = self.revived.clone()
-        return out
+            obj.logs["revived"] = self.revived.clone()
+        return obj
 
     # --- re-seeding dead components (beyond the paper) ------------------------------------------------------
     def _component_rows(self, k: Tensor) -> tuple[Tensor, Tensor]:

@@ -22,6 +22,24 @@ code's choice, 20 for d = 10, σ₀ = 1); ``auto`` uses the expected squared dis
 together but see the whole mixture as one blob. Measured (benchmarks/README.md, same budget, MNIST test set):
 paper-literal scales 0.559 acc_paper against 0.500 for ``auto``. When you change σ₀, scale ``kernel_base`` by
 σ₀² to keep the same relation.
+
+The expectation over k (``k_estimator``). ``exact`` (the paper) decodes all K components of every datum, K times
+the networks' cost. Late in training q_D(k|x) is nearly one-hot and most of those decodes multiply a cost by ≈ 0.
+``sparse`` decodes, per datum, the ``k_top`` most likely components C (weight q_D(k|x) each, exact) and one more,
+j, drawn from the rest ∝ q_D(j|x) (the sum-and-sample estimator of Liu et al., 2019, "Rao-Blackwellized stochastic
+gradients for discrete distributions"): j gets the weight q_j / π_j with π_j = q_j / r held fixed (r = 1 − Σ_C q_k,
+the rest's mass), i.e. the value r and the gradient (r/q_j)∇q_j. So E_j[Σ_C q_k f_k + r f_j] = Σ_k q_k f_k for the
+reconstruction cost f and likewise for every gradient, through q_D, the heads and the decoder; the weighted MMD
+uses the same k_top + 1 codes per datum (its pairs of different data points see independent draws, so it stays
+unbiased, with the weights' normalisers held fixed: each datum's weights sum to 1 by construction). The variance
+is that of the rest's share r, which vanishes as q_D sharpens. ``k_top + 1 ≥ K`` is the exact sum; evaluation is
+always exact.
+
+Beyond the paper, ``joint_mmd`` = α > 0 matches the joint distributions of (z, k) instead of the z-marginal: the
+MMD kernel becomes k_z(z, z')·(1 − α + α·[k = k']), each code z_ik carrying its component k and each prior sample
+its mode, so component k's codes are pulled to prior mode k itself (Eq. 4 writes the divergence between joints;
+the z-marginal is what the paper's implementation matches). This is what ties "samples from component k" to
+"the data q_D assigns to k".
 """
 from __future__ import annotations
 
@@ -36,7 +54,7 @@ from ..divergences import DEFAULT_SCALES, kl_categorical, kl_normal_normal
 from ..errors import ConfigError
 from ..networks import BatchedHeads, build_decoder, build_encoder
 from ..priors import GaussianMixturePrior
-from .base import AutoEncoderModel, ConsistencyConfig
+from .base import AutoEncoderModel, ConsistencyConfig, Objective
 from .registry import register_model
 
 __all__ = ["GMWAEConfig", "GMVAEFoilConfig", "GaussianMixtureAE"]
@@ -74,6 +92,14 @@ class GMWAEConfig(ConsistencyConfig):
     """Beyond the paper (0 = off): weight of −H(mean over the batch of q_D(k|x)) in the loss (both objectives). It
     asks for equal mass on every component, so two digits are pushed not to share one; with ``consistency_weight``
     3 it lifts GM-WAE's greedy accuracy (preset ``gm-wae-mnist-consistency``, benchmarks/README.md)."""
+    k_estimator: str = "exact"
+    """How the expectation over k is taken in training: ``exact`` (the paper: all K components decoded per datum)
+    or ``sparse`` (the ``k_top`` most likely plus one sampled from the rest, unbiased; see the module docstring)."""
+    k_top: int = 1
+    """Components of q_D(k|x) taken exactly by the ``sparse`` estimator (one more is sampled)."""
+    joint_mmd: float = 0.0
+    """Beyond the paper (0 = off, the z-marginal MMD): weight α ∈ [0, 1] of the component in the MMD's kernel on
+    (z, k) pairs; 1 matches the joint q(z, k) to the prior's p(z, k) (see the module docstring)."""
 
 
 @dataclass
@@ -82,6 +108,7 @@ class GMVAEFoilConfig(GMWAEConfig):
 
 
 OBJECTIVES = ("wae", "vae")
+K_ESTIMATORS = ("exact", "sparse")
 
 
 @register_model("gm-wae", GMWAEConfig, "Gaussian-mixture WAE (Gaujac et al.), exact sum over k", "gmwae",
@@ -103,6 +130,10 @@ class GaussianMixtureAE(AutoEncoderModel):
              f"model.cost_scale must be > 0, got {config.cost_scale}"),
             (config.entropy_weight >= 0 and math.isfinite(config.entropy_weight),
              f"model.entropy_weight must be >= 0, got {config.entropy_weight}"),
+            (config.k_estimator in K_ESTIMATORS,
+             f"model.k_estimator must be one of {K_ESTIMATORS}, got {config.k_estimator!r}"),
+            (config.k_top >= 1, f"model.k_top must be >= 1, got {config.k_top}"),
+            (0.0 <= config.joint_mmd <= 1.0, f"model.joint_mmd must be in [0, 1], got {config.joint_mmd}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -140,16 +171,10 @@ class GaussianMixtureAE(AutoEncoderModel):
         k = logq.argmax(-1)
         return mu[torch.arange(x.shape[0], device=x.device), k]
 
-    def _sample_codes(self, x: Tensor, samples: int):
-        mu, logvar = self.q_continuous(x)
-        eps = torch.randn(mu.shape[0], mu.shape[1], samples, mu.shape[2], device=mu.device, dtype=mu.dtype)
-        z = mu.unsqueeze(2) + (0.5 * logvar).exp().unsqueeze(2) * eps  # (N, K, S, d)
-        return z, mu, logvar
-
     def posterior_samples(self, x: Tensor):
         """All codes z_ik (one per component) with weights q_D(k|x_i)/n and group i."""
         q = self.cluster_probs(x)
-        z, _, _ = self._sample_codes(x, 1)
+        z, _, _ = self._selected_codes(x, None, 1)
         n, K = q.shape
         groups = torch.arange(n, device=x.device).repeat_interleave(K)
         return z.reshape(n * K, -1), (q / n).reshape(-1), groups
@@ -158,7 +183,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         """One z per x from Σ_k q_C(z|k,x) q_D(k|x) (k sampled): for plots."""
         q = self.cluster_probs(x)
         k = torch.multinomial(q, 1).squeeze(1)
-        z, _, _ = self._sample_codes(x, 1)
+        z, _, _ = self._selected_codes(x, None, 1)
         return z[torch.arange(x.shape[0], device=x.device), k, 0]
 
     # --- decoder ---------------------------------------------------------------------------------------------
@@ -169,35 +194,68 @@ class GaussianMixtureAE(AutoEncoderModel):
         return self.decode(self.encode(x))
 
     # --- objectives ------------------------------------------------------------------------------------------
-    def loss(self, x: Tensor) -> dict[str, Tensor]:
-        return self._wae_loss(x) if self.config.objective == "wae" else self._vae_loss(x)
+    def objective(self, x: Tensor) -> Objective:
+        return self._wae_objective(x) if self.config.objective == "wae" else self._vae_objective(x)
 
-    def _wae_loss(self, x: Tensor) -> dict[str, Tensor]:
+    def components(self, logq: Tensor) -> tuple[Tensor | None, Tensor]:
+        """The components a training step decodes per datum and their weights.
+
+        Returns ``(idx, w)``: ``idx`` (n, M) component indices, or None for all K in order (exact); ``w`` (n, M)
+        weights whose expectation, in value and gradient, is q_D(k|x) — q_D itself when exact; with the sparse
+        estimator the ``k_top`` largest q_D(k|x) and, for one j drawn ∝ q_D from the rest, q_j·(r/q_j) with the
+        ratio held fixed (value r, the rest's mass). Evaluation (eval mode) is always exact.
+        """
+        cfg, K = self.config, self.config.num_components
+        if cfg.k_estimator == "exact" or cfg.k_top + 1 >= K or not self.training:
+            return None, logq.exp()
+        top_lq, top = logq.topk(cfg.k_top, dim=-1)  # (n, m)
+        rest = logq.scatter(-1, top, float("-inf"))  # log q over the components not in the top set
+        log_r = torch.logsumexp(rest, -1, keepdim=True)
+        gumbel = -torch.empty_like(logq).exponential_().log()  # Gumbel-max: j ~ q restricted to the rest
+        j = (rest.detach() + gumbel).argmax(-1, keepdim=True)
+        lq_j = logq.gather(-1, j)
+        w_j = lq_j.exp() * (log_r - lq_j).detach().exp()
+        return torch.cat([top, j], -1), torch.cat([top_lq.exp(), w_j], -1)
+
+    def _selected_codes(self, x: Tensor, idx: Tensor | None, samples: int):
+        """Codes of the selected components: z (n, M, S, d) with their (μ, log σ²) (n, M, d)."""
+        mu, logvar = self.q_continuous(x)
+        if idx is not None:
+            sel = idx.unsqueeze(-1).expand(-1, -1, mu.shape[-1])
+            mu, logvar = mu.gather(1, sel), logvar.gather(1, sel)
+        eps = torch.randn(mu.shape[0], mu.shape[1], samples, mu.shape[2], device=mu.device, dtype=mu.dtype)
+        return mu.unsqueeze(2) + (0.5 * logvar).exp().unsqueeze(2) * eps, mu, logvar
+
+    def _wae_objective(self, x: Tensor) -> Objective:
         cfg = self.config
-        n, K, S = x.shape[0], cfg.num_components, cfg.samples_per_component
+        S = cfg.samples_per_component
+        n = x.shape[0]
         logq = self.q_discrete(x)
-        q = logq.exp()
-        z, _, _ = self._sample_codes(x, S)  # (n, K, S, d)
-        xr = self.decode(z.reshape(n * K * S, -1)).view(n, K, S, *x.shape[1:])
-        err = (xr - x.unsqueeze(1).unsqueeze(1)).pow(2).flatten(3).sum(-1).mean(-1)  # (n, K)
-        recon = cfg.cost_scale * (q * err).sum(-1).mean()
-        weights = (q.unsqueeze(-1).expand(n, K, S) / (n * S)).reshape(-1)
-        # the K·S codes of data point i are consecutive: group size K·S (pairs within a data point are left out)
-        penalty = self.prior_mmd(z.reshape(n * K * S, -1), weights, K * S)
-        loss = recon + cfg.lam * penalty
-        out = {"loss": loss, "recon": recon, "mmd": penalty}
-        self.add_entropy(out, q)
-        self.add_consistency(out, logq, x, self.q_discrete)
-        return out
+        idx, w = self.components(logq)
+        M = w.shape[1]
+        z, _, _ = self._selected_codes(x, idx, S)  # (n, M, S, d)
+        xr = self.decode(z.reshape(n * M * S, -1)).view(n, M, S, *x.shape[1:])
+        err = (xr - x.unsqueeze(1).unsqueeze(1)).pow(2).flatten(3).sum(-1).mean(-1)  # (n, M)
+        recon = cfg.cost_scale * (w * err).sum(-1).mean()
+        weights = (w.unsqueeze(-1).expand(n, M, S) / (n * S)).reshape(-1)
+        labels = None
+        if cfg.joint_mmd:
+            comp = idx if idx is not None else torch.arange(M, device=x.device).expand(n, M)
+            labels = comp.unsqueeze(-1).expand(n, M, S).reshape(-1)
+        # the M·S codes of data point i are consecutive: group size M·S (pairs within a data point are left out)
+        penalty = self.prior_mmd(z.reshape(n * M * S, -1), weights, M * S, labels=labels,
+                                 label_weight=cfg.joint_mmd, fixed_mass=True)
+        obj = Objective(paper=recon + cfg.lam * penalty, terms={"recon": recon, "mmd": penalty})
+        self.add_entropy(obj, logq.exp())
+        self.add_consistency(obj, logq, x, self.q_discrete)
+        return obj
 
-    def add_entropy(self, out: dict[str, Tensor], q: Tensor) -> None:
-        """Log H(batch mean of q_D(k|x)) (over the global batch) as ``qD_entropy``; subtract ``entropy_weight`` × it
-        from the loss."""
+    def add_entropy(self, obj: Objective, q: Tensor) -> None:
+        """H(batch mean of q_D(k|x)) over the global batch, an extra logged as ``qD_entropy`` always; the loss gets
+        −``entropy_weight`` × it."""
         qbar = self.gather(q).mean(0)
         ent = -kl_categorical(qbar, torch.zeros_like(qbar))  # H(q̄) = −Σ q̄ log q̄ = −KL(q̄ ‖ 1)
-        if self.config.entropy_weight:
-            out["loss"] = out["loss"] - self.config.entropy_weight * ent
-        out["qD_entropy"] = ent.detach()
+        obj.extras["qD_entropy"] = (-self.config.entropy_weight, ent)
 
     def log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
         if self.config.likelihood == "bernoulli":
@@ -206,31 +264,35 @@ class GaussianMixtureAE(AutoEncoderModel):
         return -0.5 * (self.output(logits) - x).pow(2).flatten(1).sum(1) / v - 0.5 * x[0].numel() * math.log(
             2 * math.pi * v)
 
-    def _vae_loss(self, x: Tensor) -> dict[str, Tensor]:
+    def _vae_objective(self, x: Tensor) -> Objective:
         cfg = self.config
-        n, K, S = x.shape[0], cfg.num_components, cfg.samples_per_component
+        S = cfg.samples_per_component
+        n = x.shape[0]
         logq = self.q_discrete(x)
         q = logq.exp()
-        z, mu, logvar = self._sample_codes(x, S)
-        logits = self.decoder(z.reshape(n * K * S, -1))
-        xe = x.unsqueeze(1).expand(n, K * S, *x.shape[1:]).reshape(n * K * S, *x.shape[1:])
-        ll = self.log_likelihood(logits, xe).view(n, K, S).mean(-1)  # (n, K)
-        prior_mu = self.prior.means.unsqueeze(0).expand_as(mu)
+        idx, w = self.components(logq)
+        M = w.shape[1]
+        z, mu, logvar = self._selected_codes(x, idx, S)
+        logits = self.decoder(z.reshape(n * M * S, -1))
+        xe = x.unsqueeze(1).expand(n, M * S, *x.shape[1:]).reshape(n * M * S, *x.shape[1:])
+        ll = self.log_likelihood(logits, xe).view(n, M, S).mean(-1)  # (n, M)
+        prior_mu = self.prior.means[idx] if idx is not None else self.prior.means.unsqueeze(0).expand_as(mu)
         prior_lv = torch.full_like(mu, 2 * math.log(self.prior.std))
-        kl_c = kl_normal_normal(mu, logvar, prior_mu, prior_lv)  # (n, K)
+        kl_c = kl_normal_normal(mu, logvar, prior_mu, prior_lv)  # (n, M)
         kl_d = kl_categorical(q, self.prior.log_weights)  # (n,)
-        recon = -(q * ll).sum(-1).mean()
-        kl_cont = (q * kl_c).sum(-1).mean()
+        recon = -(w * ll).sum(-1).mean()
+        kl_cont = (w * kl_c).sum(-1).mean()
         kl_disc = kl_d.mean()
-        out = {"loss": recon + kl_cont + kl_disc, "recon_nll": recon, "kl_continuous": kl_cont,
-               "kl_discrete": kl_disc}
-        self.add_entropy(out, q)
-        self.add_consistency(out, logq, x, self.q_discrete)
-        return out
+        paper = recon + kl_cont + kl_disc
+        obj = Objective(paper=paper, terms={"recon_nll": recon, "kl_continuous": kl_cont, "kl_discrete": kl_disc},
+                        elbo=-paper)
+        self.add_entropy(obj, q)
+        self.add_consistency(obj, logq, x, self.q_discrete)
+        return obj
 
     def pretrain_loss(self, x: Tensor) -> Tensor:
         """Match each head's code moments to its prior component: mean → μ⁰_k, covariance → σ₀²I (§3)."""
-        z, _, _ = self._sample_codes(x, 1)
+        z, _, _ = self._selected_codes(x, None, 1)
         z = z[:, :, 0]  # (n, K, d)
         n = z.shape[0]
         m = z.mean(0)  # (K, d)
@@ -246,8 +308,8 @@ class GaussianMixtureAE(AutoEncoderModel):
         sums: dict[str, Tensor] = {}
         for i in range(0, x.shape[0], rows):
             xb = x[i: i + rows]
-            t = self._vae_loss(xb)
-            for k, v in (("elbo", -t["loss"]), ("kl_continuous", t["kl_continuous"]),
-                         ("kl_discrete", t["kl_discrete"])):
+            t = self._vae_objective(xb)  # the ELBO of the paper's terms: no extra (entropy, consistency) in it
+            for k, v in (("elbo", t.elbo), ("kl_continuous", t.terms["kl_continuous"]),
+                         ("kl_discrete", t.terms["kl_discrete"])):
                 sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
         return {k: v / x.shape[0] for k, v in sums.items()}

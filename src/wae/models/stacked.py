@@ -73,7 +73,7 @@ from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..networks import scaled
 from ..priors import GaussianPrior
-from .base import AutoEncoderModel, squared_l2
+from .base import AutoEncoderModel, Objective, squared_l2
 from .registry import register_model
 
 __all__ = ["StackedWAEConfig", "WAEDeepConfig", "StackedWAE", "layer_weights", "sweep_grid", "ARCHITECTURES"]
@@ -525,8 +525,9 @@ class StackedWAE(AutoEncoderModel):
             nll = 0.5 * (logvar + math.log(2 * math.pi) + r2 * torch.exp(-logvar)).sum(-1)
         return cost, nll
 
-    def stacked_terms(self, x: Tensor) -> dict[str, Tensor]:
-        """Every term of Eq. 10 (unweighted) on one encoded chain, plus the weighted objective and Eq. 12."""
+    def stacked_terms(self, x: Tensor) -> Objective:
+        """Every term of Eq. 10 (unweighted) on one encoded chain, the weighted objective with Eq. 12, and (with
+        ``gen_variance=fit``) the generative variances' likelihood as an extra."""
         zs, _, logvars = self.encode_chain(x)
         out: dict[str, Tensor] = {"cost0": squared_l2(self.output(self.decode_logits(zs[0])), x).mean()}
         nlls = []
@@ -538,16 +539,16 @@ class StackedWAE(AutoEncoderModel):
         out["mmd"] = self.prior_mmd(zs[-1])
         out["logvar_penalty"] = self.logvar_penalty_term(logvars)
         w = self.weights
-        obj = sum(w[n] * out[f"cost{n}"] for n in range(self.num_layers)) + w[-1] * out["mmd"]
-        out["loss"] = obj + out["logvar_penalty"]
+        eq10 = sum(w[n] * out[f"cost{n}"] for n in range(self.num_layers)) + w[-1] * out["mmd"]
+        obj = Objective(paper=eq10 + out["logvar_penalty"], terms=out)
         if nlls:
             # Σ_n of the per-layer likelihoods, each weighted like its layer's cost (the same scale if a trunk is
             # shared with μ^p; otherwise only the Σ^p nets see it and Adam makes its scale immaterial).
-            out["gen_nll"] = sum(nlls)
-            out["loss"] = out["loss"] + sum(w[n] * nll for n, nll in enumerate(nlls, start=1))
-        return out
+            obj.logs["gen_nll"] = sum(nlls).detach()
+            obj.extras["gen_fit"] = (1.0, sum(w[n] * nll for n, nll in enumerate(nlls, start=1)))
+        return obj
 
-    def wae_terms(self, x: Tensor) -> dict[str, Tensor]:
+    def wae_terms(self, x: Tensor) -> Objective:
         """Eq. 7: ‖x − f(z_1)‖² + λ·MMD(q_1^agg, p_Θ2:N(z_1)), prior samples drawn ancestrally (reparameterised).
 
         The whole encoder chain is run (Eq. 12 applies to every layer); Eq. 7 itself does not depend on
@@ -559,10 +560,10 @@ class StackedWAE(AutoEncoderModel):
         m = mmd(self.gather(zs[0]), self.gather(zp), self.kernel_z1)
         pen = self.logvar_penalty_term(logvars)
         unused = sum(mu.sum() + lv.sum() for mu, lv in zip(mus[1:], logvars[1:]))
-        return {"loss": cost0 + self.config.lam * m + pen + 0.0 * unused, "cost0": cost0, "mmd_z1": m,
-                "logvar_penalty": pen}
+        return Objective(paper=cost0 + self.config.lam * m + pen + 0.0 * unused,
+                         terms={"cost0": cost0, "mmd_z1": m, "logvar_penalty": pen})
 
-    def loss(self, x: Tensor) -> dict[str, Tensor]:
+    def objective(self, x: Tensor) -> Objective:
         return self.stacked_terms(x) if self.config.objective == "stacked" else self.wae_terms(x)
 
     # --- test metrics --------------------------------------------------------------------------------------------

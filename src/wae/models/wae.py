@@ -28,7 +28,7 @@ from ..divergences import (
 from ..errors import ConfigError
 from ..networks import build_decoder, build_encoder
 from ..priors import GaussianPrior
-from .base import AutoEncoderModel, squared_l2
+from .base import AutoEncoderModel, Objective, squared_l2
 from .registry import register_model
 
 __all__ = ["WAEConfig", "WAEGANConfig", "VAEConfig", "WAE", "VAE"]
@@ -143,7 +143,7 @@ class WAE(_EncoderDecoder):
     def codes(self, x: Tensor) -> Tensor:
         return self.encode_sample(x)
 
-    def loss(self, x: Tensor, codes: Tensor | None = None) -> dict[str, Tensor]:
+    def objective(self, x: Tensor, codes: Tensor | None = None) -> Objective:
         cfg = self.config
         z = self.codes(x) if codes is None else codes
         recon = cfg.cost_scale * squared_l2(self.decode(z), x).mean()
@@ -153,10 +153,10 @@ class WAE(_EncoderDecoder):
         else:
             penalty = self.prior_mmd(z)
             name = "mmd"
-        out = {"loss": recon + cfg.lam * penalty, "recon": recon, name: penalty}
+        obj = Objective(paper=recon + cfg.lam * penalty, terms={"recon": recon, name: penalty})
         if self.gaussian:
-            out["enc_logvar"] = self.encode_dist(x)[1].mean().detach() if codes is None else out["recon"].new_zeros(())
-        return out
+            obj.logs["enc_logvar"] = self.encode_dist(x)[1].mean().detach() if codes is None else recon.new_zeros(())
+        return obj
 
     def critic_loss(self, codes: Tensor) -> Tensor:
         """Critic loss of Algorithm 1 (descended): λ·[−log D(z_prior) − log(1 − D(z̃))] over the global batch."""
@@ -184,14 +184,14 @@ class VAE(_EncoderDecoder):
         d = x[0].numel()
         return -0.5 * (mean - x).pow(2).flatten(1).sum(1) / v - 0.5 * d * math.log(2 * math.pi * v)
 
-    def loss(self, x: Tensor) -> dict[str, Tensor]:
+    def objective(self, x: Tensor) -> Objective:
         mu, logvar = self.encode_dist(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         rec = -self.log_likelihood(self.decoder(z), x).mean()
         # KL(N(μ, σ²) ‖ N(0, s²I)) with prior std s
         s2 = self.config.prior_std**2
         kl = 0.5 * ((mu.pow(2) + logvar.exp()) / s2 - 1.0 - logvar + math.log(s2)).sum(-1).mean()
-        return {"loss": rec + kl, "recon_nll": rec, "kl": kl}
+        return Objective(paper=rec + kl, terms={"recon_nll": rec, "kl": kl}, elbo=-(rec + kl))
 
     def elbo_terms(self, x: Tensor, samples: int) -> Tensor:
         """log w_s = log p(x|z_s) + log p(z_s) − log q(z_s|x) for s < samples: shape (samples, N)."""

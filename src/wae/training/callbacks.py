@@ -40,10 +40,13 @@ class StepProbe(L.Callback):
 
 class EpochEvaluator(L.Callback):
     """Every ``every`` epochs: held-out reconstruction error, and clustering accuracies for discrete-latent models,
-    logged as ``val/*`` (so accuracy per epoch shows up in the curves, GMVAE Fig. 4)."""
+    logged as ``val/*`` (so accuracy per epoch shows up in the curves, GMVAE Fig. 4). ``x``, ``y`` are the
+    validation split (``prefix`` ``train/`` when a run has none and the curves come from training data)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, every: int = 1, batch_size: int = 500):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, every: int = 1, batch_size: int = 500,
+                 prefix: str = "val/"):
         self.x, self.y, self.every, self.batch_size = x, y, max(1, int(every)), batch_size
+        self.prefix = prefix
         self.history: list[dict] = []
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -61,11 +64,11 @@ class EpochEvaluator(L.Callback):
                 errs.append((model.reconstruct(xb) - xb).pow(2).flatten(1).sum(1).cpu())
                 if getattr(model, "has_discrete_latent", False):
                     probs.append(model.cluster_probs(xb).cpu())
-        out["val/recon_mse"] = float(torch.cat(errs).mean())
+        out[f"{self.prefix}recon_mse"] = float(torch.cat(errs).mean())
         if probs and self.y is not None:
             from ..evaluation.clustering import clustering_metrics
 
-            m = clustering_metrics(torch.cat(probs).numpy(), self.y.numpy(), prefix="val/")
+            m = clustering_metrics(torch.cat(probs).numpy(), self.y.numpy(), prefix=self.prefix)
             out.update({k: float(v) for k, v in m.items()})
         model.train(was)
         out["epoch"] = trainer.current_epoch

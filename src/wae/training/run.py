@@ -86,28 +86,11 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
     return run_dir
 
 
-def load_data_for(cfg: RunConfig):
-    """(train, eval) data sets for a run config."""
-    from ..data import load_dataset
+def load_data_for(cfg: RunConfig, need_test: bool | None = None):
+    """The :class:`~wae.data.splits.RunData` (train, val, test) of a run config."""
+    from ..data.splits import load_run_data
 
-    d = cfg.data
-    train_ds = load_dataset(d.dataset, d.split, data_dir=d.data_dir)
-    if d.limit:
-        train_ds = train_ds.subset(d.limit, seed=cfg.train.seed)
-    eval_name = d.eval_dataset or f"{d.dataset}:test"
-    eval_dir = d.eval_data_dir or d.data_dir
-    try:
-        eval_ds = load_dataset(eval_name, "test", data_dir=eval_dir)
-    except WAEError:
-        if d.eval_dataset:
-            raise
-        eval_ds = train_ds  # a data set without a test split is evaluated on its training data
-        log.warning("%s has no test split: evaluating on the training data", d.dataset)
-    if d.eval_limit and len(eval_ds) > d.eval_limit:
-        eval_ds = eval_ds.subset(d.eval_limit, seed=0)
-    if tuple(eval_ds.shape) != tuple(train_ds.shape):
-        raise WAEError(f"evaluation data {eval_name} has shape {eval_ds.shape}, training data {train_ds.shape}")
-    return train_ds, eval_ds
+    return load_run_data(cfg.data, cfg.train.seed, need_test=need_test)
 
 
 def _check_resume_budget(last: Path, tc) -> None:
@@ -163,7 +146,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     if rank == 0:
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
 
-    train_ds, eval_ds = load_data_for(cfg)
+    data = load_data_for(cfg)
+    train_ds = data.train
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = create_model(cfg.model, train_ds.shape, cfg.model_config)
     if init_state is not None:
@@ -193,9 +177,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     if tc.eval_every_epochs > 0:
         from .callbacks import EpochEvaluator
 
-        k = min(len(eval_ds), 2000)
-        callbacks.append(EpochEvaluator(eval_ds.x[:k], eval_ds.y[:k] if eval_ds.y is not None else None,
-                                        tc.eval_every_epochs))
+        split, curve_ds = data.curve  # the validation split (never the test split)
+        k = min(len(curve_ds), 2000)
+        callbacks.append(EpochEvaluator(curve_ds.x[:k], curve_ds.y[:k] if curve_ds.y is not None else None,
+                                        tc.eval_every_epochs, prefix=f"{split}/"))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
@@ -273,10 +258,10 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
 
     with on_sigterm(_stop):
         save_model(model, run_dir, cfg)
-        metrics = evaluate_run(model, run_dir, train_ds, eval_ds, cfg, extra={
+        metrics = evaluate_run(model, run_dir, data, cfg, extra={
             "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
             "train/pretrain_final": lit.pretrain_history[-1] if lit.pretrain_history else None,
-        }, figures=tc.figures)
+        }, figures=tc.figures, sample_metrics=list(tc.sample_metrics))
     return (metrics, model) if return_model else metrics
 
 
