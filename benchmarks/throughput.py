@@ -280,6 +280,102 @@ def loop_overhead(width: float, batch: int, steps: int = 30):
           f"{tl * 1e3:.1f} ms/step | ratio {tl / tp:.2f}")
 
 
+GM_EXTRAS = dict(consistency_weight=3.0, entropy_weight=1.0)
+"""The main job's extra terms (consistency on warped digits, batch entropy): part of every GM-WAE step it takes."""
+
+
+def _variants(width: float, extras: bool = True):
+    """name → a fresh model: WAE-MMD and GM-WAE with the exact and the sparse estimator over k, same width."""
+    gm = dict(width=width, **(GM_EXTRAS if extras else {}))
+    return {
+        "wae-mmd": lambda: create_model("wae-mmd", (1, 28, 28), width=width, latent_dim=10),
+        "gm-wae exact": lambda: create_model("gm-wae", (1, 28, 28), **gm),
+        "gm-wae sparse": lambda: create_model("gm-wae", (1, 28, 28), k_estimator="sparse", k_top=1, **gm),
+    }
+
+
+def gm_vs_wae(batch: int, width: float, repeats: int):
+    """Issue 22's check: a full GM-WAE training step (exact and sparse over k, with the main job's extra terms)
+    against a full WAE-MMD step at the same decoder width multiplier and batch, measured alternately in one process
+    (median of ``repeats``)."""
+    import statistics
+
+    torch.manual_seed(0)
+    x = torch.rand(batch, 1, 28, 28)
+    steps = {}
+    for name, make in _variants(width).items():
+        m = make().train()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+        steps[name] = (lambda m=m, opt=opt: full_step(m, x, opt))
+    for f in steps.values():  # warm-up
+        f(), f()
+    times = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, f in steps.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"full training step, batch {batch}, width {width}, torch threads {torch.get_num_threads()}, "
+          f"median of {repeats} (alternating):")
+    for k, t in med.items():
+        print(f"  {k:14s} {t * 1e3:8.1f} ms  {t / med['wae-mmd']:5.2f}x wae-mmd  {batch / t:8.0f} samples/s")
+
+
+def device_table(device: str, width: float, batches: list[int], precisions: list[str], repeats: int,
+                 out: str | None = None):
+    """Throughput (samples/s) of a full training step on ``device``: wae-mmd, gm-wae exact and sparse, and pythae's
+    WAE_MMD on the same networks (when installed), per batch size and precision (``fp32``, ``bf16`` autocast)."""
+    import contextlib
+
+    dev = torch.device(device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    rows = ["| model | batch | precision | ms/step | samples/s |", "|---|---|---|---|---|"]
+    for batch in batches:
+        x = torch.rand(batch, 1, 28, 28, device=dev)
+        makers = dict(_variants(width))
+        pair = _ours_and_pythae_twin(width)
+        if pair is not None:
+            makers["pythae WAE_MMD"] = lambda pair=pair: pair[1]
+        for prec in precisions:
+            for name, make in makers.items():
+                m = make().to(dev).train()
+                opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+                ctx = (torch.autocast(dev.type, dtype=torch.bfloat16) if prec == "bf16"
+                       else contextlib.nullcontext())
+
+                def step():
+                    with ctx:
+                        loss = m({"data": x}).loss if name.startswith("pythae") else m.loss(x)["loss"]
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+                try:
+                    step(), step()
+                    sync()
+                    t = time.perf_counter()
+                    for _ in range(repeats):
+                        step()
+                    sync()
+                    dt = (time.perf_counter() - t) / repeats
+                    rows.append(f"| {name} | {batch} | {prec} | {dt * 1e3:.2f} | {batch / dt:,.0f} |")
+                except (RuntimeError, torch.OutOfMemoryError) as e:
+                    rows.append(f"| {name} | {batch} | {prec} | failed: {str(e).splitlines()[0][:60]} | |")
+                print(rows[-1], flush=True)
+    text = (f"device {device} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), width {width}, "
+            f"{repeats} steps each\n\n" + "\n".join(rows) + "\n")
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(text)
+    return text
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=100)
@@ -291,7 +387,19 @@ def main():
     p.add_argument("--pythae-trainer", action="store_true")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--loop-overhead", action="store_true")
+    p.add_argument("--gm-vs-wae", action="store_true", help="GM-WAE exact/sparse full step vs WAE-MMD (issue 22)")
+    p.add_argument("--device-table", action="store_true", help="samples/s per model, batch and precision")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batches", default="100,1000")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--table-out")
     a = p.parse_args()
+    if a.gm_vs_wae:
+        return gm_vs_wae(a.batch, a.width, a.repeats)
+    if a.device_table:
+        print(device_table(a.device, a.width, [int(b) for b in a.batches.split(",")], a.precisions.split(","),
+                           a.repeats, a.table_out))
+        return
     if a.mmd_scaling:
         return mmd_scaling()
     if a.loop_overhead:

@@ -192,6 +192,30 @@ def test_write_run_report_writes_html(tmp_path):
     assert "latent_dim" in text  # the config
 
 
+def test_clustering_report_opens_with_held_out_numbers_beside_paper_and_kmeans_then_the_clusters(tmp_path):
+    from wae.config import RunConfig
+
+    for name in ("training_curves", "samples", "cluster_heatmap", "cluster_gallery"):
+        _png(tmp_path / "figures" / f"{name}.png", len(name), name)
+    metrics = {"eval_split": "test", "eval_dataset": "mnist-5k:test", "eval_examples": 10000,
+               "eval_note": "the official MNIST test set", "model": "gm-wae",
+               "test/acc_hungarian": 0.912, "test/acc_paper": 0.91, "test/nmi": 0.85, "test/active_components": 10.0,
+               "test/kmeans_acc_hungarian": 0.54, "test/kmeans_nmi": 0.5, "test/recon_mse": 20.0}
+    write_run_report(tmp_path, RunConfig(), metrics)
+    md = (tmp_path / "report.md").read_text()
+    head = md[md.index("## Clustering on held-out data"): md.index("## Metrics")]
+    assert "| this run on mnist-5k:test (10000 examples — the official MNIST test set) | 0.912 | 0.91 |" in head
+    assert "| k-means on raw pixels, same split | 0.54 | – | 0.5 |" in head
+    assert "GM-WAE paper" in head and "| 0.76 |" in head
+    assert head.index("cluster_gallery") < head.index("cluster_heatmap")
+    html = (tmp_path / "report.html").read_text()
+    assert html.index("Clustering on held-out data") < html.index("<h2>Metrics")
+    assert html.count("data:image/png;base64,") == 4  # every figure once: the two clustering ones moved up
+    # a run without clustering metrics has no such section
+    write_run_report(tmp_path, RunConfig(), {"test/recon_mse": 1.0})
+    assert "Clustering on held-out data" not in (tmp_path / "report.md").read_text()
+
+
 def test_figure_caption():
     assert figure_caption("figures/samples_per_component.png") == "Samples per component"
     assert figure_caption(Path("cluster-heatmap.png")) == "Cluster heatmap"

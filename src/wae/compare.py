@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import WAEError
-from .io import atomic_write_text
+from .files import atomic_write_text
 
 __all__ = ["compare_runs", "load_run_summary", "metric_direction", "format_number"]
 

@@ -17,11 +17,16 @@ from typing import Any, Union
 import yaml
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "from_dict", "to_dict", "apply_overrides",
-           "load_yaml", "dump_yaml", "load_preset", "list_presets", "PRESET_DIR"]
+           "load_yaml", "dump_yaml", "load_preset", "list_presets", "PRESET_DIR", "MODEL_CONFIGS"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
+
+MODEL_CONFIGS: Registry[type] = Registry("model")
+"""Model name → its config dataclass, filled by :func:`wae.models.register_model` (so that a run config can be
+typed from its model's name without this module importing the models)."""
 
 
 @dataclass
@@ -120,9 +125,9 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        from .models.registry import get_model_entry
-
+    def from_dict(cls, d: dict, model_config_cls: type | None = None) -> "RunConfig":
+        """Type-check a mapping into a run config. ``model_config_cls`` is the model's config class (default: the
+        one registered for ``model.name``)."""
         if not isinstance(d, dict):
             raise ConfigError("a run config must be a mapping with keys model, data, train")
         unknown = set(d) - {"model", "data", "train"}
@@ -135,10 +140,10 @@ class RunConfig:
         name = mdict.pop("name")
         if not isinstance(name, str):
             raise ConfigError(f"model.name must be a string, got {name!r}")
-        entry = get_model_entry(name)
+        config_cls = model_config_cls or MODEL_CONFIGS.get(name)
         return cls(
             model=name,
-            model_config=from_dict(entry.config_cls, mdict, "model"),
+            model_config=from_dict(config_cls, mdict, "model"),
             data=from_dict(DataConfig, d.get("data") or {}, "data"),
             train=from_dict(TrainConfig, d.get("train") or {}, "train"),
         )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = [
     "sq_dists",
@@ -124,23 +125,24 @@ class RBFKernel(Kernel):
         return out
 
 
-KERNELS: dict[str, type[Kernel]] = {"imq": IMQKernel, "rbf": RBFKernel}
+KERNELS: Registry[type[Kernel]] = Registry("kernel")
+KERNELS.add("imq", IMQKernel)
+KERNELS.add("rbf", RBFKernel)
 
 
 def build_kernel(name: str, base: float, scales: Sequence[float] | None = None) -> Kernel:
-    if name not in KERNELS:
-        raise ConfigError(f"unknown kernel {name!r}; known: {', '.join(KERNELS)}")
+    kernel_cls = KERNELS.get(name)
     if not (base > 0 and math.isfinite(base)):
         raise ConfigError(f"kernel base bandwidth must be positive, got {base}")
     if scales is None:
-        return KERNELS[name](base=base)
+        return kernel_cls(base=base)
     try:
         scales = tuple(float(s) for s in scales)
     except (TypeError, ValueError):
         raise ConfigError(f"kernel scales must be a list of positive numbers, got {scales!r}") from None
     if not scales or not all(s > 0 and math.isfinite(s) for s in scales):
         raise ConfigError(f"kernel scales must be a non-empty list of positive numbers, got {list(scales)}")
-    return KERNELS[name](base=base, scales=scales)
+    return kernel_cls(base=base, scales=scales)
 
 
 def _within_sum(kmat: Tensor, w: Tensor | None, groups: Tensor | int | None) -> tuple[Tensor, Tensor]:

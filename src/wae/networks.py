@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = [
     "MLP",
@@ -201,29 +202,23 @@ def _mlp_decoder(shape, in_dim, width):
     return nn.Sequential(MLP([in_dim, *hid, d]), _Unflatten(shape))
 
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "wae-dcgan": _wae_encoder,
-    "gm-discrete": _gm_discrete_encoder,
-    "mlp": _mlp_encoder,
-}
-DECODERS: dict[str, Callable[..., nn.Module]] = {
-    "wae-dcgan": _wae_decoder,
-    "gm-dcgan": _gm_decoder,
-    "mlp": _mlp_decoder,
-}
+ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder architecture")
+DECODERS: Registry[Callable[..., nn.Module]] = Registry("decoder architecture")
+for _name, _enc in (("wae-dcgan", _wae_encoder), ("gm-discrete", _gm_discrete_encoder), ("mlp", _mlp_encoder)):
+    ENCODERS.add(_name, _enc)
+for _name, _dec in (("wae-dcgan", _wae_decoder), ("gm-dcgan", _gm_decoder), ("mlp", _mlp_decoder)):
+    DECODERS.add(_name, _dec)
 
 
 def build_encoder(name: str, shape: Sequence[int], out_dim: int, width: float = 1.0) -> nn.Module:
-    if name not in ENCODERS:
-        raise ConfigError(f"unknown encoder architecture {name!r}; known: {', '.join(ENCODERS)}")
+    build = ENCODERS.get(name)
     if len(shape) == 1 and name != "mlp":
-        name = "mlp"  # vector data: convolutions do not apply
-    return ENCODERS[name](tuple(shape), out_dim, width)
+        build = ENCODERS.get("mlp")  # vector data: convolutions do not apply
+    return build(tuple(shape), out_dim, width)
 
 
 def build_decoder(name: str, shape: Sequence[int], in_dim: int, width: float = 1.0) -> nn.Module:
-    if name not in DECODERS:
-        raise ConfigError(f"unknown decoder architecture {name!r}; known: {', '.join(DECODERS)}")
+    build = DECODERS.get(name)
     if len(shape) == 1 and name != "mlp":
-        name = "mlp"
-    return DECODERS[name](tuple(shape), in_dim, width)
+        build = DECODERS.get("mlp")
+    return build(tuple(shape), in_dim, width)

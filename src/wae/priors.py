@@ -14,11 +14,13 @@ one-component mixture.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = ["Prior", "GaussianPrior", "GaussianMixturePrior", "simplex_means", "build_prior", "PRIORS"]
 
@@ -204,16 +206,12 @@ class GaussianMixturePrior(Prior):
         self.separation = float(separation)
 
 
-PRIORS = {
-    "gaussian": lambda dim, std, num_components, separation: GaussianPrior(dim, std),
-    "mixture": lambda dim, std, num_components, separation: GaussianMixturePrior(
-        dim, num_components=num_components, std=std, separation=separation
-    ),
-}
+PRIORS: Registry[Callable[..., Prior]] = Registry("prior")
+PRIORS.add("gaussian", lambda dim, std, num_components, separation: GaussianPrior(dim, std))
+PRIORS.add("mixture", lambda dim, std, num_components, separation: GaussianMixturePrior(
+    dim, num_components=num_components, std=std, separation=separation))
 
 
 def build_prior(kind: str, dim: int, std: float = 1.0, num_components: int = 1, separation: float = 4.0) -> Prior:
-    """Build a prior by name from :data:`PRIORS`."""
-    if kind not in PRIORS:
-        raise ConfigError(f"unknown prior {kind!r}; known: {', '.join(PRIORS)}")
-    return PRIORS[kind](dim, std, num_components, separation)
+    """Build a prior by name from :data:`PRIORS` (how every model builds its prior)."""
+    return PRIORS.get(kind)(dim, std, num_components, separation)

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from .io import atomic_write_text
+from .files import atomic_write_text
 
 __all__ = ["write_run_report", "write_html_report", "metrics_table", "figure_caption"]
 
@@ -26,13 +26,65 @@ def metrics_table(metrics: dict, paper: dict | None = None) -> str:
     return "\n".join(rows)
 
 
+PAPER_CLUSTERING = {"gm-wae": ("GM-WAE paper (Gaujac et al. §3.2, 60k MNIST digits)", {"acc_paper": 0.76}),
+                    "gmvae": ("GMVAE paper (Dilokthanakul et al. Table 1, K = 10, M = 1, mean)",
+                              {"acc_makhzani": 0.778})}
+"""The clustering figure each model's paper reports, beside which a run's own numbers are shown."""
+
+HEADLINE_FIGURES = ("cluster_gallery", "cluster_heatmap")
+"""Figures shown first in a clustering run's report (per-cluster samples beside real members, class × cluster)."""
+
+_HEAD_COLS = [("acc_hungarian", "accuracy (Hungarian)"), ("acc_paper", "accuracy (greedy, GM-WAE paper's)"),
+              ("acc_makhzani", "accuracy (Makhzani, GMVAE paper's)"), ("nmi", "NMI"),
+              ("active_components", "clusters used"), ("component_purity", "purity of each cluster's samples"),
+              ("classes_covered", "classes drawn")]
+
+
+def clustering_headline(metrics: dict, model: str | None = None) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows) of the table a clustering run's report opens with: this run on its held-out split, the
+    paper's number, and k-means on the same split; None for runs without clustering metrics."""
+    split = metrics.get("eval_split", "test")
+    if f"{split}/acc_hungarian" not in metrics:
+        return None
+    cols = [(k, name) for k, name in _HEAD_COLS if f"{split}/{k}" in metrics]
+    where = metrics.get("eval_dataset", split)
+    note = f" — {metrics['eval_note']}" if metrics.get("eval_note") else ""
+    header = ["", *(name for _, name in cols)]
+    rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",
+             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols)]]
+    if f"{split}/kmeans_acc_hungarian" in metrics:
+        km = {"acc_hungarian": metrics[f"{split}/kmeans_acc_hungarian"], "nmi": metrics.get(f"{split}/kmeans_nmi")}
+        rows.append(["k-means on raw pixels, same split", *(_fmt(km[k]) if km.get(k) is not None else "–"
+                                                             for k, _ in cols)])
+    paper = PAPER_CLUSTERING.get(model or metrics.get("model", ""))
+    if paper:
+        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols)])
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def _headline_first(figs: list[Path]) -> list[Path]:
+    first = [f for name in HEADLINE_FIGURES for f in figs if f.stem == name]
+    return first + [f for f in figs if f not in first]
+
+
 def write_run_report(run_dir: str | Path, cfg, metrics: dict, paper: dict | None = None, title: str | None = None,
                      notes: str = "") -> Path:
     run_dir = Path(run_dir)
-    figs = sorted((run_dir / "figures").glob("*.png"))
+    figs = _headline_first(sorted((run_dir / "figures").glob("*.png")))
     lines = [f"# {title or f'{cfg.model} on {cfg.data.dataset}'}", ""]
     if notes:
         lines += [notes, ""]
+    head = clustering_headline(metrics, cfg.model)
+    if head:
+        lines += ["## Clustering on held-out data", "", _md_table(*head), ""]
+        for f in figs:
+            if f.stem in HEADLINE_FIGURES:
+                lines += [f"![{f.stem}](figures/{f.name})", ""]
     lines += ["## Metrics", "", metrics_table(metrics, paper), "", "## Figures", ""]
     for f in figs:
         lines += [f"### {f.stem.replace('_', ' ')}", "", f"![{f.stem}](figures/{f.name})", ""]
@@ -40,7 +92,7 @@ def write_run_report(run_dir: str | Path, cfg, metrics: dict, paper: dict | None
     lines += ["## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     path = atomic_write_text(run_dir / "report.md", "\n".join(lines))
     write_html_report(run_dir, title or f"{cfg.model} on {cfg.data.dataset}", metrics, paper, config_yaml,
-                      [notes] if notes else [], figs)
+                      [notes] if notes else [], figs, headline=head)
     return path
 
 
@@ -125,7 +177,8 @@ def _figure_html(path: Path) -> str:
 
 
 def write_html_report(out_dir: str | Path, title: str, metrics: dict, paper: dict | None, config_yaml: str | None,
-                      notes: list[str] | None, figures: list[Path] | None) -> Path:
+                      notes: list[str] | None, figures: list[Path] | None,
+                      headline: tuple[list[str], list[list[str]]] | None = None) -> Path:
     """Write ``out_dir/report.html``: one self-contained page (figures embedded as data URIs, inline CSS, nothing
     fetched from elsewhere) with the title, notes, metrics (beside the paper's where given), training curves, the
     other figures and the config. All text is HTML-escaped. Returns the path written."""
@@ -143,6 +196,15 @@ def write_html_report(out_dir: str | Path, title: str, metrics: dict, paper: dic
     notes = [n for n in (notes or []) if str(n).strip()]
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+    if headline:  # a clustering run opens with its held-out numbers beside the paper's and k-means', then its clusters
+        header, rows = headline
+        parts += ["<h2>Clustering on held-out data</h2>", "<table>\n<thead><tr>" +
+                  "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr></thead>\n<tbody>\n" +
+                  "\n".join("<tr>" + f"<td>{_esc(r[0])}</td>" + "".join(f"<td class=num>{_esc(c)}</td>" for c in r[1:])
+                            + "</tr>" for r in rows) + "\n</tbody>\n</table>"]
+        lead = [f for f in others if f.stem in HEADLINE_FIGURES]
+        parts += [_figure_html(f) for f in lead]
+        others = [f for f in others if f not in lead]
     metrics = dict(metrics or {})
     info = {k: metrics.pop(k) for k in list(metrics) if isinstance(metrics[k], str) and k not in (paper or {})}
     if info:  # dataset, model, ...: a line under the title rather than rows of the metrics table

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..registry import Registry
 
 __all__ = [
     "Dataset",
@@ -235,7 +236,8 @@ class _Entry:
     locate: Locator | None
 
 
-_REGISTRY: dict[str, _Entry] = {}
+DATASETS: Registry[_Entry] = Registry("data set", DataError)
+"""Name → loader entry; the built-in data sets register when :mod:`wae.data` is imported."""
 _COMMON_SPLITS = ("train", "test", "valid", "all")
 
 
@@ -250,30 +252,20 @@ def register_dataset(name: str, *, description: str, splits: Sequence[str] = ("t
     key = name.lower()
 
     def deco(fn: Loader) -> Loader:
-        if key in _REGISTRY:
-            raise RuntimeError(f"data set {name!r} registered twice")
-        _REGISTRY[key] = _Entry(key, fn, description, tuple(splits), image, path_kw, locate)
+        DATASETS.add(key, _Entry(key, fn, description, tuple(splits), image, path_kw, locate))
         return fn
 
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers the built-in data sets.
-    from . import _builtin  # noqa: F401
-
-
 def _lookup(base: str, full_name: str) -> _Entry:
-    _ensure_loaded()
     key = base.strip().lower().replace("_", "-")
-    entry = _REGISTRY.get(key)
-    if entry is None:
-        known = ", ".join(sorted(_REGISTRY))
-        hint = ""
-        if full_name.endswith((".npz", ".npy")) or os.sep in full_name:
-            hint = "; for your own data use npz:/path/file.npz or folder:/path/dir"
-        raise DataError(f"unknown data set {full_name!r}; known: {known}{hint}")
-    return entry
+    if key in DATASETS:
+        return DATASETS.get(key)
+    hint = ""
+    if full_name.endswith((".npz", ".npy")) or os.sep in full_name:
+        hint = "; for your own data use npz:/path/file.npz or folder:/path/dir"
+    raise DataError(f"unknown data set {full_name!r}; known: {', '.join(DATASETS.names())}{hint}")
 
 
 def _parse_name(name: str, split: str) -> tuple[_Entry, str, dict]:
@@ -324,10 +316,9 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
 
 def list_datasets(data_dir: str | os.PathLike | None = None) -> list[DatasetInfo]:
     """Every registered data set, with whether its files are present (looked for as with ``data_dir``)."""
-    _ensure_loaded()
     out = []
-    for key in sorted(_REGISTRY):
-        e = _REGISTRY[key]
+    for key in DATASETS.names():
+        e = DATASETS.get(key)
         available, where = (True, "built in") if e.locate is None else e.locate(_given(data_dir))
         out.append(DatasetInfo(e.name, e.description, e.splits, bool(available), where))
     return out

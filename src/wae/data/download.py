@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DataError
 from .core import one_line
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import WAEError
-from ..io import atomic_write_bytes, atomic_write_with
+from ..files import atomic_write_bytes, atomic_write_with
 
 __all__ = ["DomainClassifier", "get_domain_classifier", "default_cache_dir", "train_domain_classifier"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import write_json
+from ..files import write_json
 
 __all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched"]
 

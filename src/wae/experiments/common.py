@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_text
+from ..config import list_presets
+from ..files import atomic_write_text
+from ..presets import resolve_config
 
 SHARED_MNIST_TEST = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mnist-test"
 
@@ -57,7 +59,7 @@ def load_trained(run_dir: str, model_names: tuple[str, ...]):
     import json
 
     from ..errors import ConfigError, WAEError
-    from ..io import load_model
+    from ..serialization import load_model
 
     model = load_model(run_dir)
     if model.registry_name not in model_names:
@@ -71,9 +73,6 @@ def load_trained(run_dir: str, model_names: tuple[str, ...]):
 
 
 def base_config(model: str, preset: str, sets: list[str]):
-    from ..cli import resolve_config
-    from ..config import list_presets
-
     return resolve_config(model, preset if preset in list_presets() else None, None, None, sets)
 
 

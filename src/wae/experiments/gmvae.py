@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, WAEError
-from ..io import atomic_write_text, write_json
+from ..files import atomic_write_text, write_json
 from ..plots import figures as F
-from . import register_experiment
+from .registry import register_experiment
 from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_quiet
 
 # Table 1 of the paper (MNIST, Makhzani protocol, percent): (K, M) → (best run, mean, std).

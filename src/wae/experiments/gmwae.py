@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..io import write_json
+from ..files import write_json
 from ..plots import figures as F
-from . import register_experiment
+from .registry import register_experiment
 from .common import base_config, default_mnist, embed_2d, finish_report, load_trained, no_leftovers, split_sets, train_quiet
 
 PAPER = {"test/acc_paper": 0.76}

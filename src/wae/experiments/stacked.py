@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import write_json
+from ..files import write_json
 from ..plots import figures as F
-from . import register_experiment
+from .registry import register_experiment
 from .common import base_config, default_mnist, embed_2d, finish_report, train_quiet
 
 __all__ = ["stacked_wae_mnist", "wae_deep_mnist", "stacked_wae_svhn", "z_grid", "depth_reconstructions",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..io import write_json
+from ..files import write_json
 from ..plots import figures as F
-from . import register_experiment
+from .registry import register_experiment
 from .common import base_config, default_mnist, finish_report, train_quiet
 
 MODELS = ("wae-mmd", "wae-gan", "vae")

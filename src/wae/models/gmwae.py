@@ -53,7 +53,7 @@ from torch import Tensor
 from ..divergences import DEFAULT_SCALES, kl_categorical, kl_normal_normal
 from ..errors import ConfigError
 from ..networks import BatchedHeads, build_decoder, build_encoder
-from ..priors import GaussianMixturePrior
+from ..priors import build_prior
 from .base import AutoEncoderModel, ConsistencyConfig, Objective
 from .registry import register_model
 
@@ -142,7 +142,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         if config.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"model.likelihood must be bernoulli or gaussian, got {config.likelihood!r}")
         K, d = config.num_components, config.latent_dim
-        self.prior = GaussianMixturePrior(d, K, config.prior_std, config.separation)
+        self.prior = build_prior("mixture", d, config.prior_std, K, config.separation)
         self.discrete = build_encoder(config.discrete_encoder, self.data_shape, K, config.discrete_width)
         self.heads = BatchedHeads(math.prod(self.data_shape), K, config.head_hidden, 2 * d, config.head_batch_norm)
         with torch.no_grad():

@@ -1,11 +1,16 @@
-"""Model registry in the style of timm's ``register_model``/``create_model``: names, not if/elif."""
+"""Model registry in the style of timm's ``register_model``/``create_model``: names, not if/elif.
+
+Importing :mod:`wae.models` registers every built-in model (its ``__init__`` imports each family's module).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..config import MODEL_CONFIGS
 from ..errors import ConfigError
+from ..registry import Registry
 
-__all__ = ["register_model", "create_model", "get_model_entry", "list_models", "ModelEntry"]
+__all__ = ["register_model", "create_model", "get_model_entry", "list_models", "ModelEntry", "MODELS"]
 
 
 @dataclass(frozen=True)
@@ -18,36 +23,26 @@ class ModelEntry:
     default_preset: str | None
 
 
-_MODELS: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, config_cls: type, description: str, paper: str = "", default_preset: str | None = None):
     """Class decorator: ``@register_model("wae-mmd", WAEMMDConfig, "…")``."""
 
     def deco(cls):
-        if name in _MODELS:
-            raise RuntimeError(f"model {name!r} registered twice")
-        _MODELS[name] = ModelEntry(name, cls, config_cls, description, paper, default_preset)
+        MODELS.add(name, ModelEntry(name, cls, config_cls, description, paper, default_preset))
+        MODEL_CONFIGS.add(name, config_cls)
         return cls
 
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every built-in model family.
-    from . import _builtin  # noqa: F401
-
-
 def get_model_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name]
+    return MODELS.get(name)
 
 
 def list_models() -> list[ModelEntry]:
-    _ensure_loaded()
-    return [_MODELS[k] for k in sorted(_MODELS)]
+    return [MODELS.get(k) for k in MODELS.names()]
 
 
 def create_model(name: str, data_shape, config=None, **overrides):
@@ -56,8 +51,6 @@ def create_model(name: str, data_shape, config=None, **overrides):
     if config is None:
         config = entry.config_cls()
     if overrides:
-        from dataclasses import replace
-
         config = replace(config, **overrides)
     if not isinstance(config, entry.config_cls):
         raise ConfigError(f"model {name!r} expects a {entry.config_cls.__name__}, got {type(config).__name__}")

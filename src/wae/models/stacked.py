@@ -72,7 +72,7 @@ from ..config import ModelConfig
 from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..networks import scaled
-from ..priors import GaussianPrior
+from ..priors import build_prior
 from .base import AutoEncoderModel, Objective, squared_l2
 from .registry import register_model
 
@@ -297,7 +297,7 @@ class StackedWAE(AutoEncoderModel):
             self._build_mlp(cfg, hidden)
         else:
             self._build_resnet(cfg, hidden)
-        self.prior = GaussianPrior(self.dims[-1], 1.0)
+        self.prior = build_prior("gaussian", self.dims[-1], 1.0)
         self.kernel = self.build_kernel("imq", "gaussian", None)
         # IMQ sums with base 2·d_i (the WAE code's choice for N(0, I_{d_i})) for every layer's MMD.
         self.layer_kernels: list[Kernel] = [build_kernel("imq", 2.0 * d) for d in self.dims]

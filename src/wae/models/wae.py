@@ -27,7 +27,7 @@ from ..divergences import (
 )
 from ..errors import ConfigError
 from ..networks import build_decoder, build_encoder
-from ..priors import GaussianPrior
+from ..priors import build_prior
 from .base import AutoEncoderModel, Objective, squared_l2
 from .registry import register_model
 
@@ -82,7 +82,7 @@ PENALTIES = ("mmd", "gan")
 
 class _EncoderDecoder(AutoEncoderModel):
     def _build(self, cfg, gaussian: bool):
-        self.prior = GaussianPrior(cfg.latent_dim, cfg.prior_std)
+        self.prior = build_prior("gaussian", cfg.latent_dim, cfg.prior_std)
         d = cfg.latent_dim
         feat = 2 * d if gaussian else d
         self.encoder = build_encoder(cfg.encoder, self.data_shape, feat, cfg.width)

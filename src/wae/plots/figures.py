@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..io import atomic_write_bytes  # noqa: E402
+from ..files import atomic_write_bytes  # noqa: E402
 
 __all__ = ["image_grid", "save_image_grid", "save_figure", "training_curves", "read_logs", "heatmap", "scatter_2d"]
 

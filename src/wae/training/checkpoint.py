@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import WAEError
-from ..io import atomic_write_with
+from ..files import atomic_write_with
 
 __all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "EpochSeededSampler", "load_checkpoint_safely"]
 

@@ -11,7 +11,8 @@ import torch
 
 from ..config import RunConfig
 from ..errors import ConfigError, TrainingError, TrainingStopped, WAEError
-from ..io import atomic_write_text, save_model
+from ..files import atomic_write_text
+from ..serialization import save_model
 
 __all__ = ["train", "prepare_run_dir", "load_data_for"]
 

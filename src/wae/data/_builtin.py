@@ -1,2 +1,0 @@
-"""Imports every built-in data-set module, which registers it."""
-from . import celeba, custom, mnist, svhn, synthetic  # noqa: F401

@@ -1,0 +1,233 @@
+"""GM-WAE's expectation over k: the sparse (sum-and-sample) estimator against the exact sum; the joint (z, k) MMD
+against a brute-force product kernel; GM-VAE's ELBO without its extras."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from wae.divergences import IMQKernel, mmd, mmd_brute_force
+from wae.models import create_model
+
+
+def _gm(name="gm-wae", **kw):
+    torch.manual_seed(0)
+    cfg = dict(latent_dim=4, num_components=5, width=0.05, head_hidden=4)
+    cfg.update(kw)
+    return create_model(name, (6,), **cfg).double()
+
+
+def test_sparse_components_are_unbiased_in_value_and_gradient():
+    """E_j[Σ_M w f_idx] = Σ_k q_k f_k, and the same for its gradient with respect to the logits of q_D (Monte Carlo
+    over 200,000 draws of j, within 5 standard errors)."""
+    m = _gm(k_estimator="sparse", k_top=2)
+    m.train()
+    K = 5
+    logits = torch.tensor([1.5, 0.3, -0.2, -1.0, 0.1], dtype=torch.float64, requires_grad=True)
+    f = torch.tensor([2.0, -1.0, 3.0, 0.5, -2.5], dtype=torch.float64)
+    N = 200_000
+    torch.manual_seed(1)
+    logq = torch.log_softmax(logits, -1).expand(N, K)
+    idx, w = m.components(logq)
+    assert idx.shape == (N, 3) and w.shape == (N, 3)
+    per = (w * f[idx]).sum(-1)  # one estimate per draw
+    est = per.mean()
+    (g_est,) = torch.autograd.grad(est, logits, retain_graph=True)
+    q = torch.softmax(logits, -1)
+    exact = (q * f).sum()
+    (g_exact,) = torch.autograd.grad(exact, logits)
+    se = float(per.std()) / math.sqrt(N)
+    assert abs(float(est) - float(exact)) < 5 * se + 1e-12
+    # the gradient estimate's spread, per draw: recompute per-draw gradients on a subsample
+    grads = torch.stack([torch.autograd.grad((w[i] * f[idx[i]]).sum(), logits, retain_graph=True)[0]
+                         for i in range(300)])
+    g_se = grads.std(0) / math.sqrt(N)
+    assert torch.all((g_est - g_exact).abs() < 5 * g_se + 1e-9), (g_est, g_exact)
+    # the top-2 components are always taken exactly, the sampled one always from the rest
+    top = q.detach().topk(2).indices
+    assert torch.equal(idx[:, :2], top.expand(N, 2))
+    assert not bool((idx[:, 2:] == top[0]).any() or (idx[:, 2:] == top[1]).any())
+    # each draw's weights sum to 1 in value (the rest's mass r goes to the sampled component)
+    torch.testing.assert_close(w.detach().sum(-1), torch.ones(N, dtype=torch.float64))
+
+
+def test_sparse_estimator_without_the_ratio_held_fixed_would_be_biased():
+    """The sampled component's weight is q_j·(r/q_j) with the ratio held fixed; plugging in the plain value r
+    instead (gradient ∇r, no score term) gives the same value but a measurably wrong gradient."""
+    logits = torch.tensor([1.5, 0.3, -0.2, -1.0, 0.1], dtype=torch.float64, requires_grad=True)
+    f = torch.tensor([2.0, -1.0, 3.0, 0.5, -2.5], dtype=torch.float64)
+    m = _gm(k_estimator="sparse", k_top=2)
+    N = 200_000
+    torch.manual_seed(1)
+    logq = torch.log_softmax(logits, -1).expand(N, 5)
+    idx, w = m.components(logq)
+    q_top = logq.gather(-1, idx[:, :2]).exp()
+    wrong = torch.cat([q_top, 1 - q_top.sum(-1, keepdim=True)], -1)
+    torch.testing.assert_close(wrong.detach(), w.detach())  # the same values
+    (g_wrong,) = torch.autograd.grad((wrong * f[idx]).sum(-1).mean(), logits, retain_graph=True)
+    (g_right,) = torch.autograd.grad((w * f[idx]).sum(-1).mean(), logits)
+    (g_exact,) = torch.autograd.grad((torch.softmax(logits, -1) * f).sum(), logits)
+    assert (g_wrong - g_exact).abs().max() > 0.05 > (g_right - g_exact).abs().max()
+
+
+def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
+    x = torch.randn(7, 6, dtype=torch.float64)
+    # k_top + 1 >= K: the exact sum, draw for draw
+    a, b = _gm(), _gm(k_estimator="sparse", k_top=4)
+    b.load_state_dict(a.state_dict())
+    a.train(), b.train()
+    torch.manual_seed(3)
+    ta = a.loss(x)
+    torch.manual_seed(3)
+    tb = b.loss(x)
+    for k in ("loss", "recon", "mmd"):
+        assert float(tb[k]) == float(ta[k])
+    # one-hot q_D and deterministic codes: the reconstruction term is the exact one (the sampled component has
+    # weight ~0, and the top one weight ~1)
+    for model in (a, b):
+        last = [mod for mod in model.discrete.modules() if isinstance(mod, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([60.0, 0, 0, 0, 0], dtype=torch.float64))
+            last.weight.zero_()
+            model.heads.bias[:, 4:].fill_(-40.0)  # σ_k at its floor e^-6: z ≈ μ_k(x)
+            model.heads.bias[:, :4].copy_(3 * model.prior.means)  # heads far apart: they decode differently
+    b.config.k_top = 1
+    for model in (a, b):  # batch norm with fixed statistics: a code's decode must not depend on the other codes
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                mod.eval()
+    torch.manual_seed(5)
+    ra = a.loss(x)["recon"]
+    torch.manual_seed(6)
+    rb = b.loss(x)["recon"]
+    assert float(rb) == pytest.approx(float(ra), rel=1e-3)  # equal up to the codes' noise (σ ≥ e^-6)
+    c = _gm(k_estimator="sparse", k_top=1)  # a different head decoded instead would not be close
+    c.load_state_dict(b.state_dict())
+    with torch.no_grad():
+        [mod for mod in c.discrete.modules() if isinstance(mod, torch.nn.Linear)][-1].bias.copy_(
+            torch.tensor([0, 60.0, 0, 0, 0], dtype=torch.float64))
+    for mod in c.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.eval()
+    assert abs(float(c.loss(x)["recon"]) - float(ra)) > 1e-2
+
+
+def test_sparse_training_decodes_k_top_plus_one_codes_per_datum_and_evaluation_is_exact():
+    m = _gm(k_estimator="sparse", k_top=1)
+    calls = []
+    orig = m.decoder.forward
+    m.decoder.forward = lambda z: calls.append(z.shape[0]) or orig(z)
+    x = torch.randn(8, 6, dtype=torch.float64)
+    m.train()
+    m.loss(x)
+    assert calls == [16]  # 8 data × (1 + 1)
+    calls.clear()
+    m.eval()
+    m.loss(x)
+    assert calls == [40]  # 8 data × K = 5: evaluation takes the exact sum
+
+
+def test_gm_vae_sparse_uses_the_selected_components_prior_means():
+    m = _gm(name="gm-vae", k_estimator="sparse", k_top=4)  # covers every component: exact
+    e = _gm(name="gm-vae")
+    e.load_state_dict(m.state_dict())
+    x = torch.randn(5, 6, dtype=torch.float64)
+    torch.manual_seed(2)
+    a = m.loss(x)
+    torch.manual_seed(2)
+    b = e.loss(x)
+    assert float(a["kl_continuous"]) == float(b["kl_continuous"])
+    m.config.k_top = 2
+    torch.manual_seed(2)
+    out = m.loss(x)
+    assert torch.isfinite(out["loss"]) and out["kl_continuous"] > 0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
+def test_joint_mmd_equals_brute_force_with_the_product_kernel(alpha):
+    torch.manual_seed(0)
+    kern = IMQKernel(base=2.0)
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    lx, ly = torch.randint(3, (8,)), torch.arange(3).repeat(2)
+    wx = torch.rand(8, dtype=torch.float64)
+    wx = wx / wx.sum()
+    gx = torch.arange(4).repeat_interleave(2)
+    got = mmd(x, y, kern, wx, None, gx, None, x_labels=lx, y_labels=ly, label_weight=alpha)
+
+    def k(a, b):
+        (za, la), (zb, lb) = a, b
+        return float(kern(za[None], zb[None])) * ((1 - alpha) + alpha * float(la == lb))
+
+    ref = mmd_brute_force(list(zip(x, lx)), list(zip(y, ly)), k, wx, None, gx, None)
+    assert float(got) == pytest.approx(ref, rel=1e-10)
+    if alpha == 0.0:
+        assert float(got) == pytest.approx(float(mmd(x, y, kern, wx, None, gx, None)), rel=1e-12)
+
+
+def test_joint_mmd_tells_a_permuted_mixture_from_the_prior():
+    """Codes of component k at prior mode π(k) match the z-marginal (small marginal MMD) but not the joint."""
+    from wae.priors import GaussianMixturePrior
+
+    torch.manual_seed(0)
+    prior = GaussianMixturePrior(4, 3, 1.0, 4.0).double()
+    kern = IMQKernel(base=1.0)
+    z, w, _ = prior.sample_stratified(300)
+    comp = torch.arange(3).repeat(300)
+    perm = torch.tensor([1, 2, 0])
+    zq = prior.means[perm[comp]] + torch.randn(900, 4, dtype=torch.float64)  # component k sits at mode π(k)
+    zp, wp, _ = prior.sample_stratified(300)
+    marginal = float(mmd(zq, zp, kern, w, wp, 3, 3))
+    joint = float(mmd(zq, zp, kern, w, wp, 3, 3, x_labels=comp, y_labels=comp, label_weight=1.0))
+    aligned = prior.means[comp] + torch.randn(900, 4, dtype=torch.float64)
+    joint_ok = float(mmd(aligned, zp, kern, w, wp, 3, 3, x_labels=comp, y_labels=comp, label_weight=1.0))
+    assert abs(marginal) < 0.01 and abs(joint_ok) < 0.01 and joint > 0.1
+
+
+def test_gm_wae_with_joint_mmd_labels_codes_by_component():
+    m = _gm(joint_mmd=1.0)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    seen = {}
+    import wae.models.base as base
+
+    orig = base.mmd
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return orig(*a, **kw)
+
+    base.mmd = spy
+    try:
+        m.train()
+        m.loss(x)
+    finally:
+        base.mmd = orig
+    assert seen["label_weight"] == 1.0
+    assert seen["x_labels"].tolist() == list(range(5)) * 4  # the K codes of each datum, in order
+    assert seen["y_labels"].tolist() == list(range(5)) * 4  # one prior draw per mode per group
+
+
+def test_gm_vae_elbo_ignores_the_extra_terms():
+    """Acceptance (issue 22): the GM-VAE test ELBO with entropy_weight > 0 equals the ELBO with 0 on the same
+    weights (the entropy bonus is an extra, not part of the bound)."""
+    from wae.evaluation.runner import evaluate_model
+    from wae.data import Dataset
+
+    m = _gm(name="gm-vae", entropy_weight=2.0)
+    x = torch.randn(12, 6, dtype=torch.float64)
+    ds = Dataset("toy:test", x, None)
+    on = evaluate_model(m, ds, seed=0)
+    m.config.entropy_weight = 0.0
+    off = evaluate_model(m, ds, seed=0)
+    assert on["test/elbo"] == pytest.approx(off["test/elbo"], rel=1e-12)
+    # and it is the ELBO of the paper's terms: −(recon_nll + kl_continuous + kl_discrete)
+    m.eval()
+    torch.manual_seed(0)
+    t = m.loss(x)
+    assert float(t["elbo"]) == pytest.approx(-float(t["recon_nll"] + t["kl_continuous"] + t["kl_discrete"]),
+                                             rel=1e-12)
+    m.config.entropy_weight = 2.0
+    torch.manual_seed(0)
+    t2 = m.loss(x)
+    assert float(t2["elbo"]) == pytest.approx(float(t["elbo"]), rel=1e-12)
+    assert float(t2["loss"]) == pytest.approx(float(t["loss"]) - 2.0 * float(t2["qD_entropy"]), rel=1e-9)
