@@ -12,7 +12,17 @@ from ._version import __version__
 from .errors import ConfigError, DataError, TrainingError, WAEError
 from .models.registry import create_model
 
-__all__ = ["load", "create_model", "WAEError", "ConfigError", "DataError", "TrainingError", "__version__"]
+__all__ = ["load", "create_model", "GMWAEClustering", "WAEError", "ConfigError", "DataError", "TrainingError",
+           "__version__"]
+
+
+def __getattr__(name):
+    # wae.GMWAEClustering imports scikit-learn and the training engine: only when asked for, so `import wae` stays fast
+    if name == "GMWAEClustering":
+        from .estimator import GMWAEClustering
+
+        return GMWAEClustering
+    raise AttributeError(f"module 'wae' has no attribute {name!r}")
 
 
 def load(run_dir, device="cpu"):

@@ -240,7 +240,7 @@ def cmd_reconstruct(a) -> int:
     x = eval_ds.x[: a.n]
     with torch.no_grad():
         if a.depth is not None:
-            if not hasattr(model, "reconstruct_from"):
+            if model.latent_layers == 1:
                 raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
             rec = model.reconstruct_from(x, a.depth)
         else:
@@ -283,15 +283,15 @@ def cmd_encode(a) -> int:
     x = ds.x[: a.limit] if a.limit else ds.x
     y = ds.y[: len(x)] if ds.y is not None else None
     if a.depth is not None:
-        if not hasattr(model, "encode_layers"):
+        if model.latent_layers == 1:
             raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
-        model._check_depth(a.depth, allow_zero=False)
+        model.check_depth(a.depth, allow_zero=False)
         encode = lambda t: model.encode_layers(t, a.depth)[-1]  # noqa: E731
     else:
         encode = model.encode
     with torch.no_grad():
         z = batched(encode, x, a.batch_size).flatten(1)
-        probs = batched(model.cluster_probs, x, a.batch_size) if getattr(model, "has_discrete_latent", False) else None
+        probs = batched(model.cluster_probs, x, a.batch_size) if model.has_discrete_latent else None
     arrays = {"z": z.numpy().astype(np.float32)}
     if probs is not None:
         arrays["probs"] = probs.numpy().astype(np.float32)

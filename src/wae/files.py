@@ -11,8 +11,6 @@ from typing import Callable
 
 import torch
 
-from .errors import WAEError
-
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_json"]
 
 

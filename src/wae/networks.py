@@ -13,9 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .likelihoods import LOGVAR_MAX, LOGVAR_MIN
 from .registry import Registry
 
 __all__ = [
+    "Unflatten",
     "MLP",
     "ConvEncoder",
     "ConvDecoder",
@@ -121,7 +123,7 @@ class ConvDecoder(nn.Module):
 class GaussianHead(nn.Module):
     """Linear map to (mean, log-variance), log-variance clamped to a safe range."""
 
-    def __init__(self, in_dim: int, out_dim: int, logvar_min: float = -12.0, logvar_max: float = 8.0):
+    def __init__(self, in_dim: int, out_dim: int, logvar_min: float = LOGVAR_MIN, logvar_max: float = LOGVAR_MAX):
         super().__init__()
         self.linear = nn.Linear(in_dim, 2 * out_dim)
         self.logvar_min, self.logvar_max = logvar_min, logvar_max
@@ -187,26 +189,92 @@ def _mlp_encoder(shape, out_dim, width):
     return nn.Sequential(nn.Flatten(), MLP([d, *hid, out_dim]))
 
 
-class _Unflatten(nn.Module):
+class Unflatten(nn.Module):
+    """(N, ∏shape) → (N, *shape): the reshape block every decoder ends or starts with (no parameters)."""
+
     def __init__(self, shape):
         super().__init__()
         self.shape = tuple(shape)
 
     def forward(self, x):
-        return x.view(x.shape[0], *self.shape)
+        return x.reshape(x.shape[0], *self.shape)
 
 
 def _mlp_decoder(shape, in_dim, width):
     d = math.prod(shape)
     hid = scaled([512, 512], width)
-    return nn.Sequential(MLP([in_dim, *hid, d]), _Unflatten(shape))
+    return nn.Sequential(MLP([in_dim, *hid, d]), Unflatten(shape))
+
+
+# --- networks sized to any image (the estimator and `wae cluster`) -------------------------------------------------
+
+MIN_IMAGE_SIDE = 4
+"""The smallest image side the sized conv nets take (one stride-2 stage); smaller images are refused."""
+
+
+def conv_stages(h: int, w: int, max_stages: int = 3) -> int:
+    """Stride-2 stages for an h×w image: halve while the smaller side stays ≥ 2 after the halving, at most
+    ``max_stages`` (sides of 4–6 px: 1, 7–12: 2, ≥ 13: 3). Refuses images with a side below :data:`MIN_IMAGE_SIDE`."""
+    s = min(int(h), int(w))
+    if s < MIN_IMAGE_SIDE:
+        raise ConfigError(f"images of {h}×{w} pixels are too small for a conv net: each side must be at least "
+                          f"{MIN_IMAGE_SIDE} pixels (pass them as vectors, N×D, instead)")
+    n = 0
+    while n < max_stages and s >= 4:
+        s = (s + 1) // 2
+        n += 1
+    return n
+
+
+class SizedConvDecoder(nn.Module):
+    """Linear to a ``fc_channels`` × ⌈H/2ⁿ⌉ × ⌈W/2ⁿ⌉ grid, n stride-2 transposed convs (kernel 4: exact doubling, BN +
+    ReLU), a 3×3 output conv, then a centred crop to H×W: a DCGAN-style decoder for any image size (``ConvDecoder``
+    needs H and W divisible by 2ⁿ)."""
+
+    def __init__(self, in_dim: int, out_shape: Sequence[int], fc_channels: int, channels: Sequence[int]):
+        super().__init__()
+        c_out, h, w = (int(s) for s in out_shape)
+        f = 2 ** len(channels)
+        self.start = (fc_channels, -(-h // f), -(-w // f))
+        self.out_hw = (h, w)
+        self.fc = nn.Sequential(nn.Linear(in_dim, math.prod(self.start)), nn.BatchNorm1d(math.prod(self.start)),
+                                nn.ReLU())
+        layers: list[nn.Module] = []
+        c = fc_channels
+        for ch in channels:
+            layers += [nn.ConvTranspose2d(c, ch, 4, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU()]
+            c = ch
+        layers.append(nn.Conv2d(c, c_out, 3, stride=1, padding=1))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        y = self.deconv(self.fc(z).view(z.shape[0], *self.start))
+        (h, w), (H, W) = self.out_hw, y.shape[-2:]
+        top, left = (H - h) // 2, (W - w) // 2
+        return y[..., top: top + h, left: left + w]
+
+
+def _sized_encoder(shape, out_dim, width):
+    # 3×3 stride-2 convs (⌈s/2⌉ per stage: any size, odd ones too), 32 → 64 → 128 filters × width
+    c, h, w = shape
+    n = conv_stages(h, w)
+    return ConvEncoder(shape, scaled([32, 64, 128][:n], width), out_dim, kernel=3)
+
+
+def _sized_decoder(shape, in_dim, width):
+    # mirror of the encoder: FC to 128 × (grid) → n deconvs (… 128 → 64 → 32 filters) × width → output conv, cropped
+    c, h, w = shape
+    n = conv_stages(h, w)
+    return SizedConvDecoder(in_dim, shape, scaled([128], width)[0], scaled([128, 64, 32][3 - n:], width))
 
 
 ENCODERS: Registry[Callable[..., nn.Module]] = Registry("encoder architecture")
 DECODERS: Registry[Callable[..., nn.Module]] = Registry("decoder architecture")
-for _name, _enc in (("wae-dcgan", _wae_encoder), ("gm-discrete", _gm_discrete_encoder), ("mlp", _mlp_encoder)):
+for _name, _enc in (("wae-dcgan", _wae_encoder), ("gm-discrete", _gm_discrete_encoder), ("mlp", _mlp_encoder),
+                    ("conv-sized", _sized_encoder)):
     ENCODERS.add(_name, _enc)
-for _name, _dec in (("wae-dcgan", _wae_decoder), ("gm-dcgan", _gm_decoder), ("mlp", _mlp_decoder)):
+for _name, _dec in (("wae-dcgan", _wae_decoder), ("gm-dcgan", _gm_decoder), ("mlp", _mlp_decoder),
+                    ("conv-sized", _sized_decoder)):
     DECODERS.add(_name, _dec)
 
 

@@ -19,6 +19,7 @@ from .download import download_file, md5sum
 from .idx import parse_idx, read_idx
 
 __all__ = [
+    "DATASETS",
     "Dataset",
     "DatasetInfo",
     "register_dataset",

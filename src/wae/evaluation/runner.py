@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..data import load_dataset
+from ..divergences import mmd
 from ..files import write_json
+from ..plots import figures as F
+from ..reports import write_run_report
+from .clustering import class_cluster_matrix, clustering_metrics, hungarian_accuracy, nmi
+from .sample_quality import inception_available, sample_quality_metrics
 
 __all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched"]
 
@@ -30,8 +36,6 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     ``test/iwae_points``): with 100 importance samples each, the whole MNIST test set would
     cost a million decodes, ten minutes and more on a CPU at the paper's width.
     """
-    from ..divergences import mmd
-
     model.eval()
     torch.manual_seed(seed)
     x = eval_ds.x
@@ -41,21 +45,18 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     out[f"{prefix}recon_mse"] = float(err.mean())
     out[f"{prefix}recon_mse_pixel"] = float(err.mean() / x[0].numel())
     # Aggregated posterior vs prior (mixture-aware weights and groups).
-    k = model.prior.num_components
-    n_mmd = mmd_points or (500 if k > 1 and getattr(model, "has_discrete_latent", False) else 2000)
-    xs = x[:n_mmd]
-    z, w, g = model.posterior_samples(xs)
-    z = z.detach()
-    if k > 1:
-        zp, wp, gp = model.prior.sample_stratified(max(2, math.ceil(z.shape[0] / k)))
-    else:
-        zp, wp, gp = model.prior.sample((z.shape[0],)), None, None
-    out[f"{prefix}mmd_prior"] = float(mmd(z, zp, model.kernel, w, wp, g, gp))
+    ref = model.mmd_reference()
+    if ref is not None:
+        prior, kernel = ref
+        n_mmd = mmd_points or (500 if prior.num_components > 1 and model.has_discrete_latent else 2000)
+        z, w, g = model.posterior_samples(x[:n_mmd])
+        zp, wp, gp, _ = prior.reference_sample(z.shape[0])
+        out[f"{prefix}mmd_prior"] = float(mmd(z.detach(), zp, kernel, w, wp, g, gp))
     # Model-specific batch metrics (ELBO, IWAE bound, per-layer terms …), averaged over the test set.
     sums: dict[str, float] = {}
     count = 0
-    # importance-weighted bounds cost iw_samples decodes per point: only a subset of the test set
-    xm = x[:iwae_points] if getattr(model.config, "iw_samples", 0) > 1 else x
+    # importance-weighted bounds cost many decodes per point: only a subset of the test set
+    xm = x[:iwae_points] if model.costly_eval_metrics else x
     for i in range(0, xm.shape[0], batch_size):
         xb = xm[i: i + batch_size]
         m = model.eval_metrics(xb)
@@ -66,10 +67,7 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     if any("iwae" in s for s in sums):
         out[f"{prefix}iwae_points"] = count
     # Clustering metrics for models with a discrete latent.
-    probs = model.cluster_probs(x[:2]) if getattr(model, "has_discrete_latent", False) else None
-    if probs is not None and eval_ds.y is not None:
-        from .clustering import clustering_metrics
-
+    if model.has_discrete_latent and eval_ds.y is not None:
         probs = batched(model.cluster_probs, x, batch_size)
         out.update(clustering_metrics(probs.numpy(), eval_ds.y.numpy(), prefix=prefix))
     return out
@@ -98,8 +96,6 @@ def cluster_gallery(model, x: torch.Tensor, probs: torch.Tensor, per: int = 8, s
 
 def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
     """The figures every run gets: reconstructions, samples, interpolations, curves (+ per-component views)."""
-    from ..plots import figures as F
-
     fig_dir = Path(run_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -124,7 +120,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
             grid = torch.cat([x[40:48].unsqueeze(1), dec, x[48:56].unsqueeze(1)], 1).reshape(-1, *x.shape[1:])
             paths.append(F.save_image_grid(grid, fig_dir / "interpolations.png", nrow=12,
                                            title="latent interpolations between held-out pairs (ends: data)"))
-            K = getattr(model, "num_components", model.prior.num_components)
+            K = model.num_components
             if K > 1:
                 per = torch.stack([model.sample_component(k, 8) for k in range(K)], 1)  # (8, K, ...)
                 paths.append(F.save_image_grid(per.reshape(-1, *x.shape[1:]), fig_dir / "samples_per_component.png",
@@ -137,9 +133,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
                 lab = eval_ds.y[:2000].numpy() if eval_ds.y is not None else None
                 paths.append(F.scatter_2d([(data[:, :2], lab, "data"), (s[:, :2], None, "samples")],
                                           fig_dir / "samples.png", "data (coloured) and model samples (black)"))
-        if getattr(model, "has_discrete_latent", False):
-            from .clustering import class_cluster_matrix
-
+        if model.has_discrete_latent:
             probs_t = batched(model.cluster_probs, x, 500)
             probs = probs_t.numpy()
             if model.is_image and probs.shape[1] > 1:
@@ -147,7 +141,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
                 paths.append(F.save_image_grid(grid, fig_dir / "cluster_gallery.png", nrow=17, row_labels=labels,
                                                title="cluster k (members): 8 samples drawn from component k "
                                                      "| its 8 most confident held-out members"))
-        if getattr(model, "has_discrete_latent", False) and eval_ds.y is not None:
+        if model.has_discrete_latent and eval_ds.y is not None:
             C = int(eval_ds.y.max()) + 1
             M = class_cluster_matrix(probs, eval_ds.y.numpy(), C)
             paths.append(F.heatmap(M, fig_dir / "cluster_heatmap.png", "component k", "class ℓ",
@@ -162,7 +156,6 @@ def default_sample_metrics() -> list[str]:
     """Sample-quality metrics ``wae evaluate`` computes by default: all of them, Inception FID whenever the ``fid``
     extra is installed (on a CPU on at most ``INCEPTION_CPU_N`` images per side, see
     :func:`~wae.evaluation.sample_quality.sample_quality_metrics`)."""
-    from .sample_quality import inception_available
 
     names = ["w2_samples", "w2_latent", "fid_domain", "kid_domain", "component_purity"]
     if inception_available():
@@ -172,7 +165,7 @@ def default_sample_metrics() -> list[str]:
 
 def _applicable(model, eval_ds, names: list[str]) -> list[str]:
     out = list(names)
-    if getattr(model, "num_components", model.prior.num_components) <= 1 and "component_purity" in out:
+    if model.num_components <= 1 and "component_purity" in out:
         out.remove("component_purity")
     if (eval_ds.y is None or len(eval_ds.shape) != 3):
         out = [m for m in out if m not in ("fid_domain", "kid_domain", "component_purity", "fid_inception")]
@@ -199,16 +192,12 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     metrics.update({k: v for k, v in (extra or {}).items() if v is not None})
     for name, ds in data.evaluated():
         metrics.update(evaluate_model(model, ds, seed=cfg.train.seed, prefix=f"{name}/"))
-        if getattr(model, "has_discrete_latent", False) and ds.y is not None:
-            metrics.update(kmeans_baseline(data.train, ds, num_clusters(model), seed=cfg.train.seed,
+        if model.has_discrete_latent and ds.y is not None:
+            metrics.update(kmeans_baseline(data.train, ds, model.num_components, seed=cfg.train.seed,
                                            prefix=f"{name}/"))
     split, held = data.held_out
     if sample_metrics:
-        from .sample_quality import sample_quality_metrics
-
         # the domain classifier learns from the data set's whole training split (cached per data set)
-        from ..data import load_dataset
-
         clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
         metrics.update(sample_quality_metrics(model, held, clf_train, n=n, metrics=_applicable(model, held,
                                                                                                 sample_metrics),
@@ -233,25 +222,16 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     write_json(mpath, metrics)
     if figures:
         make_figures(model, run_dir, held, seed=cfg.train.seed)
-        from ..reports import write_run_report
-
         write_run_report(run_dir, cfg, metrics)
     return metrics
-
-
-def num_clusters(model) -> int:
-    k = getattr(model, "num_components", None)
-    return int(k if k is not None else model.prior.num_components)
 
 
 def kmeans_baseline(train_ds, eval_ds, k: int, seed: int = 0, prefix: str = "test/", max_train: int = 10000) -> dict:
     """k-means (k clusters, raw features) fitted on the training data, assigned on ``eval_ds``: Hungarian accuracy and
     NMI against its labels (``{prefix}kmeans_acc_hungarian``, ``{prefix}kmeans_nmi``): the baseline any clustering of
     the same split should beat."""
-    import numpy as np
     from sklearn.cluster import KMeans
 
-    from .clustering import hungarian_accuracy, nmi
 
     xt = train_ds.x.flatten(1).cpu().numpy().astype(np.float64)
     if len(xt) > max_train:

@@ -1,21 +1,25 @@
 """Helpers shared by the reproductions."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ..config import list_presets
+from ..data import load_dataset
+from ..errors import ConfigError, WAEError
 from ..files import atomic_write_text
 from ..presets import resolve_config
+from ..reports import metrics_table, write_html_report
+from ..serialization import load_model
+from ..training.run import load_data_for, train
 
 SHARED_MNIST_TEST = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mnist-test"
 
 
 def default_mnist(quick: bool) -> tuple[str, str | None, str | None]:
     """(train data, eval data, eval dir): full MNIST if present, else mnist-5k; the official test set when found."""
-    from ..data import load_dataset
-    from ..errors import WAEError
 
     train = "mnist-5k"
     if not quick:
@@ -32,7 +36,6 @@ def default_mnist(quick: bool) -> tuple[str, str | None, str | None]:
 
 def split_sets(sets) -> tuple[dict[str, str], list[str]]:
     """``exp.KEY=VALUE`` entries (returned as a dict) apart from the config overrides (returned as a list)."""
-    from ..errors import ConfigError
 
     exp: dict[str, str] = {}
     rest: list[str] = []
@@ -48,7 +51,6 @@ def split_sets(sets) -> tuple[dict[str, str], list[str]]:
 
 
 def no_leftovers(exp: dict, known: str) -> None:
-    from ..errors import ConfigError
 
     if exp:
         raise ConfigError(f"unknown experiment option(s) {', '.join('exp.' + k for k in sorted(exp))}; known: {known}")
@@ -56,10 +58,6 @@ def no_leftovers(exp: dict, known: str) -> None:
 
 def load_trained(run_dir: str, model_names: tuple[str, ...]):
     """(model, metrics dict) of a finished run of one of ``model_names``, or a clear error."""
-    import json
-
-    from ..errors import ConfigError, WAEError
-    from ..serialization import load_model
 
     model = load_model(run_dir)
     if model.registry_name not in model_names:
@@ -77,7 +75,6 @@ def base_config(model: str, preset: str, sets: list[str]):
 
 
 def train_quiet(cfg, out: Path, callbacks=None, init_state=None):
-    from ..training.run import load_data_for, train
 
     cfg.train.progress = False
     metrics, model = train(cfg, out, quiet=True, callbacks=callbacks, init_state=init_state, return_model=True)
@@ -100,9 +97,7 @@ def embed_2d(z: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def finish_report(out: Path, title: str, cfg, metrics: dict, paper: dict, notes: list[str], quick: bool) -> Path:
-    from ..reports import metrics_table
 
-    from ..reports import write_html_report
 
     quick_text = ("**Quick run** (`--quick`): a few minutes on a CPU with small networks; numbers are not comparable "
                   "to the paper's. Run without `--quick` for the paper's budget.")

@@ -19,11 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import load_dataset
 from ..errors import ConfigError, WAEError
+from ..evaluation.clustering import clustering_metrics, makhzani_accuracy
+from ..evaluation.runner import batched
 from ..files import atomic_write_text, write_json
 from ..plots import figures as F
-from .registry import register_experiment
+from ..training.callbacks import StepProbe
+from ..training.run import load_data_for
 from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_quiet
+from .registry import register_experiment
 
 # Table 1 of the paper (MNIST, Makhzani protocol, percent): (K, M) → (best run, mean, std).
 PAPER_TABLE1: dict[tuple[int, int], tuple[float, float, float]] = {
@@ -169,9 +174,6 @@ def _arcs_probe(x: torch.Tensor):
 def gmvae_arcs(out: Path, quick: bool = False, seed: int = 0, sets=()):
     from sklearn.mixture import GaussianMixture
 
-    from ..evaluation.clustering import clustering_metrics
-    from ..training.callbacks import StepProbe
-    from ..training.run import load_data_for
 
     exp, rest = split_sets(sets)
     threads = _int_opt(exp, "threads", 1)
@@ -308,8 +310,6 @@ def _mnist_cfg(quick: bool, seed: int, K: int, M: int, sets: list[str]):
 
 
 def _acc_probe(x: torch.Tensor, y: np.ndarray):
-    from ..evaluation.clustering import makhzani_accuracy
-    from ..evaluation.runner import batched
 
     def fn(model, step):
         return makhzani_accuracy(batched(model.cluster_probs, x).numpy(), y)[0]
@@ -319,8 +319,6 @@ def _acc_probe(x: torch.Tensor, y: np.ndarray):
 
 @register_experiment("gmvae-mnist", "GMVAE on MNIST: Table 1 (Makhzani accuracy, K x M x seeds), Figs. 4-5")
 def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
-    from ..training.callbacks import StepProbe
-    from ..training.run import load_data_for
 
     exp, rest = split_sets(sets)
     n_seeds = _int_opt(exp, "seeds", 1 if quick else 3)
@@ -398,8 +396,6 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
                           title=f"Fig. 5a: w = 0, row k = 10 samples of component k (K={Kb}, M={best['M']})",
                           row_labels=[str(k) for k in range(Kb)])
         # Fig. 5b: a fixed z, w traversed over its two most used coordinates (largest spread of μ_w over the data)
-        from ..evaluation.runner import batched
-
         mu_w = batched(lambda t: model.q_params(t)[2], eval_ds.x).numpy()
         dims = tuple(int(d) for d in np.argsort(-mu_w.std(0))[:2]) if mu_w.shape[1] >= 2 else (0,)
         probs = batched(model.cluster_probs, eval_ds.x).numpy()
@@ -428,7 +424,6 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
 # ------------------------------------------------------------------------------------------------------ SVHN
 @register_experiment("gmvae-svhn", "GMVAE on SVHN: Fig. 6 (samples per component); needs the SVHN files")
 def gmvae_svhn(out: Path, quick: bool = False, seed: int = 0, sets=()):
-    from ..data import load_dataset
 
     exp, rest = split_sets(sets)
     no_leftovers(exp, "none")

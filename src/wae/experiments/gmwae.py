@@ -6,16 +6,31 @@ one (its metrics.json is reported as the GM-WAE numbers; the GM-VAE of vae-from-
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..evaluation.clustering import active_components, class_cluster_matrix
+from ..evaluation.runner import batched
 from ..files import write_json
+from ..models.gmwae import GMVAEFoilConfig
 from ..plots import figures as F
+from ..training.callbacks import StepProbe
+from ..training.run import load_data_for
+from .common import (
+    base_config,
+    default_mnist,
+    embed_2d,
+    finish_report,
+    load_trained,
+    no_leftovers,
+    split_sets,
+    train_quiet,
+)
 from .registry import register_experiment
-from .common import base_config, default_mnist, embed_2d, finish_report, load_trained, no_leftovers, split_sets, train_quiet
 
 PAPER = {"test/acc_paper": 0.76}
 
@@ -72,8 +87,6 @@ def _component_figures(model, fig_dir: Path, eval_ds) -> None:
 
 
 def _heatmap_and_umap(model, fig_dir: Path, eval_ds, notes: list[str]) -> None:
-    from ..evaluation.clustering import class_cluster_matrix
-    from ..evaluation.runner import batched
 
     x, y = eval_ds.x, eval_ds.y
     probs = batched(model.cluster_probs, x).numpy()
@@ -105,7 +118,6 @@ def _trained_gm_wae(src: str | None, cfg, out: Path):
     """(metrics, model, eval set) of the trained gm-wae run ``src``; without one, train one per ``cfg``."""
     if not src:
         return train_quiet(cfg, out)
-    from ..training.run import load_data_for
 
     model, metrics = load_trained(src, ("gm-wae",))
     _, eval_ds = load_data_for(cfg).held_out  # the evaluation data of this reproduction
@@ -132,7 +144,6 @@ def gm_wae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
 
 
 def _collapse_probe(eval_ds):
-    from ..evaluation.clustering import active_components
 
     x = eval_ds.x[:500]
 
@@ -145,7 +156,6 @@ def _collapse_probe(eval_ds):
 
 
 def _snapshot_probe(eval_ds, steps):
-    from ..evaluation.clustering import class_cluster_matrix
 
     x, y = eval_ds.x[:500], eval_ds.y[:500]
 
@@ -172,14 +182,12 @@ def _plot_series(records, path: Path, title: str, ylabel: str):
 
 @register_experiment("gm-vae-collapse", "GM-VAE from the GM-WAE initialisation collapses (Fig. 1: steps 35 and ~1000)")
 def gm_vae_collapse(out: Path, quick: bool = False, seed: int = 0, sets=()):
-    from ..training.callbacks import StepProbe
 
     cfg = _gm_cfg("gm-vae", quick, seed, list(sets))
     early, late = (35, 60) if quick else (35, 1000)
     cfg.train.max_steps = late
     cfg.train.epochs = 10_000
     cfg.train.log_every = 1
-    from ..training.run import load_data_for
 
     _, eval_ds = load_data_for(cfg).held_out
     snap = StepProbe(_snapshot_probe(eval_ds, {early, late}), steps=[early, late])
@@ -213,10 +221,6 @@ def vae_from_wae(out: Path, quick: bool = False, seed: int = 0, sets=()):
     wmetrics, wmodel, eval_ds = _trained_gm_wae(from_run, wae_cfg, out / "gm-wae-run")
     vcfg = _gm_cfg("gm-vae", quick, seed, rest)
     if from_run:  # the ELBO run continues the given GM-WAE: same networks
-        from dataclasses import asdict
-
-        from ..models.gmwae import GMVAEFoilConfig
-
         vcfg.model_config = GMVAEFoilConfig(**{**asdict(wmodel.config), "objective": "vae"})
     vcfg.train.pretrain_steps = 0
     vcfg.train.max_steps = 40 if quick else 400

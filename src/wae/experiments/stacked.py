@@ -15,8 +15,9 @@ import torch
 
 from ..files import write_json
 from ..plots import figures as F
-from .registry import register_experiment
+from ..training.run import load_data_for
 from .common import base_config, default_mnist, embed_2d, finish_report, train_quiet
+from .registry import register_experiment
 
 __all__ = ["stacked_wae_mnist", "wae_deep_mnist", "stacked_wae_svhn", "z_grid", "depth_reconstructions",
            "top_interpolations"]
@@ -249,7 +250,6 @@ def wae_deep_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
 
 @register_experiment("stacked-wae-svhn", "StackedWAE on SVHN, 6 ResNet layers (Fig. 5 of Gaujac et al.)")
 def stacked_wae_svhn(out: Path, quick: bool = False, seed: int = 0, sets=()):
-    from ..training.run import load_data_for
 
     cfg = _svhn_cfg(quick, seed, list(sets))
     load_data_for(cfg)  # fail fast, before any run directory is written: a missing SVHN raises a one-line WAEError

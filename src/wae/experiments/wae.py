@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
+from ..data import load_dataset
+from ..evaluation.sample_quality import sample_quality_metrics
 from ..files import write_json
 from ..plots import figures as F
-from .registry import register_experiment
 from .common import base_config, default_mnist, finish_report, train_quiet
+from .registry import register_experiment
 
 MODELS = ("wae-mmd", "wae-gan", "vae")
 # Table 1 of the paper (FID on CelebA 64×64, Inception features).
@@ -43,7 +45,6 @@ def _model_figures(name: str, model, eval_ds, fig_dir: Path) -> None:
 
 
 def _run(out: Path, dataset_family: str, quick: bool, seed: int, sets, paper: dict, title: str, notes: list[str]):
-    from ..evaluation.sample_quality import sample_quality_metrics
 
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -61,8 +62,6 @@ def _run(out: Path, dataset_family: str, quick: bool, seed: int, sets, paper: di
                      "data.eval_limit=400", "checkpoint_every_minutes=0"]
         cfg = base_config(name, f"{name}-{dataset_family}", over + list(sets))
         m, model, eval_ds = train_quiet(cfg, out / name)
-        from ..data import load_dataset
-
         n = 400 if quick else 2000
         wanted = ["w2_samples", "w2_latent"]
         if not quick and dataset_family == "mnist":  # the domain classifier learns from the whole training split
@@ -87,7 +86,6 @@ def wae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
 
 @register_experiment("wae-celeba", "WAE-MMD, WAE-GAN and VAE on CelebA 64x64 (Figs. 2-3, FID table); needs CelebA")
 def wae_celeba(out: Path, quick: bool = False, seed: int = 0, sets=()):
-    from ..data import load_dataset
 
     load_dataset("celeba", "test", max_images=10)  # fail early with the data set's one-line message
     notes = ["Inception FID needs the `fid` extra and a GPU for 10k samples; domain FID is not available for CelebA "

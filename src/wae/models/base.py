@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from ..data import augment
 from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..priors import Prior
@@ -72,6 +73,12 @@ class ConsistencyConfig(ModelConfig):
     """Largest translation of T, in pixels per direction (uniform in ±, sub-pixel)."""
     consistency_scale: float = 0.1
     """Largest relative scaling of T (the factor is uniform in 1 ± this)."""
+    consistency_noise: float = 0.0
+    """Vector data (N×D), where no warp applies: T adds Gaussian noise of this many batch standard deviations to every
+    feature (per feature, the batch's std, held fixed). 0 with ``consistency_dropout`` 0: the term is refused on
+    vectors."""
+    consistency_dropout: float = 0.0
+    """Vector data: T also replaces each feature, with this probability, by the batch mean of that feature."""
 
 
 def identity_gather(t: Tensor) -> Tensor:
@@ -84,18 +91,31 @@ def squared_l2(x: Tensor, y: Tensor) -> Tensor:
 
 
 class AutoEncoderModel(nn.Module):
-    """Common interface: encode, decode, reconstruct, sample(n), loss(x) → named terms."""
+    """Common interface: encode, decode, reconstruct, sample(n), loss(x) → named terms.
+
+    Capabilities that evaluation and the command line ask for, instead of probing attributes:
+
+    * ``has_discrete_latent`` — a discrete latent with :meth:`cluster_probs` (clustering metrics apply);
+    * :attr:`num_components` — mixture components of the generative model (1: none; per-component sampling);
+    * :attr:`latent_layers` — depth of the latent hierarchy (> 1: :meth:`encode_layers`, :meth:`reconstruct_from`);
+    * :meth:`mmd_reference` — the (prior, kernel) the aggregated posterior is compared with, or None;
+    * ``costly_eval_metrics`` — :meth:`eval_metrics` costs many decodes per example (evaluate a subset).
+    """
 
     config: ModelConfig
-    prior: Prior
+    prior: Prior | None
+    kernel: Kernel | None
     has_critic: bool = False
     has_discrete_latent: bool = False
+    costly_eval_metrics: bool = False
 
     def __init__(self, config: ModelConfig, data_shape: tuple[int, ...]):
         super().__init__()
         self.config = config
         self.data_shape = tuple(int(s) for s in data_shape)
         self.is_image = len(self.data_shape) == 3
+        self.prior = None  # set by the model (a module attribute, so not a class-level default)
+        self.kernel = None
         # Batch-level divergences gather codes across processes through this hook (identity on one process).
         self.gather: Callable[[Tensor], Tensor] = identity_gather
         self.rank: int = 0
@@ -128,6 +148,61 @@ class AutoEncoderModel(nn.Module):
     def posterior_samples(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Samples of the aggregated posterior q(z) for x: (z, weights or None, groups or None) — MMD-ready."""
         return self.encode(x), None, None
+
+    # --- capabilities --------------------------------------------------------------------------------------
+    @property
+    def num_components(self) -> int:
+        """Mixture components of the generative model (1 for a single Gaussian prior)."""
+        return self.prior.num_components if self.prior is not None else 1
+
+    @property
+    def latent_layers(self) -> int:
+        """Depth of the latent hierarchy (1: one latent layer)."""
+        return 1
+
+    def check_depth(self, depth: int, allow_zero: bool = False) -> None:
+        """Refuse a depth this model does not have (one line)."""
+        if self.latent_layers == 1:
+            raise ConfigError(f"{type(self).__name__} has no latent hierarchy: a depth applies to stacked-wae / wae-deep")
+        lo = 0 if allow_zero else 1
+        if not lo <= int(depth) <= self.latent_layers:
+            raise ConfigError(f"depth must be between {lo} and {self.latent_layers} for this {self.latent_layers}-layer "
+                              f"model, got {depth}")
+
+    def encode_layers(self, x: Tensor, depth: int | None = None) -> list[Tensor]:
+        """Codes of layers 1 … depth (hierarchical models); one layer here."""
+        self.check_depth(depth if depth is not None else 1)
+        return [self.encode(x)]
+
+    def reconstruct_from(self, x: Tensor, depth: int) -> Tensor:
+        """Encode to layer ``depth`` and decode from there (hierarchical models)."""
+        self.check_depth(depth, allow_zero=True)
+        return self.reconstruct(x)
+
+    def mmd_reference(self) -> tuple[Prior, Kernel] | None:
+        """``(prior, kernel)``: what the aggregated posterior of :meth:`posterior_samples` is compared with by the
+        MMD (evaluation's ``mmd_prior``), or None for a model without one."""
+        return (self.prior, self.kernel) if self.prior is not None and self.kernel is not None else None
+
+    def sample_posterior(self, x: Tensor) -> Tensor:
+        """One code of the aggregated posterior per example: the code of :meth:`posterior_samples`, or, for weighted
+        codes (several per example), one drawn per example ∝ its weights (Gumbel-max within each group)."""
+        z, w, groups = self.posterior_samples(x)
+        if w is None:
+            return z
+        w = w.reshape(-1).float().clamp_min(0)
+        if groups is None:
+            return z[torch.multinomial(w, x.shape[0], replacement=True)]
+        groups = groups.reshape(-1)
+        uniq, inv = torch.unique(groups, return_inverse=True)
+        score = torch.log(w.clamp_min(1e-30)) - torch.log(-torch.log(torch.rand_like(w).clamp_min(1e-30)))
+        score = torch.where(w > 0, score, torch.full_like(score, -float("inf")))
+        best = torch.full((uniq.numel(),), -float("inf"), device=w.device, dtype=score.dtype)
+        best = best.scatter_reduce(0, inv, score, reduce="amax")
+        is_best = score == best[inv]
+        idx = torch.full((uniq.numel(),), -1, dtype=torch.long, device=w.device)
+        pos = torch.arange(w.numel(), device=w.device)
+        return z[idx.scatter_reduce(0, inv[is_best], pos[is_best], reduce="amax")]
 
     # --- optional ------------------------------------------------------------------------------------------
     def pretrain_loss(self, x: Tensor) -> Tensor | None:
@@ -168,7 +243,8 @@ class AutoEncoderModel(nn.Module):
 
     # --- shared helpers ------------------------------------------------------------------------------------
     def check_consistency_config(self) -> None:
-        """Refuse bad values of the :class:`ConsistencyConfig` fields (and the term on non-image data)."""
+        """Refuse bad values of the :class:`ConsistencyConfig` fields (and the term on vector data without a
+        perturbation)."""
         c = self.config
         checks = [
             (c.consistency_weight >= 0 and math.isfinite(c.consistency_weight),
@@ -176,8 +252,13 @@ class AutoEncoderModel(nn.Module):
             (0 <= c.consistency_rotate <= 180, f"model.consistency_rotate must be 0-180 degrees, got {c.consistency_rotate}"),
             (0 <= c.consistency_shift <= 8, f"model.consistency_shift must be 0-8 pixels, got {c.consistency_shift}"),
             (0 <= c.consistency_scale < 0.5, f"model.consistency_scale must be in [0, 0.5), got {c.consistency_scale}"),
-            (c.consistency_weight == 0 or self.is_image,
-             f"model.consistency_weight warps images; this model's data have shape {self.data_shape}"),
+            (0 <= c.consistency_noise <= 10 and math.isfinite(c.consistency_noise),
+             f"model.consistency_noise must be 0-10 standard deviations, got {c.consistency_noise}"),
+            (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
+            (c.consistency_weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
+                c.consistency_noise > 0 or c.consistency_dropout > 0)),
+             f"model.consistency_weight warps images; for vector data (this model's have shape {self.data_shape}) "
+             "set model.consistency_noise or model.consistency_dropout > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -185,13 +266,30 @@ class AutoEncoderModel(nn.Module):
 
     def consistency_kl(self, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Mean over the batch of KL(q(k|x) ‖ q(k|T(x))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
-        ``log_q_fn`` maps a batch of images to log q(k|·) and is applied to ``x`` warped by a random affine T."""
-        from ..data.augment import random_affine
-
+        ``log_q_fn`` maps a batch to log q(k|·) and is applied to T(x): images warped by a random affine T, vectors
+        perturbed by :meth:`perturb_vectors`."""
         c = self.config
-        warped = random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
+        if self.is_image:
+            warped = augment.random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
+        else:
+            warped = self.perturb_vectors(x)
         target = log_q.detach()
         return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
+
+    def perturb_vectors(self, x: Tensor) -> Tensor:
+        """T for vector data (N, D): every feature j gets Gaussian noise of std ``consistency_noise`` · s_j, s_j the
+        batch's standard deviation of feature j, then is replaced by the batch mean of j with probability
+        ``consistency_dropout``; batch statistics held fixed. One batched op, no loop over examples."""
+        c = self.config
+        xd = x.detach()
+        out = x
+        if c.consistency_noise > 0:
+            std = xd.std(0, keepdim=True) if x.shape[0] > 1 else torch.ones_like(xd[:1])
+            out = out + torch.randn_like(x) * (std * c.consistency_noise)
+        if c.consistency_dropout > 0:
+            drop = torch.rand_like(x) < c.consistency_dropout
+            out = torch.where(drop, xd.mean(0, keepdim=True).expand_as(x), out)
+        return out
 
     def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> None:
         """In training with ``consistency_weight`` > 0, add :meth:`consistency_kl` to the objective's extras."""
@@ -230,17 +328,9 @@ class AutoEncoderModel(nn.Module):
         q_D(·|x_i)/n), so the weights' normalisers enter without gradient — exact, and it keeps the sparse estimate
         over k unbiased in its gradient too.
         """
-        n = z.shape[0]
-        K = self.prior.num_components
-        lp = None
-        if K > 1:
-            m = max(1, math.ceil(n / K))
-            zp, wp, _ = self.prior.sample_stratified(m)
-            gp = K  # group-major: consecutive runs of one sample per component
-            if labels is not None:
-                lp = torch.arange(K, device=zp.device).repeat(m)
-        else:
-            zp, wp, gp = self.prior.rsample((n,)), None, None
+        zp, wp, gp, lp = self.prior.reference_sample(z.shape[0])
+        if labels is None:
+            lp = None
         if self.gather is not identity_gather:
             offset = self.rank * (1 << 32)
             z, zp = self.gather(z), self.gather(zp.detach())

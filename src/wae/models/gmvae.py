@@ -76,20 +76,18 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..divergences import kl_categorical, kl_normal_normal, kl_normal_std
 from ..errors import ConfigError
-from ..networks import scaled
+from ..likelihoods import LOG_2PI, LOGVAR_MAX, LOGVAR_MIN, bernoulli_log_likelihood, gaussian_log_likelihood
+from ..networks import Unflatten, scaled
 from ..priors import GaussianPrior
 from .base import AutoEncoderModel, ConsistencyConfig, Objective
 from .registry import register_model
 
 __all__ = ["GMVAEConfig", "GMVAE", "ARCHITECTURES"]
 
-LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -157,15 +155,6 @@ def _conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
-class _Unflatten(nn.Module):
-    def __init__(self, shape):
-        super().__init__()
-        self.shape = tuple(shape)
-
-    def forward(self, t: Tensor) -> Tensor:
-        return t.view(t.shape[0], *self.shape)
-
-
 def _mlp_trunk(d_in: int, hidden: int) -> nn.Sequential:
     """Table A.1 synthetic: fc 120 ReLU 120 ReLU."""
     return nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
@@ -174,7 +163,7 @@ def _mlp_trunk(d_in: int, hidden: int) -> nn.Sequential:
 def _mlp_decoder(d_latent: int, hidden: int, out_shape: tuple[int, ...]) -> nn.Sequential:
     """Table A.3 synthetic: fc 120 ReLU 120 ReLU → outputs of ``out_shape``."""
     return nn.Sequential(nn.Linear(d_latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, math.prod(out_shape)), _Unflatten(out_shape))
+                         nn.Linear(hidden, math.prod(out_shape)), Unflatten(out_shape))
 
 
 def _conv_trunk_and_decoder(arch: str, data_shape: tuple[int, ...], channels: list[int], hidden: int,
@@ -200,7 +189,7 @@ def _conv_trunk_and_decoder(arch: str, data_shape: tuple[int, ...], channels: li
     enc += [nn.Flatten(), nn.Linear(channels[-1] * fh * fw, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
     trunk = nn.Sequential(*enc)
 
-    dec: list[nn.Module] = [nn.Linear(d_latent, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), _Unflatten((hidden, 1, 1)),
+    dec: list[nn.Module] = [nn.Linear(d_latent, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), Unflatten((hidden, 1, 1)),
                             nn.ConvTranspose2d(hidden, channels[-1], (fh, fw)), nn.BatchNorm2d(channels[-1]), nn.ReLU()]
     outs = [out_channels] + list(channels[:-1])  # output channels of the mirrored layers, first conv last
     for i in reversed(range(len(specs))):
@@ -381,11 +370,9 @@ class GMVAE(AutoEncoderModel):
         """log p_θ(y | x) per example from the decoder output ``out`` (summed over all coordinates)."""
         logits, logvar = self._split_decoder(out)
         if self.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(logits, y, reduction="none").flatten(1).sum(1)
-        if logvar is None:
-            logvar = torch.full_like(logits, math.log(self.config.obs_var))
-        sq = (self.output(logits) - y).pow(2)
-        return -0.5 * (sq * torch.exp(-logvar) + logvar + LOG_2PI).flatten(1).sum(1)
+            return bernoulli_log_likelihood(logits, y)
+        return gaussian_log_likelihood(self.output(logits), y,
+                                       logvar if logvar is not None else math.log(self.config.obs_var))
 
     # --- the bound ----------------------------------------------------------------------------------------------
     def elbo_terms(self, x: Tensor, eps_x: Tensor | None = None, eps_w: Tensor | None = None) -> dict[str, Tensor]:

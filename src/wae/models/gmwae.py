@@ -47,11 +47,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..divergences import DEFAULT_SCALES, kl_categorical, kl_normal_normal
 from ..errors import ConfigError
+from ..likelihoods import bernoulli_log_likelihood, clamp_logvar, gaussian_log_likelihood
 from ..networks import BatchedHeads, build_decoder, build_encoder
 from ..priors import build_prior
 from .base import AutoEncoderModel, ConsistencyConfig, Objective
@@ -159,7 +159,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         """(μ_k(x), log σ_k²(x)) for every k: each (N, K, d)."""
         h = self.heads(x)
         mu, logvar = h.chunk(2, dim=-1)
-        return mu, logvar.clamp(-12.0, 8.0)
+        return mu, clamp_logvar(logvar)
 
     def cluster_probs(self, x: Tensor) -> Tensor:
         return self.q_discrete(x).exp()
@@ -259,10 +259,8 @@ class GaussianMixtureAE(AutoEncoderModel):
 
     def log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
         if self.config.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        v = self.config.obs_var
-        return -0.5 * (self.output(logits) - x).pow(2).flatten(1).sum(1) / v - 0.5 * x[0].numel() * math.log(
-            2 * math.pi * v)
+            return bernoulli_log_likelihood(logits, x)
+        return gaussian_log_likelihood(self.output(logits), x, math.log(self.config.obs_var))
 
     def _vae_objective(self, x: Tensor) -> Objective:
         cfg = self.config

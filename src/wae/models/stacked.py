@@ -71,14 +71,14 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
-from ..networks import scaled
+from ..likelihoods import LOGVAR_MAX, LOGVAR_MIN
+from ..networks import Unflatten, scaled
 from ..priors import build_prior
 from .base import AutoEncoderModel, Objective, squared_l2
 from .registry import register_model
 
 __all__ = ["StackedWAEConfig", "WAEDeepConfig", "StackedWAE", "layer_weights", "sweep_grid", "ARCHITECTURES"]
 
-LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 ARCHITECTURES = ("auto", "mlp", "resnet")
 OBJECTIVES = ("stacked", "wae")
 WEIGHT_SCHEDULES = ("mnist", "svhn")
@@ -175,15 +175,6 @@ def sweep_grid() -> list[tuple[float, float]]:
 # --- networks ------------------------------------------------------------------------------------------------
 
 
-class _Reshape(nn.Module):
-    def __init__(self, shape):
-        super().__init__()
-        self.shape = tuple(shape)
-
-    def forward(self, t: Tensor) -> Tensor:
-        return t.reshape(t.shape[0], *self.shape)
-
-
 def _dense_body(d_in: int, hidden: int, layers: int, batch_norm: bool) -> nn.Sequential:
     mods: list[nn.Module] = [nn.Flatten()]
     for _ in range(layers):
@@ -216,7 +207,7 @@ class ResBody(nn.Module):
         super().__init__()
         self.in_shape = tuple(in_shape)
         self.out_channels = self.output_channels(filters, stride, transpose)
-        self.block1 = nn.Sequential(_Reshape(in_shape), *_conv_block(in_shape[0], filters, kernel, batch_norm))
+        self.block1 = nn.Sequential(Unflatten(in_shape), *_conv_block(in_shape[0], filters, kernel, batch_norm))
         self.block2 = nn.Sequential(*_conv_block(filters, filters, kernel, batch_norm))
         if stride == 1:
             self.resample = nn.Conv2d(filters, filters, kernel, 1, kernel // 2)
@@ -356,7 +347,7 @@ class StackedWAE(AutoEncoderModel):
         def net(d_in, h, d_out, gaussian, out_shape=None):
             def head():
                 lin = nn.Linear(h, d_out)
-                return lin if out_shape is None else nn.Sequential(lin, _Reshape(out_shape))
+                return lin if out_shape is None else nn.Sequential(lin, Unflatten(out_shape))
 
             return GaussianNet(lambda: _dense_body(d_in, h, L, bn), head, gaussian, shared)
 
@@ -450,7 +441,7 @@ class StackedWAE(AutoEncoderModel):
 
     def decode_from(self, z: Tensor, depth: int) -> Tensor:
         """Data-space mean from a code of layer ``depth`` through the generative means μ_depth^p … μ_2^p, f."""
-        self._check_depth(depth, allow_zero=False)
+        self.check_depth(depth, allow_zero=False)
         for i in range(depth, 1, -1):
             z = self.p_params(i, z)[0]
         return self.output(self.decode_logits(z))
@@ -464,16 +455,14 @@ class StackedWAE(AutoEncoderModel):
 
         ``depth`` 0 returns x itself (the data row of Fig. 3b).
         """
-        self._check_depth(depth, allow_zero=True)
+        self.check_depth(depth, allow_zero=True)
         if depth == 0:
             return x.clone()
         return self.decode_from(self.encode_layers(x, depth)[-1], depth)
 
-    def _check_depth(self, depth: int, allow_zero: bool) -> None:
-        lo = 0 if allow_zero else 1
-        if not lo <= int(depth) <= self.num_layers:
-            raise ConfigError(f"depth must be between {lo} and {self.num_layers} for this {self.num_layers}-layer model, "
-                              f"got {depth}")
+    @property
+    def latent_layers(self) -> int:
+        return self.num_layers
 
     def posterior_samples(self, x: Tensor):
         """Samples of q_N^agg: one chain z_1 → … → z_N per x."""

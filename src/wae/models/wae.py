@@ -14,18 +14,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ModelConfig
-from ..divergences import (
-    DEFAULT_SCALES,
-    LatentCritic,
-    critic_loss,
-    encoder_adversarial_loss,
-    moment_matching_loss,
-)
+from ..divergences import DEFAULT_SCALES, LatentCritic, critic_loss, encoder_adversarial_loss, moment_matching_loss
 from ..errors import ConfigError
+from ..likelihoods import bernoulli_log_likelihood, clamp_logvar, gaussian_log_likelihood
 from ..networks import build_decoder, build_encoder
 from ..priors import build_prior
 from .base import AutoEncoderModel, Objective, squared_l2
@@ -95,7 +89,7 @@ class _EncoderDecoder(AutoEncoderModel):
         if not self.gaussian:
             return h, None
         mu, logvar = h.chunk(2, dim=-1)
-        return mu, logvar.clamp(-12.0, 8.0)
+        return mu, clamp_logvar(logvar)
 
     def encode_sample(self, x: Tensor) -> Tensor:
         mu, logvar = self.encode_dist(x)
@@ -174,15 +168,13 @@ class VAE(_EncoderDecoder):
         if config.likelihood == "bernoulli" and not self.is_image:
             raise ConfigError("a Bernoulli likelihood needs data in [0, 1]: use model.likelihood=gaussian")
         self._build(config, True)
+        self.costly_eval_metrics = config.iw_samples > 1  # the IWAE bound decodes iw_samples codes per example
 
     def log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
         """log p(x | z) per example."""
         if self.config.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(1).sum(1)
-        mean = self.output(logits)
-        v = self.config.obs_var
-        d = x[0].numel()
-        return -0.5 * (mean - x).pow(2).flatten(1).sum(1) / v - 0.5 * d * math.log(2 * math.pi * v)
+            return bernoulli_log_likelihood(logits, x)
+        return gaussian_log_likelihood(self.output(logits), x, math.log(self.config.obs_var))
 
     def objective(self, x: Tensor) -> Objective:
         mu, logvar = self.encode_dist(x)

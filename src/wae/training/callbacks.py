@@ -6,6 +6,8 @@ from typing import Callable
 import lightning as L
 import torch
 
+from ..evaluation.clustering import clustering_metrics
+
 __all__ = ["StepProbe"]
 
 
@@ -14,7 +16,6 @@ class StepProbe(L.Callback):
 
     Results are kept in ``self.records`` as (step, value) pairs.
     """
-
     def __init__(self, fn: Callable, steps: list[int] | None = None, every: int = 0, at_start: bool = True):
         self.fn, self.steps, self.every, self.at_start = fn, set(steps or []), every, at_start
         self.records: list[tuple[int, object]] = []
@@ -42,7 +43,6 @@ class EpochEvaluator(L.Callback):
     """Every ``every`` epochs: held-out reconstruction error, and clustering accuracies for discrete-latent models,
     logged as ``val/*`` (so accuracy per epoch shows up in the curves, GMVAE Fig. 4). ``x``, ``y`` are the
     validation split (``prefix`` ``train/`` when a run has none and the curves come from training data)."""
-
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None, every: int = 1, batch_size: int = 500,
                  prefix: str = "val/"):
         self.x, self.y, self.every, self.batch_size = x, y, max(1, int(every)), batch_size
@@ -62,12 +62,10 @@ class EpochEvaluator(L.Callback):
             for i in range(0, self.x.shape[0], self.batch_size):
                 xb = self.x[i: i + self.batch_size].to(dev)
                 errs.append((model.reconstruct(xb) - xb).pow(2).flatten(1).sum(1).cpu())
-                if getattr(model, "has_discrete_latent", False):
+                if model.has_discrete_latent:
                     probs.append(model.cluster_probs(xb).cpu())
         out[f"{self.prefix}recon_mse"] = float(torch.cat(errs).mean())
         if probs and self.y is not None:
-            from ..evaluation.clustering import clustering_metrics
-
             m = clustering_metrics(torch.cat(probs).numpy(), self.y.numpy(), prefix=self.prefix)
             out.update({k: float(v) for k, v in m.items()})
         model.train(was)
