@@ -162,3 +162,14 @@ def test_the_checks_see_a_planted_upward_import_and_circle(tmp_path, monkeypatch
     assert upward_imports() == [] and find_circle() == ["wae.data.a", "wae.data.b", "wae.data.a"]
     (pkg / "data" / "b.py").write_text("")
     assert find_circle() is None
+
+
+def test_every_model_module_registers_a_model_without_being_listed_anywhere():
+    """Adding a model is adding one file to src/wae/models: the package imports each of its modules."""
+    from wae.models import FAMILIES, list_models
+
+    on_disk = sorted(p.stem for p in (PKG / "models").glob("*.py") if not p.stem.startswith("_")
+                     and p.stem not in ("base", "registry"))
+    assert list(FAMILIES) == on_disk
+    registered = {e.cls.__module__.rsplit(".", 1)[-1] for e in list_models()}
+    assert registered == set(on_disk)
