@@ -73,6 +73,13 @@ class ConsistencyConfig(ModelConfig):
     """Largest translation of T, in pixels per direction (uniform in ±, sub-pixel)."""
     consistency_scale: float = 0.1
     """Largest relative scaling of T (the factor is uniform in 1 ± this)."""
+    consistency_sharpen: float = 1.0
+    """Temperature τ ∈ (0, 1] of the term's target: the clean q(k|x)^(1/τ), renormalised (UDA's sharpening, Xie et
+    al. 2019); 1 = the clean q(k|x) itself, smaller pulls the warped view towards a more confident assignment
+    (self-labelling)."""
+    consistency_threshold: float = 0.0
+    """Only data whose clean max_k q(k|x) exceeds this enter the term (UDA's confidence mask; 0 = every datum; the
+    mean is still over the whole batch)."""
     consistency_noise: float = 0.0
     """Vector data (N×D), where no warp applies: T adds Gaussian noise of this many batch standard deviations to every
     feature (per feature, the batch's std, held fixed). 0 with ``consistency_dropout`` 0: the term is refused on
@@ -252,6 +259,9 @@ class AutoEncoderModel(nn.Module):
             (0 <= c.consistency_rotate <= 180, f"model.consistency_rotate must be 0-180 degrees, got {c.consistency_rotate}"),
             (0 <= c.consistency_shift <= 8, f"model.consistency_shift must be 0-8 pixels, got {c.consistency_shift}"),
             (0 <= c.consistency_scale < 0.5, f"model.consistency_scale must be in [0, 0.5), got {c.consistency_scale}"),
+            (0 < c.consistency_sharpen <= 1, f"model.consistency_sharpen must be in (0, 1], got {c.consistency_sharpen}"),
+            (0 <= c.consistency_threshold < 1,
+             f"model.consistency_threshold must be in [0, 1), got {c.consistency_threshold}"),
             (0 <= c.consistency_noise <= 10 and math.isfinite(c.consistency_noise),
              f"model.consistency_noise must be 0-10 standard deviations, got {c.consistency_noise}"),
             (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
@@ -273,8 +283,12 @@ class AutoEncoderModel(nn.Module):
             warped = augment.random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
         else:
             warped = self.perturb_vectors(x)
-        target = log_q.detach()
-        return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
+        clean = log_q.detach()
+        target = torch.log_softmax(clean / c.consistency_sharpen, -1) if c.consistency_sharpen != 1.0 else clean
+        kl = (target.exp() * (target - log_q_fn(warped))).sum(-1)
+        if c.consistency_threshold > 0:  # only confident data teach their warped views (the mean stays over all)
+            kl = kl * (clean.max(-1).values.exp() > c.consistency_threshold).to(kl.dtype)
+        return kl.mean()
 
     def perturb_vectors(self, x: Tensor) -> Tensor:
         """T for vector data (N, D): every feature j gets Gaussian noise of std ``consistency_noise`` · s_j, s_j the
