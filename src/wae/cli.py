@@ -104,6 +104,24 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", metavar="FILE.md", help="also write the table to this file")
     cp.add_argument("--keys", nargs="*", help="metric names or globs, e.g. 'test/*'")
 
+    cl = sub.add_parser("cluster", help="cluster your own data (npz, image folder, CSV/TSV or a data set): "
+                        "assignments.csv, the model and report.html")
+    cl.add_argument("data", help="npz:FILE, folder:DIR, csv:FILE (or a path to a .npz/.csv/.tsv file or an image "
+                    "folder), or a data set name (`wae datasets`)")
+    cl.add_argument("--k", type=int, help="number of clusters (omitted: chosen by a sweep over --k-range)")
+    cl.add_argument("--k-range", default="2:12", metavar="LO:HI[:STEP]", help="the Ks of the sweep (default 2:12)")
+    cl.add_argument("--out", required=True, help="output directory")
+    cl.add_argument("--data-dir", help="directory holding the data files")
+    cl.add_argument("--size", help="folder data: resize every image to H or H,W pixels")
+    cl.add_argument("--max-steps", type=int, help="training steps per fit (default: the preset's)")
+    cl.add_argument("--max-minutes", type=float, help="training minutes per fit (default: the preset's)")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--preset", help="a gm-wae preset (default: by data kind: main for 28×28 images, cluster-image, "
+                    "cluster-vector)")
+    cl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    cl.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:i, mps")
+    cl.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+
     sub.add_parser("datasets", help="list data sets and whether they are available locally")
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("presets", help="list the named presets, each with its first comment line")
@@ -416,10 +434,16 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
+def cmd_cluster(a) -> int:
+    from .cluster import cluster_command
+
+    return cluster_command(a)
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "encode": cmd_encode,
             "evaluate": cmd_evaluate,
             "datasets": cmd_datasets, "models": cmd_models, "presets": cmd_presets, "config": cmd_config,
-            "reproduce": cmd_reproduce, "compare": cmd_compare}
+            "reproduce": cmd_reproduce, "compare": cmd_compare, "cluster": cmd_cluster}
 
 
 def _quiet_engine() -> None:

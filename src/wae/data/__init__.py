@@ -12,7 +12,7 @@ Files are looked for in ``data_dir`` (and ``data_dir/<name>``), else in ``$WAE_D
 else in ``$XDG_CACHE_HOME/wae/<name>`` (default ``~/.cache/wae/<name>``). Every failure raises
 :class:`~wae.errors.DataError` with a one-line message.
 """
-from . import celeba, custom, mnist, svhn, synthetic  # noqa: F401  (registration of the built-in data sets)
+from . import celeba, custom, mnist, svhn, synthetic, tabular  # noqa: F401  (registration of the built-in data sets)
 from .core import (DATASETS, Dataset, DatasetInfo, data_search_dirs, list_datasets, load_dataset, register_dataset,
                    resolve_data_dir)
 from .download import download_file, md5sum

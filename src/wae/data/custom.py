@@ -5,9 +5,11 @@
     file is read as ``x`` without labels. ``x`` may be
 
     * images ``N×C×H×W`` (C ≤ 4), ``N×H×W×C`` (channels last, C in 1/3/4, recognised when dimension 1 is > 4), or
-      ``N×H×W`` (one channel). uint8 (or other integer) values are divided by 255; float values must be finite
-      and lie in [0, 1], or in [0, 255] in which case they are divided by 255 (any value > 1 means 0..255).
-    * vectors ``N×D``: kept as float32 (any finite values, not rescaled).
+      ``N×H×W`` (one channel). Values must be finite and lie in [0, 255] (see :func:`value_scale`): uint8 values
+      and values whose maximum exceeds 127 are divided by 255, values in [0, 1] kept, other non-negative values
+      (e.g. 0–16) divided by their maximum, with a logged note.
+    * vectors ``N×D``: kept as float32 (any finite values), except uint8 ones, divided by 255 with a logged note
+      (an (N, 784) uint8 array is flattened images).
 
     The file is opened with ``allow_pickle=False``: object arrays are refused.
 
@@ -19,6 +21,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -29,10 +32,31 @@ from ..errors import DataError
 from ._images import IMAGE_SUFFIXES, image_header, load_images
 from .core import Dataset, images_to_tensor, labels_to_tensor, one_line, register_dataset
 
-__all__ = ["load_npz", "load_folder", "array_to_x"]
+__all__ = ["load_npz", "load_folder", "array_to_x", "value_scale"]
+
+log = logging.getLogger("wae")
 
 
 # --- npz ----------------------------------------------------------------------------------------------------------
+
+
+def value_scale(lo: float, hi: float, dtype) -> tuple[float, str | None] | None:
+    """The divisor that brings values in [``lo``, ``hi``] of ``dtype`` to [0, 1], with a note saying so (None when
+    kept as they are), or None when the values are not intensities (negative, or above 255).
+
+    uint8 → 255; values already in [0, 1] → 1 (no note); non-negative values up to 255 whose maximum exceeds 127 →
+    255 (8-bit intensities stored as other numbers); other non-negative values (e.g. 0–16) → their maximum. The same
+    rules serve ``npz:`` data and :class:`wae.estimator.GMWAEClustering`."""
+    dt = np.dtype(dtype)
+    if dt == np.uint8:
+        return 255.0, "uint8 values divided by 255"
+    if dt == np.bool_ or (lo >= 0 and hi <= 1):
+        return 1.0, None
+    if lo < 0 or hi > 255:
+        return None
+    if hi > 127:
+        return 255.0, f"values in [{lo:g}, {hi:g}] taken as 8-bit intensities: divided by 255"
+    return float(hi), f"values in [{lo:g}, {hi:g}] divided by their maximum {hi:g}"
 
 
 def array_to_x(x: np.ndarray, what: str) -> torch.Tensor:
@@ -51,21 +75,25 @@ def array_to_x(x: np.ndarray, what: str) -> torch.Tensor:
             raise DataError(f"{what} has shape {x.shape}; images must be N×C×H×W or N×H×W×C with 1, 3 or 4 "
                             f"channels")
         x = x.transpose(0, 3, 1, 2)
-    if x.ndim == 2:  # vectors: keep the values
+    if x.ndim == 2:  # vectors: keep the values, except uint8 ones (flattened images)
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise DataError(f"{what} contains NaN or infinite values")
+        if x.dtype == np.uint8:
+            log.warning("%s: uint8 vectors divided by 255 (to [0, 1])", what)
+            return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / np.float32(255))
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if x.dtype == np.uint8:
         return images_to_tensor(x)
     lo, hi = x.min(), x.max()
     if np.issubdtype(x.dtype, np.floating) and not (np.isfinite(lo) and np.isfinite(hi)):
         raise DataError(f"{what} contains NaN or infinite values")
-    if lo < 0 or hi > 255:
+    rule = value_scale(float(lo), float(hi), x.dtype)
+    if rule is None:
         raise DataError(f"{what} has values in [{lo:g}, {hi:g}]; image values must lie in [0, 1] or [0, 255]")
-    if np.issubdtype(x.dtype, np.integer) or hi > 1:
-        scaled = x.astype(np.float32) / np.float32(255)
-    else:
-        scaled = x.astype(np.float32)
+    div, note = rule
+    if note and div != 255.0:
+        log.warning("%s: image %s", what, note)
+    scaled = x.astype(np.float32) / np.float32(div) if div != 1.0 else x.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(scaled))
 
 

@@ -1,0 +1,537 @@
+"""``wae cluster DATA --k K --out R``: cluster your own data with :class:`~wae.estimator.GMWAEClustering`.
+
+DATA is ``npz:FILE`` (key ``x``, optional ``y``), ``folder:DIR`` (images; class sub-folders give labels),
+``csv:FILE`` (a CSV/TSV table of numbers, see :mod:`wae.data.tabular`), a path to such a file or directory, or a data
+set name (``wae datasets``). R receives, all at once (written into a temporary directory beside R and renamed, so
+a failure leaves R as it was):
+
+* ``assignments.csv`` — one row per example: ``id`` (the row number, or the file path for a folder), ``cluster``,
+  ``confidence`` (max_k q(k|x)), ``p_0`` … ``p_{K−1}`` (q(k|x)), and ``label`` when the data have labels;
+* the model — ``model.safetensors`` + ``model.yaml`` (``wae.load(R)``, ``wae sample R --component k``),
+  ``config.yaml``, ``estimator.yaml`` + ``estimator.safetensors`` (``GMWAEClustering.load(R)``);
+* ``report.html`` (self-contained) and ``figures/``: per cluster the decoded mode, the real members closest to the
+  mode, the least confident members and samples drawn from the cluster; the cluster sizes; with labels, accuracy
+  (Hungarian), NMI and ARI beside k-means and the class × cluster heat map; after a sweep, the criterion against K;
+* ``metrics.json`` — the numbers of the page.
+
+Without ``--k``, K is chosen by a sweep over ``--k-range``: for each K the estimator is fitted on 80 % of the data
+and scored on the other 20 % by the label-free criterion :func:`sweep_criterion`; the chosen K is then fitted on
+all the data (so a sweep costs one fit per K, plus one).
+
+Bad input — images under 4 pixels a side, NaN or infinite values, a folder of images of different sizes (without
+``--size``) or with images both at the top level and in class folders, a CSV with text columns, fewer examples than
+clusters — ends in one line (:class:`~wae.errors.WAEError`; exit code 2) before anything is written.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Dataset, load_dataset
+from .data._images import image_header
+from .data.core import DATASETS
+from .data.custom import _image_files
+from .errors import DataError, WAEError
+from .estimator import GMWAEClustering, check_image_size, default_preset
+from .evaluation.clustering import ari, class_cluster_matrix, hungarian_accuracy, nmi
+from .evaluation.runner import kmeans_baseline
+from .files import write_json
+from .plots import figures as F
+
+__all__ = ["ClusterResult", "run_cluster", "load_cluster_data", "parse_k_range", "sweep_criterion", "write_report"]
+
+SWEEP_VAL_FRACTION = 0.2
+FILE_KINDS = {".npz": "npz", ".npy": "npz", ".csv": "csv", ".tsv": "csv", ".tab": "csv", ".txt": "csv"}
+_GALLERY = 8
+
+
+@dataclass
+class ClusterResult:
+    """What ``wae cluster`` computed (and wrote into ``out``)."""
+
+    out: Path
+    k: int
+    assign: np.ndarray
+    probs: np.ndarray
+    metrics: dict
+    sweep: list[dict] = field(default_factory=list)
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+
+def _data_name(spec: str) -> str:
+    """``spec`` as a data-set name: registered names as they are; a bare path → ``npz:``/``csv:``/``folder:``."""
+    base, sep, _ = spec.partition(":")
+    if sep and base.strip().lower().replace("_", "-") in DATASETS:
+        return spec
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return f"folder:{p}"
+    if p.is_file() and p.suffix.lower() in FILE_KINDS:
+        return f"{FILE_KINDS[p.suffix.lower()]}:{p}"
+    if p.suffix.lower() in FILE_KINDS or os.sep in spec:
+        raise DataError(f"{spec} not found (a file .npz/.csv/.tsv, a folder of images, or a data set name)")
+    return spec
+
+
+def _parse_size(size: str | None):
+    if size is None:
+        return None
+    try:
+        vals = [int(v) for v in str(size).replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or min(vals) < 1:
+        raise WAEError(f"--size must be H or H,W in pixels, got {size!r}")
+    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+
+
+def _folder_files(root: Path) -> list[Path]:
+    """The image files of a ``folder:`` data set, in the order its loader reads them (class folders sorted)."""
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _image_files(d, recursive=True))
+    if class_dirs:
+        return [p for d in class_dirs for p in _image_files(d, recursive=True)]
+    return _image_files(root, recursive=False)
+
+
+def load_cluster_data(spec: str, data_dir: str | None = None, size: str | None = None
+                      ) -> tuple[Dataset, list[str], str]:
+    """``(dataset, ids, name)``: the data to cluster, one id per example (file paths for a folder, else row
+    numbers) and the data-set name used. Refuses non-finite values, too-small images and (without ``size``) a
+    folder of images of different sizes."""
+    name = _data_name(spec)
+    kw = {}
+    files = None
+    if name.lower().startswith("folder:"):
+        root = Path(name.partition(":")[2]).expanduser()
+        if not root.is_absolute() and data_dir is not None and not root.exists():
+            root = Path(data_dir) / root
+        if root.is_dir():
+            try:
+                files = _folder_files(root)
+            except OSError as e:
+                raise DataError(f"folder: cannot list {root} ({e.strerror or e})") from None
+            hw = _parse_size(size)
+            if hw is None and files:
+                sizes = {image_header(p, "folder")[1] for p in files}
+                if len(sizes) > 1:
+                    ex = sorted(sizes)[:3]
+                    raise DataError(f"folder: {root} holds images of {len(sizes)} different sizes (e.g. "
+                                    f"{', '.join(f'{h}×{w}' for h, w in ex)}); pass --size H or H,W to resize them all")
+            if hw is not None:
+                kw["size"] = hw
+    elif size is not None:
+        raise WAEError("--size applies to folder: data only")
+    ds = load_dataset(name, "train", data_dir=data_dir, **kw)
+    if not bool(torch.isfinite(ds.x).all()):
+        raise DataError(f"{name} contains NaN or infinite values; drop or fill those examples")
+    check_image_size(ds.shape)
+    root = Path(name.partition(":")[2]).expanduser() if files is not None else None
+    ids = [str(p.relative_to(root)) for p in files] if files is not None and len(files) == len(ds) else \
+        [str(i) for i in range(len(ds))]
+    return ds, ids, name
+
+
+def parse_k_range(text: str) -> list[int]:
+    """``"LO:HI"`` or ``"LO:HI:STEP"`` → the Ks of the sweep (inclusive), each ≥ 1."""
+    try:
+        parts = [int(v) for v in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3) or parts[0] < 1 or parts[1] < parts[0] or (len(parts) == 3 and parts[2] < 1):
+        raise WAEError(f"--k-range must be LO:HI or LO:HI:STEP with 1 ≤ LO ≤ HI, got {text!r}")
+    ks = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+    if len(ks) < 2:
+        raise WAEError(f"--k-range {text!r} holds one K; pass --k {ks[0]} instead")
+    return ks
+
+
+# --- the sweep ---------------------------------------------------------------------------------------------------
+
+
+def sweep_criterion(est: GMWAEClustering, x_val: np.ndarray) -> dict:
+    """Label-free numbers of a fitted estimator on held-out data: ``score`` (the opposite of the GM-WAE objective,
+    :meth:`GMWAEClustering.score`; what the sweep maximises), ``confidence`` (mean max_k q(k|x)) and ``used``
+    (clusters that receive held-out examples)."""
+    probs = est.predict_proba(x_val)
+    return {"score": float(est.score(x_val)), "confidence": float(probs.max(1).mean()),
+            "used": int(len(np.unique(probs.argmax(1))))}
+
+
+def _split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(2, int(round(fraction * n)))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# --- figures -----------------------------------------------------------------------------------------------------
+
+
+def _gallery_parts(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, k: int, g: torch.Generator):
+    """(mode (1, …), closest members, least confident members, samples) of cluster k, model-space tensors."""
+    model = est.model_
+    assign = probs.argmax(1)
+    idx = np.flatnonzero(assign == k)
+    with torch.no_grad():
+        mode = model.decode(model.prior.means[k: k + 1])
+        samples = model.sample_component(k, _GALLERY, generator=g)
+        if idx.size:
+            mu, _ = model.q_continuous(xm[idx])
+            d = (mu[:, k] - model.prior.means[k]).pow(2).sum(-1).numpy()
+            closest = idx[np.argsort(d, kind="stable")[:_GALLERY]]
+            unsure = idx[np.argsort(probs[idx, k], kind="stable")[:_GALLERY]]
+        else:
+            closest = unsure = idx
+    return mode, xm[closest], xm[unsure], samples
+
+
+def gallery_figure(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, path: Path, seed: int = 0) -> Path:
+    """Images: one row per cluster — its decoded mode, the 8 members closest to the mode (in code space), a gap,
+    the 8 least confident members, a gap, 8 samples drawn from the cluster."""
+    K = probs.shape[1]
+    sizes = np.bincount(probs.argmax(1), minlength=K)
+    g = torch.Generator().manual_seed(seed)
+    shape = tuple(xm.shape[1:])
+    blank = torch.ones(1, *shape)
+    cols = 1 + _GALLERY + 1 + _GALLERY + 1 + _GALLERY
+    rows = []
+    est.model_.eval()
+    for k in range(K):
+        mode, closest, unsure, samples = _gallery_parts(est, xm, probs, k, g)
+
+        def pad(t):
+            return torch.cat([t.float(), blank.expand(_GALLERY - t.shape[0], *shape)]) if t.shape[0] < _GALLERY else t
+
+        rows += [mode.float(), pad(closest), blank, pad(unsure), blank, samples.float()]
+    grid = torch.cat(rows)
+    up = max(1, math.ceil(28 / max(shape[1:])))  # small images drawn at 28 px at least (nearest neighbour)
+    if up > 1:
+        grid = grid.repeat_interleave(up, 2).repeat_interleave(up, 3)
+    arr = F.image_grid(grid, cols)
+    h, w = arr.shape[:2]
+    plt = F.plt
+    fig = plt.figure(figsize=(w / 60 + 1.0, h / 60 + 0.8))
+    ax = fig.add_axes([0.08, 0.02, 0.9, 0.86])
+    ax.imshow(arr.squeeze(-1) if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    tile = w / cols
+    heads = {0.5: "mode", 1 + _GALLERY / 2: "closest to the mode", 2 + 1.5 * _GALLERY: "least confident",
+             3 + 2.5 * _GALLERY: "drawn from cluster k"}
+    ax.set_xticks([tile * c for c in heads], list(heads.values()), fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks([h / K * (k + 0.5) for k in range(K)], [f"{k} ({sizes[k]})" for k in range(K)], fontsize=8)
+    ax.tick_params(length=0)
+    ax.set_title("cluster k (size)", fontsize=9, loc="left", x=-0.08)
+    return F.save_figure(fig, path)
+
+
+def profile_figure(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, path: Path, seed: int = 0) -> Path:
+    """Vectors: per cluster three heat maps (rows: vectors, columns: features, in the model's scaled units) — the
+    decoded mode above the members closest to it, the least confident members, samples drawn from the cluster."""
+    plt = F.plt
+    K = probs.shape[1]
+    sizes = np.bincount(probs.argmax(1), minlength=K)
+    g = torch.Generator().manual_seed(seed)
+    est.model_.eval()
+    parts = [_gallery_parts(est, xm, probs, k, g) for k in range(K)]
+    lim = float(np.quantile(np.abs(xm.numpy()), 0.98)) or 1.0
+    fig, axes = plt.subplots(K, 3, figsize=(9, 0.55 * K + 1.0), squeeze=False)
+    for k, (mode, closest, unsure, samples) in enumerate(parts):
+        for j, rows in enumerate((torch.cat([mode, closest]), unsure, samples)):
+            ax = axes[k, j]
+            ax.imshow(rows.numpy() if rows.shape[0] else np.zeros((1, xm.shape[1])), aspect="auto", cmap="RdBu_r",
+                      vmin=-lim if xm.min() < 0 else 0, vmax=lim, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"{k} ({sizes[k]})", rotation=0, ha="right", va="center", fontsize=7)
+            if k == 0:
+                ax.set_title(("mode (top row) and members closest to it", "least confident members",
+                              "samples drawn from k")[j], fontsize=8)
+    fig.suptitle("cluster k (size): each row a vector, each column a feature (scaled units)", fontsize=9)
+    return F.save_figure(fig, path)
+
+
+def sizes_figure(sizes: np.ndarray, path: Path) -> Path:
+    plt = F.plt
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(sizes) + 1), 2.6))
+    ax.bar(range(len(sizes)), sizes, color="#3b6fb6")
+    ax.set_xlabel("cluster k")
+    ax.set_ylabel("examples")
+    ax.set_xticks(range(len(sizes)))
+    ax.tick_params(labelsize=7)
+    ax.set_title("cluster sizes (examples assigned to k)", fontsize=9)
+    return F.save_figure(fig, path)
+
+
+def sweep_figure(sweep: list[dict], chosen: int, path: Path) -> Path:
+    plt = F.plt
+    ks = [r["k"] for r in sweep]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(ks, [r["score"] for r in sweep], "o-", color="#3b6fb6")
+    ax.axvline(chosen, color="#c0392b", ls="--", lw=1)
+    ax.set_xlabel("K (clusters)")
+    ax.set_ylabel("held-out score (higher is better)")
+    ax.set_xticks(ks)
+    ax.set_title(f"model selection: score on the held-out 20 % (chosen K = {chosen})", fontsize=9)
+    return F.save_figure(fig, path)
+
+
+# --- the page ----------------------------------------------------------------------------------------------------
+
+_CSS = """
+body { margin: 0; background: #f4f5f7; color: #1f2328;
+       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, Arial, "DejaVu Sans", sans-serif; }
+main { max-width: 1100px; margin: 24px auto; padding: 28px 36px 40px; background: #fff; border: 1px solid #d8dee4;
+       border-radius: 8px; }
+h1 { font-size: 1.6em; margin: 0 0 .6em; padding-bottom: .3em; border-bottom: 2px solid #3b6fb6; }
+h2 { font-size: 1.25em; margin: 1.6em 0 .5em; padding-bottom: .2em; border-bottom: 1px solid #d8dee4; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .93em; }
+th, td { border: 1px solid #c9d1d9; padding: 4px 10px; }
+th { background: #eef2f7; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.chosen { background: #fff4d6; }
+ul { padding-left: 1.3em; }
+figure { margin: 1em 0 1.6em; text-align: center; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; border-radius: 4px; }
+figcaption { color: #57606a; font-size: .93em; margin-top: .3em; }
+pre { background: #f6f8fa; border: 1px solid #d8dee4; border-radius: 6px; padding: 10px 12px; overflow-x: auto;
+      font-size: .82em; }
+footer { margin-top: 2em; color: #8c959f; font-size: .85em; }
+"""
+
+
+def _e(v) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _table(header: list[str], rows: list[list], chosen_row: int | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
+    body = []
+    for i, r in enumerate(rows):
+        cls = ' class="chosen"' if i == chosen_row else ""
+        cells = "".join(f"<td class=num>{_e(_num(c))}</td>" if isinstance(c, (int, float)) else f"<td>{_e(c)}</td>"
+                        for c in r)
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _figure(path: Path, caption: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: dict, sizes: np.ndarray,
+                 figures: dict[str, Path], sweep: list[dict], chosen: int, config_yaml: str) -> Path:
+    """``out/report.html``: one self-contained page (figures embedded, inline CSS, nothing fetched)."""
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+             "style-src 'unsafe-inline'\">", f"<title>{_e(title)}</title>", f"<style>{_CSS}</style>", "</head>",
+             "<body>", "<main>", f"<h1>{_e(title)}</h1>",
+             "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in facts) + "</ul>"]
+    if "acc_hungarian" in metrics:
+        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"]]]
+        if "kmeans_acc_hungarian" in metrics:
+            rows.append(["k-means, same data and K", metrics["kmeans_acc_hungarian"], metrics["kmeans_nmi"], "–"])
+        parts += ["<h2>Agreement with the labels</h2>",
+                  "<p>The labels were not used to fit: they only score the clusters. Accuracy matches clusters to "
+                  "classes one-to-one (Hungarian).</p>",
+                  _table(["", "accuracy (Hungarian)", "NMI", "ARI"], rows)]
+        if "cluster_heatmap" in figures:
+            parts.append(_figure(figures["cluster_heatmap"], "class × cluster: mean q(k|x) over the examples of each "
+                                                             "class"))
+    if sweep:
+        rows = [[r["k"], r["score"], r["confidence"], r["used"]] for r in sweep]
+        chosen_i = next(i for i, r in enumerate(sweep) if r["k"] == chosen)
+        parts += ["<h2>Choosing K</h2>",
+                  f"<p>Each K was fitted on 80 % of the data and scored on the other 20 % by the opposite of the "
+                  f"GM-WAE objective (reconstruction cost + λ·MMD to the mixture prior; higher is better, no labels "
+                  f"used). Chosen: K = {chosen} (highlighted), then fitted on all the data.</p>",
+                  _table(["K", "held-out score", "mean confidence", "clusters used"], rows, chosen_i)]
+        if "k_sweep" in figures:
+            parts.append(_figure(figures["k_sweep"], "held-out score against K"))
+    parts += ["<h2>Clusters</h2>",
+              _table(["cluster", "size", "share", "mean confidence"],
+                     [[k, int(sizes[k]), f"{sizes[k] / max(1, sizes.sum()):.1%}", metrics.get(f"confidence/{k}", "–")]
+                      for k in range(len(sizes))])]
+    for key, cap in (("cluster_gallery", "per cluster: decoded mode · real members closest to the mode · least "
+                                         "confident members · samples drawn from the cluster"),
+                     ("cluster_profiles", "per cluster: decoded mode and the members closest to it · least confident "
+                                          "members · samples drawn from the cluster"),
+                     ("cluster_sizes", "cluster sizes")):
+        if key in figures:
+            parts.append(_figure(figures[key], cap))
+    parts += ["<h2>Settings</h2>", f"<pre>{_e(config_yaml.rstrip())}</pre>",
+              "<footer>Generated by wae cluster.</footer>", "</main>", "</body>", "</html>", ""]
+    path = out / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+
+def _prepare_out(out: Path) -> Path:
+    """Refuse an ``out`` that is a file or a non-empty directory not written by ``wae cluster``; return a fresh
+    temporary directory beside it (same file system, so the final rename is atomic)."""
+    if out.exists() and not out.is_dir():
+        raise WAEError(f"--out {out} is a file; pass a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "assignments.csv").exists():
+        raise WAEError(f"--out {out} exists and was not written by `wae cluster`; pick another directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would otherwise become R's mode
+        return tmp
+    except OSError as e:
+        raise WAEError(f"cannot write to {out.parent}: {e.strerror or e}") from None
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` into place as ``out`` (replacing an earlier ``wae cluster`` output)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_assignments(path: Path, ids: list[str], assign: np.ndarray, probs: np.ndarray,
+                       labels: np.ndarray | None) -> None:
+    K = probs.shape[1]
+    header = ["id", "cluster", "confidence", *(f"p_{k}" for k in range(K))] + (["label"] if labels is not None else [])
+    conf = np.char.mod("%.6g", probs.max(1))
+    pcols = np.char.mod("%.6g", probs)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        lab = labels if labels is not None else [None] * len(ids)
+        w.writerows([i, int(a), c, *p] + ([int(y)] if y is not None else [])
+                     for i, a, c, p, y in zip(ids, assign, conf, pcols, lab))
+
+
+def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str = "2:12", data_dir: str | None = None,
+                size: str | None = None, max_steps: int | None = None, max_minutes: float | None = None,
+                seed: int = 0, preset: str | None = None, sets: list[str] | None = None, device: str = "auto",
+                quiet: bool = False) -> ClusterResult:
+    """The whole of ``wae cluster`` (see the module doc). Everything is validated before anything is written."""
+    out = Path(out)
+    say = (lambda *a: None) if quiet else print
+    if k is not None and k < 1:
+        raise WAEError(f"--k must be >= 1, got {k}")
+    ks = [k] if k is not None else parse_k_range(k_range)
+    if max_steps is not None and max_steps < 1:
+        raise WAEError(f"--max-steps must be >= 1, got {max_steps}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise WAEError(f"--max-minutes must be > 0, got {max_minutes}")
+    ds, ids, name = load_cluster_data(data, data_dir, size)
+    n = len(ds)
+    need = max(ks) if k is not None else math.ceil(max(ks) / (1 - SWEEP_VAL_FRACTION))
+    if n < max(2, need):
+        raise DataError(f"{name} has {n} example{'s' if n != 1 else ''}, fewer than "
+                        + (f"the {k} clusters asked for" if k is not None else
+                           f"the sweep needs for K up to {max(ks)} (at least {need})"))
+    x = ds.x.numpy()
+    layout = "nchw" if ds.is_image else "auto"
+
+    def make(kk: int, s: int) -> GMWAEClustering:
+        return GMWAEClustering(kk, preset=preset, max_steps=max_steps, max_minutes=max_minutes, layout=layout,
+                               overrides=list(sets or []) or None, random_state=s, device=device, verbose=not quiet)
+
+    make(ks[0], seed).run_config(tuple(ds.shape), n, seed)  # refuse a bad --preset / --set before any training
+    tmp = _prepare_out(out)
+    try:
+        sweep: list[dict] = []
+        if k is None:
+            fit_idx, val_idx = _split(n, SWEEP_VAL_FRACTION, seed)
+            for kk in ks:
+                t0 = time.time()
+                est = make(kk, seed).fit(x[fit_idx])
+                row = {"k": kk, **sweep_criterion(est, x[val_idx]), "steps": est.n_iter_, "seconds": time.time() - t0}
+                sweep.append(row)
+                say(f"sweep K={kk}: held-out score {row['score']:.4g}, confidence {row['confidence']:.3f}, "
+                    f"{row['used']} clusters used ({row['seconds']:.0f} s)")
+            k = max(sweep, key=lambda r: r["score"])["k"]
+            say(f"chosen K={k} (highest held-out score)")
+        t0 = time.time()
+        est = make(k, seed).fit(x)
+        wall = time.time() - t0
+        for note in est.input_notes_:
+            say(f"note: {note}")
+        probs = est.predict_proba(x)
+        assign = probs.argmax(1)
+        sizes = np.bincount(assign, minlength=k)
+        conf = probs.max(1)
+        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_, "fit_seconds": wall,
+                         "mean_confidence": float(conf.mean()), "clusters_used": int((sizes > 0).sum())}
+        metrics.update({f"size/{j}": int(sizes[j]) for j in range(k)})
+        metrics.update({f"confidence/{j}": float(conf[assign == j].mean()) for j in range(k) if sizes[j]})
+        y = ds.y.numpy() if ds.y is not None else None
+        if y is not None:
+            metrics.update({"acc_hungarian": float(hungarian_accuracy(assign, y)[0]), "nmi": float(nmi(assign, y)),
+                            "ari": float(ari(assign, y))})
+            metrics.update(kmeans_baseline(ds, ds, k, seed=seed, prefix=""))
+        if sweep:
+            metrics["sweep"] = sweep
+        # everything below is written into tmp, then renamed to out in one step
+        est.save(tmp)
+        _write_assignments(tmp / "assignments.csv", ids, assign, probs, y)
+        fig_dir = tmp / "figures"
+        fig_dir.mkdir()
+        figs: dict[str, Path] = {}
+        xm = est._model_x(x)  # the model's input: the estimator's scaling applied
+        if ds.is_image:
+            figs["cluster_gallery"] = gallery_figure(est, xm, probs, fig_dir / "cluster_gallery.png", seed)
+        else:
+            figs["cluster_profiles"] = profile_figure(est, xm, probs, fig_dir / "cluster_profiles.png", seed)
+        figs["cluster_sizes"] = sizes_figure(sizes, fig_dir / "cluster_sizes.png")
+        if y is not None:
+            M = class_cluster_matrix(probs, y, int(y.max()) + 1)
+            figs["cluster_heatmap"] = F.heatmap(M, fig_dir / "cluster_heatmap.png", "cluster k", "class ℓ",
+                                                "mean q(k|x) over the examples of class ℓ")
+        if sweep:
+            figs["k_sweep"] = sweep_figure(sweep, k, fig_dir / "k_sweep.png")
+        write_json(tmp / "metrics.json", {key: v for key, v in metrics.items()})
+        facts = [("data", f"{name} — {n} examples of shape {tuple(ds.shape)}" + (", with labels" if y is not None
+                                                                               else ", no labels")),
+                 ("clusters", f"K = {k}" + (" (chosen by the sweep below)" if sweep else "")),
+                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} steps in "
+                           f"{wall:.0f} s"),
+                 ("mean confidence", f"{conf.mean():.3f} (mean over examples of max_k q(k|x))")]
+        facts += [("input", note) for note in est.input_notes_]
+        write_report(tmp, f"wae cluster: {name}", facts, metrics, sizes, figs, sweep, k, est.run_config_.to_yaml())
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"wrote {out}/assignments.csv, {out}/report.html and the model ({k} clusters, sizes "
+        f"{', '.join(map(str, sizes.tolist()))})" + (f"; accuracy {metrics['acc_hungarian']:.3f}, NMI "
+                                                      f"{metrics['nmi']:.3f}" if "acc_hungarian" in metrics else ""))
+    return ClusterResult(out, k, assign, probs, metrics, sweep)
+
+
+def cluster_command(a) -> int:
+    """``wae cluster`` from parsed arguments (see :func:`wae.cli._build_parser`)."""
+    run_cluster(a.data, a.out, k=a.k, k_range=a.k_range, data_dir=a.data_dir, size=a.size, max_steps=a.max_steps,
+                max_minutes=a.max_minutes, seed=a.seed, preset=a.preset, sets=a.set, device=a.device, quiet=a.quiet)
+    return 0

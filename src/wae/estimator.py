@@ -1,0 +1,541 @@
+"""Cluster your own data: :class:`GMWAEClustering`, a GM-WAE as a scikit-learn estimator.
+
+>>> from wae import GMWAEClustering                                # doctest: +SKIP
+>>> est = GMWAEClustering(n_clusters=10, random_state=0).fit(X)    # doctest: +SKIP
+>>> est.labels_, est.predict_proba(X), est.sample(16, cluster=3)   # doctest: +SKIP
+
+``X`` is an array of images — ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with 1, 3 or 4 channels and sides
+of at least :data:`~wae.networks.MIN_IMAGE_SIDE` pixels — or of vectors ``(N, D)``.
+
+Input values (``scaling="auto"``; the map is fitted once, stored with the model, and undone on :meth:`sample`):
+
+* ``uint8`` data are divided by 255;
+* values already in [0, 1] (and ``bool``) are kept;
+* values in [0, 255] whose maximum exceeds 127 are taken as 8-bit intensities and divided by 255;
+* other non-negative values up to 255 (e.g. sklearn's digits, 0–16) are divided by their maximum — these rules are
+  those of ``npz:`` images (:func:`wae.data.custom.value_scale`) and apply to vectors too (an (N, 784) uint8 array
+  is flattened images);
+* any other range (negative values, or above 255) is standardised: images by one affine map of the whole array's
+  [min, max] onto [0, 1] (the decoder's sigmoid output lives there), vectors per feature to mean 0 and standard
+  deviation 1 (a constant feature only centred). ``scaling="standard"`` standardises vectors whatever their range
+  (features in different units); ``"minmax"`` maps the whole array onto [0, 1].
+
+Every rescaling is logged (logger ``wae``, level INFO) and kept in :attr:`GMWAEClustering.input_notes_`.
+
+Settings come from a preset, by data kind: 28×28 images get the main job's (``main``); other images
+``cluster-image`` (conv nets sized to the image, ``conv-sized``); vectors ``cluster-vector`` (MLPs). In the
+``cluster-*`` presets ``cost_scale`` is stated for data of MNIST's total variance and ``consistency_shift`` in pixels
+of a 28-pixel side: both are scaled to the data (:data:`REFERENCE_TOTAL_VARIANCE`, :data:`REFERENCE_SIDE`); an
+override of either (``overrides``) is used as given. The invariance term (``model.consistency_weight``) compares q(k|x) with q(k|T(x)), T a
+small random warp for images and noise + feature dropout for vectors (``model.consistency_noise`` / ``_dropout``).
+
+``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X — the reconstruction cost plus
+λ·MMD between the codes of X and the mixture prior, in the model's scaled units, with the expectation over k exact and
+a fixed random stream — as ``KMeans.score`` is the opposite of the k-means objective: label-free, higher is better.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import warnings
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._version import __version__
+from .config import apply_overrides
+from .data import Dataset
+from .data.custom import value_scale
+from .data.splits import RunData
+from .errors import ConfigError, DataError, WAEError
+from .files import atomic_write_text, atomic_write_with
+from .networks import MIN_IMAGE_SIDE
+from .presets import load_run_config, resolve_config, run_config_from_dict
+from .serialization import load_model, save_model
+from .training.run import fit_in_memory
+
+__all__ = ["GMWAEClustering", "InputError", "default_preset", "infer_layout", "fit_scaling"]
+
+log = logging.getLogger("wae")
+
+REFERENCE_SIDE = 28
+"""``cluster-*`` presets state ``consistency_shift`` in pixels of a 28-pixel side (the main job's digits); the
+estimator scales it to the image."""
+
+REFERENCE_TOTAL_VARIANCE = 52.8
+"""Σ_j Var(x_j) of MNIST digits in [0, 1] (mnist-5k: 52.82). ``cluster-*`` presets state ``cost_scale`` for data of
+this total variance; the estimator multiplies it by 52.8 / (the data's total variance, after the input map), so the
+reconstruction cost weighs the same against the MMD whatever the data's size and units."""
+
+LAYOUTS = ("auto", "nchw", "nhwc")
+SCALINGS = ("auto", "minmax", "standard", "none")
+INVARIANCES = ("auto", "off")
+_ESTIMATOR_FILE, _ARRAYS_FILE = "estimator.yaml", "estimator.safetensors"
+_BATCH = 1024
+
+
+class InputError(DataError, ValueError):
+    """Bad input to the estimator: a :class:`~wae.errors.DataError` (one line, the CLI's exit code 2) that is also
+    the ``ValueError`` scikit-learn's conventions ask for."""
+
+
+# --- input layout and scaling (module-level so that `wae cluster` validates with the same rules) -------------------
+
+
+def infer_layout(shape: tuple[int, ...], layout: str = "auto") -> str:
+    """``"vector"``, ``"nhw"``, ``"nchw"`` or ``"nhwc"`` for an array of ``shape`` (N first).
+
+    4-D arrays: channels first when dimension 1 is 1, 3 or 4 and dimension 3 is not, channels last in the mirror
+    case; when both are (e.g. (N, 4, 4, 3)) the two spatial dimensions are taken to be the equal ones (square images),
+    else channels first. ``layout`` ``"nchw"`` / ``"nhwc"`` forces a 4-D array's layout."""
+    nd = len(shape)
+    if layout not in LAYOUTS:
+        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if nd == 2:
+        return "vector"
+    if nd == 3:
+        return "nhw"
+    if nd != 4:
+        raise InputError(f"X has {nd} dimensions (shape {tuple(shape)}); expected vectors (N, D) or images (N, H, W), "
+                         "(N, C, H, W) or (N, H, W, C)")
+    if layout != "auto":
+        return layout
+    first, last = shape[1] in (1, 3, 4), shape[3] in (1, 3, 4)
+    if first and last:
+        return "nhwc" if shape[1] == shape[2] and shape[2] != shape[3] else "nchw"
+    if first:
+        return "nchw"
+    if last:
+        return "nhwc"
+    raise InputError(f"X has shape {tuple(shape)}: images need 1, 3 or 4 channels, first (N, C, H, W) or last "
+                     "(N, H, W, C)")
+
+
+def to_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """User layout → the model's (N, C, H, W) or (N, D)."""
+    if layout == "nhw":
+        return x[:, None]
+    if layout == "nhwc":
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
+def from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """The model's (N, C, H, W) or (N, D) → the user's layout."""
+    if layout == "nhw":
+        return x[:, 0]
+    if layout == "nhwc":
+        return x.transpose(0, 2, 3, 1)
+    return x
+
+
+def check_image_size(shape: tuple[int, ...]) -> None:
+    """Refuse images (C, H, W) with a side below :data:`~wae.networks.MIN_IMAGE_SIDE` (one line)."""
+    if len(shape) == 3 and min(shape[1:]) < MIN_IMAGE_SIDE:
+        raise InputError(f"images of {shape[1]}×{shape[2]} pixels are too small: each side must be at least "
+                         f"{MIN_IMAGE_SIDE} pixels (reshape them to vectors, N×D, to cluster them as such)")
+
+
+def fit_scaling(x: np.ndarray, is_image: bool, rule: str = "auto", raw_dtype=None
+                ) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """``(offset, scale, note)`` of the map x → (x − offset) / scale (see the module doc for the ``auto`` rules);
+    ``x`` in the model's layout, ``raw_dtype`` the dtype the user passed. ``offset``/``scale`` are float64 arrays
+    broadcastable to one example; ``note`` says what was done, or is None when the data are kept as they are."""
+    if rule not in SCALINGS:
+        raise InputError(f"scaling must be one of {SCALINGS}, got {rule!r}")
+    ex = x.shape[1:]
+    one, zero = np.ones(ex), np.zeros(ex)
+    lo, hi = float(x.min()), float(x.max())
+    if rule == "none":
+        if is_image and (lo < 0 or hi > 1):
+            raise InputError(f"scaling='none' needs images with values in [0, 1]; X has values in [{lo:g}, {hi:g}]")
+        return zero, one, None
+    if rule == "auto":
+        found = value_scale(lo, hi, raw_dtype if raw_dtype is not None else x.dtype)
+        if found is not None:  # intensities (uint8, [0, 1], [0, 255]): images and vectors alike
+            div, note = found
+            return zero, one * div, note
+        rule = "minmax" if is_image else "standard"
+    if rule == "standard":
+        if is_image:
+            raise InputError("scaling='standard' is for vectors; images are mapped to [0, 1] ('auto' or 'minmax')")
+        mean = x.mean(0, dtype=np.float64)
+        std = x.std(0, dtype=np.float64)
+        std = np.where(std > 1e-12 * max(1.0, float(np.abs(mean).max())), std, 1.0)
+        return mean, std, f"values in [{lo:g}, {hi:g}]: each feature standardised (mean 0, std 1)"
+    span = hi - lo if hi > lo else 1.0
+    return one * lo, one * span, f"values in [{lo:g}, {hi:g}] mapped to [0, 1] by (x − {lo:g}) / {span:g}"
+
+
+def default_preset(shape: tuple[int, ...]) -> str:
+    """The preset for data of per-example ``shape`` (model layout): ``main`` for 28×28 images, ``cluster-image`` for
+    other images, ``cluster-vector`` for vectors."""
+    if len(shape) == 3:
+        return "main" if tuple(shape[1:]) == (REFERENCE_SIDE, REFERENCE_SIDE) else "cluster-image"
+    return "cluster-vector"
+
+
+@contextmanager
+def _kept_global_rng():
+    """Training seeds Python's, NumPy's and torch's global generators; put the caller's states back afterwards."""
+    py, npy, tor = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(tor)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _accelerator(device: str) -> tuple[str, str]:
+    """``device`` (``auto``, ``cpu``, ``cuda``/``gpu``, ``cuda:i``, ``mps``) → (train.accelerator, train.devices)."""
+    d = str(device).lower()
+    if d in ("auto", "cpu", "mps"):
+        return d, "1"
+    if d in ("cuda", "gpu"):
+        return "gpu", "1"
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return "gpu", f"{int(d[5:])},"
+    raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:i' or 'mps', got {device!r}")
+
+
+class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """Clustering with a Gaussian-mixture Wasserstein auto-encoder (GM-WAE) that can also draw each cluster.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+        K, the number of mixture components (clusters).
+    preset : str or None
+        A ``gm-wae`` preset (``wae presets``); None picks one from the data's shape (see the module doc).
+    max_steps, max_minutes : int / float or None
+        Training budget (optimiser steps / wall minutes); None keeps the preset's. With ``max_steps`` the heads'
+        pre-training runs min(the preset's, max_steps // 5) steps.
+    invariance : ``"auto"`` or ``"off"``
+        ``auto`` keeps the preset's cluster-consistency term (warps for images, noise and feature dropout for
+        vectors); ``off`` drops it.
+    scaling : ``"auto"``, ``"minmax"``, ``"standard"`` (vectors) or ``"none"``
+        How input values are mapped for the model (see the module doc); undone on :meth:`sample`.
+    layout : ``"auto"``, ``"nchw"`` or ``"nhwc"``
+        The layout of 4-D image arrays (``auto``: see :func:`infer_layout`).
+    overrides : list of str or None
+        Any run-config key as ``key=value`` (e.g. ``["model.width=0.25", "train.lr=5e-4"]``), applied last.
+    random_state : int, RandomState or None
+        Seeds the fit (network initialisation, batches, sampling in training): on a CPU an int makes it reproducible.
+    device : str, default ``"auto"``
+        ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``mps`` for training; inference runs there too (CUDA) or on the CPU.
+    verbose : bool
+        A progress bar while training, and the input notes printed.
+
+    Attributes
+    ----------
+    labels_ : ndarray (N,) of the training data's clusters · ``n_iter_`` : optimiser steps taken ·
+    ``model_`` : the trained :class:`~wae.models.gmwae.GaussianMixtureAE` · ``run_config_`` : its
+    :class:`~wae.config.RunConfig` · ``input_shape_`` / ``layout_`` : one example's shape and layout as given ·
+    ``offset_`` / ``scale_`` : the input map · ``input_notes_`` : what was done to the values ·
+    ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame).
+    """
+
+    def __init__(self, n_clusters=10, *, preset=None, max_steps=None, max_minutes=None, invariance="auto",
+                 scaling="auto", layout="auto", overrides=None, random_state=None, device="auto", verbose=False):
+        self.n_clusters = n_clusters
+        self.preset = preset
+        self.max_steps = max_steps
+        self.max_minutes = max_minutes
+        self.invariance = invariance
+        self.scaling = scaling
+        self.layout = layout
+        self.overrides = overrides
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # --- scikit-learn plumbing ------------------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.model_.config.latent_dim)
+
+    def _check_params(self) -> None:
+        K = self.n_clusters
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
+            raise InputError(f"n_clusters must be a positive integer, got {K!r}")
+        for name in ("max_steps",):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise InputError(f"{name} must be a positive integer or None, got {v!r}")
+        v = self.max_minutes
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not v > 0
+                              or not math.isfinite(v)):
+            raise InputError(f"max_minutes must be a positive number or None, got {v!r}")
+        if self.invariance not in INVARIANCES:
+            raise InputError(f"invariance must be one of {INVARIANCES}, got {self.invariance!r}")
+        if self.scaling not in SCALINGS:
+            raise InputError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if self.layout not in LAYOUTS:
+            raise InputError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.overrides is not None and (isinstance(self.overrides, str) or
+                                           not all(isinstance(s, str) for s in self.overrides)):
+            raise InputError(f"overrides must be a list of 'key=value' strings, got {self.overrides!r}")
+        _accelerator(self.device)
+
+    def _validate(self, X, reset: bool) -> np.ndarray:
+        """X → a float32/float64 array in the user's layout (validate_data: finite, numeric, n_features_in_)."""
+        try:
+            arr = validate_data(self, X, reset=reset, allow_nd=True, dtype=[np.float32, np.float64],
+                                ensure_min_samples=2 if reset else 1, ensure_all_finite=True)
+        except InputError:
+            raise
+        except ValueError as e:  # one line for the command line; still a ValueError for scikit-learn
+            lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()] or [type(e).__name__]
+            hint = [s for s in lines[1:] if s.startswith("Reshape your data")]  # the fix, without the array's repr
+            raise InputError(" ".join(lines[:1] + hint)) from None
+        if not reset and tuple(arr.shape[1:]) != tuple(self.input_shape_):
+            raise InputError(f"X has examples of shape {tuple(arr.shape[1:])}; this {type(self).__name__} was fitted "
+                             f"on {tuple(self.input_shape_)}")
+        return arr
+
+    def _model_x(self, arr: np.ndarray) -> torch.Tensor:
+        """A validated array in the user's layout → the model's input (scaled, float32)."""
+        x = to_model_layout(arr, self.layout_)
+        x = (x - self.offset_) / self.scale_
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _inference_device(self) -> torch.device:
+        acc, devices = _accelerator(self.device)
+        if acc == "gpu" or (acc == "auto" and torch.cuda.is_available()):
+            return torch.device(f"cuda:{int(devices.rstrip(','))}" if devices.endswith(",") else "cuda")
+        return torch.device("cpu")
+
+    def _apply(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` over batches of x on the inference device, in eval mode, without gradients; a CPU tensor."""
+        model, dev = self.model_, self._inference_device()
+        model.eval()
+        outs = []
+        with torch.no_grad():
+            if dev.type != "cpu":
+                model.to(dev)
+            try:
+                for i in range(0, x.shape[0], _BATCH):
+                    outs.append(fn(x[i: i + _BATCH].to(dev)).float().cpu())
+            finally:
+                if dev.type != "cpu":
+                    model.cpu()
+        return torch.cat(outs)
+
+    # --- fitting --------------------------------------------------------------------------------------------------
+    def run_config(self, shape: tuple[int, ...], n: int, seed: int = 0, total_variance: float | None = None):
+        """The :class:`~wae.config.RunConfig` a fit on ``n`` examples of per-example ``shape`` (model layout) and
+        ``total_variance`` Σ_j Var(x_j) (after the input map; default: MNIST's per pixel × the size) uses."""
+        preset = self.preset or default_preset(shape)
+        base = resolve_config("gm-wae", preset=preset)
+        d = base.to_dict()
+        m, t = d["model"], d["train"]
+        K = int(self.n_clusters)
+        m["num_components"] = K
+        m["latent_dim"] = max(int(m["latent_dim"]), K - 1)  # K equidistant prior means need dim(z) ≥ K − 1
+        if preset.startswith("cluster-"):
+            tv = total_variance if total_variance is not None else \
+                REFERENCE_TOTAL_VARIANCE * math.prod(shape) / REFERENCE_SIDE ** 2
+            m["cost_scale"] = float(m["cost_scale"]) * REFERENCE_TOTAL_VARIANCE / max(float(tv), 1e-6)
+            if len(shape) == 3:
+                m["consistency_shift"] = float(m["consistency_shift"]) * min(shape[1:]) / REFERENCE_SIDE
+        if self.invariance == "off":
+            m["consistency_weight"] = 0.0
+        t["seed"] = int(seed)
+        t["batch_size"] = min(int(t["batch_size"]), n)
+        t["progress"] = bool(self.verbose)
+        t["accelerator"], t["devices"] = _accelerator(self.device)
+        t["figures"] = False
+        if self.max_steps is not None:
+            t["max_steps"] = int(self.max_steps)
+            t["epochs"] = max(int(t["epochs"]), math.ceil(self.max_steps / max(1, n // t["batch_size"])) + 1)
+            t["pretrain_steps"] = min(int(t["pretrain_steps"]), int(self.max_steps) // 5)
+        if self.max_minutes is not None:
+            t["max_minutes"] = float(self.max_minutes)
+        d["data"] = {**d["data"], "dataset": "array", "val_fraction": 0.0, "evaluate_test": False}
+        model_fields = {f.name for f in fields(type(base.model_config))}
+        d = apply_overrides(d, list(self.overrides or []), model_fields)
+        cfg = run_config_from_dict(d).validate()
+        if cfg.model != "gm-wae":
+            raise ConfigError(f"{type(self).__name__} trains gm-wae; preset {preset!r} is for {cfg.model!r}")
+        return cfg
+
+    def fit(self, X, y=None):
+        """Train on X (labels ``y`` are ignored: the clustering is unsupervised). Returns self."""
+        self._check_params()
+        raw_dtype = getattr(X, "dtype", None)
+        arr = self._validate(X, reset=True)
+        n = arr.shape[0]
+        if n < self.n_clusters:
+            raise InputError(f"X has {n} sample{'s' if n != 1 else ''}, fewer than n_clusters={self.n_clusters}")
+        layout = infer_layout(arr.shape, self.layout)
+        x = to_model_layout(arr, layout)
+        shape = tuple(int(s) for s in x.shape[1:])
+        check_image_size(shape)
+        offset, scale, note = fit_scaling(x, len(shape) == 3, self.scaling, raw_dtype)
+        notes = [note] if note else []
+        for msg in notes:
+            log.info("GMWAEClustering: %s", msg)
+            if self.verbose:
+                print(f"note: {msg}")
+        self.layout_, self.input_shape_ = layout, tuple(int(s) for s in arr.shape[1:])
+        self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) \
+            if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
+        xt = self._model_x(arr)
+        cfg = self.run_config(shape, n, seed, float(xt.flatten(1).double().var(0).sum()))
+        with _kept_global_rng(), warnings.catch_warnings():
+            for pat in (".*LeafSpec.*", ".*does not have many workers.*", ".*GPU available.*", ".*TPU available.*",
+                        ".*litlogger.*", ".*Tip.*", ".*max_epochs.*"):
+                warnings.filterwarnings("ignore", pat)
+            model, steps = fit_in_memory(cfg, RunData(Dataset("array", xt, None), None, None),
+                                         quiet=not self.verbose)
+        self.model_, self.n_iter_, self.run_config_ = model, int(steps), cfg
+        self.labels_ = self._apply(model.cluster_probs, xt).argmax(1).numpy().astype(np.int64)
+        return self
+
+    # --- inference ------------------------------------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """q(k | x): (N, n_clusters), rows summing to 1."""
+        check_is_fitted(self)
+        x = self._model_x(self._validate(X, reset=False))
+        p = self._apply(self.model_.cluster_probs, x).double()
+        return (p / p.sum(1, keepdim=True)).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """The most likely cluster argmax_k q(k | x) of each example (int64)."""
+        check_is_fitted(self)
+        x = self._model_x(self._validate(X, reset=False))
+        return self._apply(self.model_.cluster_probs, x).argmax(1).numpy().astype(np.int64)
+
+    def transform(self, X) -> np.ndarray:
+        """Codes: the mean of q(z | k*, x) for the most likely cluster k* (N, latent_dim), in X's float dtype."""
+        check_is_fitted(self)
+        arr = self._validate(X, reset=False)
+        z = self._apply(self.model_.encode, self._model_x(arr)).numpy()
+        return z.astype(arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64)
+
+    def score(self, X, y=None) -> float:
+        """The opposite of the GM-WAE objective (Eq. 4) on X — higher is better, labels ignored (module doc)."""
+        check_is_fitted(self)
+        x = self._model_x(self._validate(X, reset=False))
+        n = x.shape[0]
+        if n < 2:
+            raise InputError("score needs at least 2 samples (the MMD compares pairs)")
+        model, total = self.model_, 0.0
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for idx in np.array_split(np.arange(n), max(1, n // 256)):
+                total += float(model.objective(x[idx]).paper) * len(idx)
+        return -total / n
+
+    def sample(self, n: int = 1, cluster: int | None = None, random_state=None) -> np.ndarray:
+        """``n`` draws from the model — from cluster ``cluster`` alone when given — shaped and valued like X
+        (the user's layout, the input map undone), float32."""
+        check_is_fitted(self)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"n must be a positive integer, got {n!r}")
+        K = self.model_.num_components
+        if cluster is not None and (isinstance(cluster, bool) or not isinstance(cluster, (int, np.integer))
+                                    or not 0 <= cluster < K):
+            raise InputError(f"cluster must be an integer from 0 to {K - 1}, got {cluster!r}")
+        seed = int(check_random_state(random_state).randint(0, 2**31 - 1)) \
+            if not isinstance(random_state, (int, np.integer)) else int(random_state)
+        g = torch.Generator().manual_seed(seed)
+        model = self.model_.eval()
+        with torch.no_grad():
+            if cluster is None:
+                z = model.prior.sample((int(n),), generator=g)
+            else:
+                z = model.prior.sample_component(int(cluster), int(n), generator=g)
+            out = self._apply(model.decode, z).double().numpy()
+        out = out * self.scale_ + self.offset_
+        return np.ascontiguousarray(from_model_layout(out, self.layout_), dtype=np.float32)
+
+    # --- save / load ----------------------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the fitted estimator into directory ``path``: ``model.safetensors`` + ``model.yaml`` (the model, as
+        ``wae.load`` reads it), ``config.yaml`` (its run config), ``estimator.yaml`` (parameters, input layout,
+        notes) and ``estimator.safetensors`` (the input map and ``labels_``). Nothing is pickled."""
+        check_is_fitted(self)
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WAEError(f"cannot write to {path}: {e.strerror or e}") from None
+        save_model(self.model_, path, self.run_config_)
+        atomic_write_text(path / "config.yaml", self.run_config_.to_yaml())
+        arrays = {"offset": torch.from_numpy(np.asarray(self.offset_, dtype=np.float64)).contiguous(),
+                  "scale": torch.from_numpy(np.asarray(self.scale_, dtype=np.float64)).contiguous(),
+                  "labels": torch.from_numpy(np.asarray(self.labels_, dtype=np.int64)).contiguous()}
+        atomic_write_with(path / _ARRAYS_FILE, lambda tmp: save_file(arrays, tmp))
+        params = self.get_params(deep=False)
+        params["overrides"] = list(params["overrides"]) if params["overrides"] is not None else None
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None  # a RandomState object is not data; the fit's seed is in config.yaml
+        meta = {"estimator": type(self).__name__, "wae_version": __version__, "params": params,
+                "input_shape": list(self.input_shape_), "layout": self.layout_, "n_iter": int(self.n_iter_),
+                "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
+                "feature_names_in": [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_")
+                else None}
+        atomic_write_text(path / _ESTIMATOR_FILE, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "GMWAEClustering":
+        """A fitted estimator from a directory written by :meth:`save` (safetensors + YAML; nothing unpickled)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_path, arr_path = path / _ESTIMATOR_FILE, path / _ARRAYS_FILE
+        for p in (meta_path, arr_path):
+            if not p.is_file():
+                raise WAEError(f"{p} is missing: is {path} a directory written by {cls.__name__}.save?")
+        try:
+            meta = yaml.safe_load(meta_path.read_text())
+            params, shape, layout = dict(meta["params"]), tuple(int(s) for s in meta["input_shape"]), meta["layout"]
+            n_iter, n_features, notes = int(meta["n_iter"]), int(meta["n_features_in"]), list(meta["input_notes"])
+            names = meta.get("feature_names_in")
+        except (yaml.YAMLError, KeyError, TypeError, ValueError, OSError) as e:
+            raise WAEError(f"{meta_path} is corrupt ({type(e).__name__})") from None
+        unknown = set(params) - set(cls().get_params(deep=False))
+        if unknown:
+            raise WAEError(f"{meta_path}: unknown parameter(s) {sorted(unknown)}")
+        try:
+            arrays = load_file(str(arr_path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WAEError(f"{arr_path} is corrupt or unreadable ({e})") from None
+        est = cls(**params)
+        est.model_ = load_model(path)
+        est.run_config_ = load_run_config(path / "config.yaml")
+        est.offset_, est.scale_ = arrays["offset"].numpy(), arrays["scale"].numpy()
+        est.labels_ = arrays["labels"].numpy()
+        est.layout_, est.input_shape_, est.n_iter_, est.n_features_in_ = layout, shape, n_iter, n_features
+        est.input_notes_ = notes
+        if names is not None:
+            est.feature_names_in_ = np.asarray(names, dtype=object)
+        if tuple(est.model_.data_shape) != tuple(to_model_layout(np.empty((1, *shape)), layout).shape[1:]):
+            raise WAEError(f"{path}: the model's data shape {est.model_.data_shape} does not match the input shape "
+                           f"{shape} in {meta_path.name}")
+        return est
