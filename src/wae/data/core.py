@@ -38,6 +38,8 @@ __all__ = [
     "cache_root",
     "one_line",
     "images_to_tensor",
+    "max_array_bytes",
+    "format_bytes",
 ]
 
 Loader = Callable[..., "Dataset"]
@@ -164,6 +166,39 @@ def images_to_tensor(images: np.ndarray, channels_last: bool = False) -> torch.T
 def labels_to_tensor(labels: np.ndarray) -> torch.Tensor:
     """Integer labels → int64 tensor."""
     return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def max_array_bytes() -> int:
+    """The most bytes the arrays read from one of a user's files may take (with their float32 copy): the environment
+    variable ``WAE_MAX_ARRAY_BYTES`` when set, else the memory available now (Linux ``MemAvailable``, or the free
+    physical pages), else 16 GiB. The readers check declared sizes against it before allocating anything."""
+    env = os.environ.get("WAE_MAX_ARRAY_BYTES", "").strip()
+    if env:
+        try:
+            return max(1, int(float(env)))
+        except (ValueError, OverflowError):
+            raise DataError(f"WAE_MAX_ARRAY_BYTES must be a number of bytes, got {env[:40]!r}") from None
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f.read(65536).decode("ascii", "replace").splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 16 * 2 ** 30
+
+
+def format_bytes(n: int | float) -> str:
+    """``1536`` → ``'1.5 KiB'``: a byte count for messages."""
+    n = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 # --- data directories ---------------------------------------------------------------------------------------------

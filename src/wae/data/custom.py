@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ import torch
 
 from ..errors import DataError
 from ._images import IMAGE_SUFFIXES, image_header, load_images
-from .core import Dataset, images_to_tensor, labels_to_tensor, one_line, register_dataset
+from .core import (Dataset, format_bytes, images_to_tensor, labels_to_tensor, max_array_bytes, one_line,
+                   register_dataset)
 
 __all__ = ["load_npz", "load_folder", "array_to_x", "value_scale"]
 
@@ -97,7 +99,15 @@ def array_to_x(x: np.ndarray, what: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled))
 
 
-def _labels(y: np.ndarray, n: int, what: str) -> tuple[torch.Tensor, int]:
+MAX_LABEL = 1023
+"""Labels up to this value are kept; sparse larger ones (ids such as 10^12) are renumbered (see :func:`_labels`)."""
+
+
+def _labels(y: np.ndarray, n: int, what: str, other: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
+    """Integer labels as a tensor, and the number of classes. Labels above :data:`MAX_LABEL` that leave most values
+    unused (ids such as 10^12, which would make evaluation allocate a class axis of that length) are renumbered
+    0..K−1 in sorted order, over the values of this split and ``other`` (the file's other split) together, so both
+    splits keep the same classes; a note says so."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -106,50 +116,123 @@ def _labels(y: np.ndarray, n: int, what: str) -> tuple[torch.Tensor, int]:
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.equal(np.mod(y, 1), 0).all():
             raise DataError(f"{what} must hold integer class labels")
+        if np.abs(y).max(initial=0) >= 2.0 ** 63:
+            raise DataError(f"{what} holds labels beyond the 64-bit integer range")
     elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
         raise DataError(f"{what} has dtype {y.dtype}; expected integer class labels")
+    if y.dtype == np.uint64 and y.max(initial=0) >= 2 ** 63:
+        raise DataError(f"{what} holds labels beyond the 64-bit integer range")
     y = y.astype(np.int64)
     if y.min() < 0:
         raise DataError(f"{what} holds negative labels; labels must be 0..K-1")
-    return labels_to_tensor(y), int(y.max()) + 1
+    top = int(y.max())
+    values = np.unique(y)
+    if top > MAX_LABEL and top + 1 > 2 * len(values):
+        if other is not None:
+            try:
+                values = np.union1d(values, np.asarray(other).reshape(-1).astype(np.int64))
+            except (TypeError, ValueError):
+                pass
+        log.warning("%s: labels up to %d renumbered 0..%d in sorted order (%d distinct values)", what, top,
+                    len(values) - 1, len(values))
+        return labels_to_tensor(np.searchsorted(values, y)), int(len(values))
+    return labels_to_tensor(y), top + 1
+
+
+def _read_array(stream, what: str, available: int, budget: int) -> np.ndarray:
+    """One ``.npy`` array from ``stream`` (a file or a zip member holding ``available`` bytes), read only after its
+    header has been checked: numeric dtype, a data size the stream can hold (a header claiming more is refused
+    before anything is allocated) and, with its float32 copy, within ``budget`` bytes."""
+    fmt = np.lib.format
+    start = stream.tell()
+    version = fmt.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(stream)
+    else:
+        raise DataError(f"{what}: unsupported .npy format version {version}")
+    if dtype.hasobject:
+        raise DataError(f"{what}: cannot read an array of Python objects (only numbers are read)")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    nbytes = count * dtype.itemsize
+    left = available - (stream.tell() - start)
+    if nbytes > left:
+        raise DataError(f"{what}: the header declares shape {tuple(shape)} of {dtype} ({nbytes:,} bytes) but only "
+                        f"{max(left, 0):,} bytes follow; the file is truncated or corrupt")
+    need = nbytes + count * 4  # the array and its float32 copy
+    if need > budget:
+        raise DataError(f"{what}: shape {tuple(shape)} of {dtype} needs {format_bytes(need)} with its float32 copy, "
+                        f"more than the {format_bytes(budget)} allowed (the memory available; WAE_MAX_ARRAY_BYTES "
+                        "sets it): use a smaller file")
+    stream.seek(start)
+    return fmt.read_array(stream, allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike, split: str = "train") -> Dataset:
-    """The ``train`` (keys ``x``, ``y``) or ``test`` (``x_test``, ``y_test``) split of an ``.npz`` file."""
+    """The ``train`` (keys ``x``, ``y``) or ``test`` (``x_test``, ``y_test``) split of an ``.npz`` file.
+
+    Memory is bounded before anything is expanded: each member's declared uncompressed size (zip directory) and its
+    array header are checked against the file and against :func:`~wae.data.core.max_array_bytes` first, so a
+    compressed "bomb" or a header claiming a huge shape is refused in one line."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"npz: file {path} not found; pass npz:/path/to/file.npz with keys x (and optionally y)")
     xk, yk = ("x", "y") if split == "train" else (f"x_{split}", f"y_{split}")
+    other_yk = "y_test" if split == "train" else "y"
     fix = "save it with numpy.savez(path, x=..., y=...)"
+    budget = max_array_bytes()
+    other = None
     try:
-        # Our own file handle: np.load leaks the one it opens when the zip is corrupt.
         with open(path, "rb") as fh:
-            loaded = np.load(fh, allow_pickle=False)
-            if isinstance(loaded, np.ndarray):  # a .npy file: x only
+            magic = fh.read(6)
+            fh.seek(0)
+            if magic == b"\x93NUMPY":  # a .npy file: x only
                 if split != "train":
                     raise DataError(f"npz: {path} is a single array and has no {split} split")
-                x, y = loaded, None
+                x, y = _read_array(fh, f"npz: {path}", os.fstat(fh.fileno()).st_size, budget), None
+            elif magic.startswith(b"PK"):
+                with zipfile.ZipFile(fh) as zf:
+                    x, y, other = _read_keys(zf, path, xk, yk, split, budget, other_yk)
             else:
-                with loaded as f:
-                    x, y = _read_keys(f, path, xk, yk, split)
+                raise DataError(f"npz: cannot read {path} (neither an .npz nor an .npy file); {fix}")
     except DataError:
         raise
-    except Exception as e:  # BadZipFile, ValueError (pickled data), OSError, EOFError, zlib errors, ...
-        raise DataError(f"npz: cannot read {path} ({one_line(e)}); {fix}") from e
+    except Exception as e:  # BadZipFile, ValueError, OSError, EOFError, zlib errors, ...
+        raise DataError(f"npz: cannot read {path} ({one_line(e)[:200]}); {fix}") from e
     tx = array_to_x(x, f"npz: {path} key {xk}")
-    ty, k = (None, None) if y is None else _labels(y, tx.shape[0], f"npz: {path} key {yk}")
+    ty, k = (None, None) if y is None else _labels(y, tx.shape[0], f"npz: {path} key {yk}", other)
     return Dataset(f"npz:{path}:{split}", tx, ty, num_classes=k)
 
 
-def _read_keys(f, path: Path, xk: str, yk: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    if xk not in f.files:
+def _read_keys(zf: zipfile.ZipFile, path: Path, xk: str, yk: str, split: str, budget: int, other_yk: str):
+    members = {(n[:-4] if n.endswith(".npy") else n): n for n in zf.namelist()}
+    if xk not in members:
         if split == "train":
-            raise DataError(f"npz: {path} has no key 'x' (keys: {', '.join(f.files) or 'none'}); save it with "
+            keys = sorted(members)
+            shown = ", ".join(k[:40] for k in keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+            raise DataError(f"npz: {path} has no key 'x' (keys: {shown or 'none'}); save it with "
                             f"numpy.savez(path, x=..., y=...)")
         raise DataError(f"npz: {path} has no {split} split (no key {xk!r}); add {xk}/{yk} arrays for one")
-    x = np.asarray(f[xk])
-    y = np.asarray(f[yk]) if yk in f.files else None
-    return x, y
+    out = []
+    for key in (xk, yk, other_yk):
+        if key not in members:
+            out.append(None)
+            continue
+        info = zf.getinfo(members[key])
+        what = f"npz: {path} key {key}"
+        if info.file_size > budget:
+            raise DataError(f"{what}: its declared uncompressed size, {format_bytes(info.file_size)}, exceeds the "
+                            f"{format_bytes(budget)} allowed (the memory available; WAE_MAX_ARRAY_BYTES sets it)")
+        if key == other_yk and info.file_size > 64 * 2 ** 20:
+            out.append(None)  # only read to renumber labels consistently: skip an implausibly large one
+            continue
+        with zf.open(info) as member:
+            out.append(_read_array(member, what, info.file_size, budget))
+        budget -= info.file_size
+    return out[0], out[1], out[2]
 
 
 @register_dataset("npz", description="your own arrays: npz:/path/file.npz with keys x (and y; x_test/y_test for a "
@@ -211,6 +294,11 @@ def load_folder(path: str | os.PathLike, size: int | tuple[int, int] | None = No
     headers = [image_header(p, "folder") for p in files]
     hw = _parse_size(size) or headers[0][1]
     mode = "L" if all(m in ("L", "LA", "1") for m, _ in headers) else "RGB"
+    need = len(files) * hw[0] * hw[1] * (1 if mode == "L" else 3) * 5  # uint8 images and their float32 copy
+    if need > max_array_bytes():
+        raise DataError(f"folder: {len(files)} images of {hw[0]}×{hw[1]} need {format_bytes(need)}, more than the "
+                        f"{format_bytes(max_array_bytes())} allowed (the memory available; WAE_MAX_ARRAY_BYTES sets "
+                        "it): pass a smaller size or fewer images")
     images = load_images(files, hw, mode, "folder")
     y = None if labels is None else labels_to_tensor(labels)
     return Dataset(f"folder:{root}", images_to_tensor(images, channels_last=True), y,
