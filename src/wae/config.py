@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -132,14 +133,14 @@ class RunConfig:
             raise ConfigError("a run config must be a mapping with keys model, data, train")
         unknown = set(d) - {"model", "data", "train"}
         if unknown:
-            raise ConfigError(f"unknown config section(s) {sorted(map(str, unknown))}; known: model, data, train")
+            raise ConfigError(f"unknown config section(s) {_names(unknown)}; known: model, data, train")
         m = d.get("model") or {}
         if not isinstance(m, dict) or "name" not in m:
             raise ConfigError("config section 'model' needs a 'name' (e.g. wae-mmd, gm-wae)")
         mdict = dict(m)
         name = mdict.pop("name")
         if not isinstance(name, str):
-            raise ConfigError(f"model.name must be a string, got {name!r}")
+            raise ConfigError(f"model.name must be a string, got {_short(name)}")
         config_cls = model_config_cls or MODEL_CONFIGS.get(name)
         return cls(
             model=name,
@@ -158,25 +159,70 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         t = self.train
         checks = [
-            (t.epochs >= 0, f"train.epochs must be >= 0, got {t.epochs}"),
+            (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}" + (": 0 epochs would export an untrained "
+                                                                          "model" if t.epochs == 0 else "")),
             (t.batch_size >= 2, f"train.batch_size must be >= 2 (MMD needs pairs), got {t.batch_size}"),
             (t.lr > 0 and math.isfinite(t.lr), f"train.lr must be a positive number, got {t.lr}"),
             (t.critic_lr > 0, f"train.critic_lr must be positive, got {t.critic_lr}"),
             (len(t.lr_milestones) == len(t.lr_factors), "train.lr_milestones and train.lr_factors differ in length"),
-            (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {t.on_nan!r}"),
+            (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {_short(t.on_nan)}"),
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
             (0.0 <= self.data.val_fraction < 1.0,
              f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
             (self.data.val_size is None or self.data.val_size >= 0,
              f"data.val_size must be >= 0, got {self.data.val_size}"),
             (self.data.limit is None or self.data.limit >= 1, f"data.limit must be >= 1, got {self.data.limit}"),
+            (self.data.eval_limit is None or self.data.eval_limit >= 1,
+             f"data.eval_limit must be >= 1 (or null: every test example), got {self.data.eval_limit}"),
+            (0 <= t.seed <= MAX_SEED, f"train.seed must be an integer from 0 to {MAX_SEED}, got {_short(t.seed)}"),
+            (0 <= self.data.val_seed <= MAX_SEED,
+             f"data.val_seed must be an integer from 0 to {MAX_SEED}, got {_short(self.data.val_seed)}"),
+            (t.max_steps == -1 or t.max_steps >= 1,
+             f"train.max_steps must be -1 (no limit) or >= 1, got {t.max_steps}: 0 steps would export an untrained "
+             "model"),
+            (t.max_minutes is None or (t.max_minutes > 0 and math.isfinite(t.max_minutes)),
+             f"train.max_minutes must be a positive number of minutes (or null: no limit), got {t.max_minutes}"),
+            (t.checkpoint_every_minutes >= 0 and math.isfinite(t.checkpoint_every_minutes),
+             f"train.checkpoint_every_minutes must be >= 0 (0: only at epoch boundaries), got "
+             f"{t.checkpoint_every_minutes}"),
+            (t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}"),
+            (t.num_nodes >= 1, f"train.num_nodes must be >= 1, got {t.num_nodes}"),
+            (t.eval_every_epochs >= 0, f"train.eval_every_epochs must be >= 0, got {t.eval_every_epochs}"),
             (0 <= t.augment_shift <= 8, f"train.augment_shift must be an integer from 0 to 8 pixels, got {t.augment_shift}"),
             (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
         ]
+        for f in fields(self.model_config):  # network width multipliers
+            if f.name == "width" or f.name.endswith("_width"):
+                v = getattr(self.model_config, f.name)
+                if isinstance(v, (int, float)) and not (v > 0 and math.isfinite(v)):
+                    checks.append((False, f"model.{f.name} must be a positive number (a width multiplier), got {v}"))
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
         return self
+
+
+MAX_SEED = 2 ** 32 - 1
+"""Largest seed: NumPy (and Lightning's ``seed_everything``) take seeds from 0 to 2^32 − 1."""
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 5
+_REPR.maxlevel = 2
+
+
+def _short(value) -> str:
+    """``repr(value)`` cut to a few dozen characters, in time bounded whatever the value (nested, shared, huge)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__
+        return f"<{type(value).__name__}>"
+
+
+def _names(keys, limit: int = 8) -> str:
+    """Sorted key names for a message: at most ``limit`` of them, each cut short."""
+    names = sorted(_short(k) if not isinstance(k, str) else (k if len(k) <= 40 else k[:39] + "…") for k in keys)
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 # --- generic dataclass <-> dict ------------------------------------------------------------------------------
@@ -211,12 +257,12 @@ def _coerce(value: Any, tp, where: str):
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {_short(value)}")
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
@@ -231,10 +277,10 @@ def _coerce(value: Any, tp, where: str):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {_short(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -244,21 +290,21 @@ def _coerce(value: Any, tp, where: str):
                 return int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
         try:
             out = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: expected a number, got {str(value)[:40]!r}") from None
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}") from None
         if math.isnan(out):
             raise ConfigError(f"{where}: NaN is not a valid value")
         return out
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {_short(value)}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     return value
@@ -275,25 +321,111 @@ def from_dict(cls, d: dict, where: str = ""):
     unknown = set(d) - names
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {', '.join(sorted(map(str, unknown)))} in {where or cls.__name__}; "
+            f"unknown key(s) {_names(unknown)} in {where or cls.__name__}; "
             f"known: {', '.join(sorted(names))}"
         )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()}
     return cls(**kwargs)
 
 
+MAX_YAML_CHARS = 1_000_000
+"""Longest YAML text read as a config (a run config is a few kilobytes)."""
+MAX_YAML_NODES = 100_000
+"""Most values a YAML document may stand for once its aliases are expanded (bounds nested-alias "bombs")."""
+
+
+MAX_YAML_DEPTH = 100
+"""Deepest nesting of YAML collections read as a config (a run config nests three levels)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses collections nested beyond :data:`MAX_YAML_DEPTH` while composing, so that
+    neither the recursion of the composer nor the scanner's work on deep flow nesting grows with the input."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_nodes(root, what: str) -> int:
+    """The number of nodes of ``root`` with every alias expanded, counted on the composed graph (each distinct node
+    once, memoised) and refused beyond :data:`MAX_YAML_NODES`; a recursive alias is refused too."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            kids = _children(node)
+            total = 1 + sum(size[id(k)] for k in kids)
+            if total > MAX_YAML_NODES:
+                raise ConfigError(f"{what}: the YAML expands to more than {MAX_YAML_NODES:,} values (nested aliases?)")
+            size[key] = total
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise ConfigError(f"{what}: a YAML alias refers to itself (recursive data is not a config)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node) if id(k) not in size)
+    return size[id(root)]
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def _safe_yaml(text: str, what: str):
+    """``yaml.safe_load`` with bounded time and memory: at most :data:`MAX_YAML_CHARS` characters, at most
+    :data:`MAX_YAML_NODES` values after alias expansion, no recursion; every failure is one :class:`ConfigError`."""
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"{what}: {len(text):,} characters is too long for a config (at most {MAX_YAML_CHARS:,})")
+    loader = None
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text)  # its reader refuses control characters here already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, what)
+        return loader.construct_document(node)
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") if str(e).startswith("the YAML nests") else e from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise ConfigError(f"{what}: not valid YAML ({first})") from None
+        raise ConfigError(f"{what}: not valid YAML ({first[:200]})") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: the YAML is nested too deeply") from None
+    except (ValueError, OverflowError, TypeError) as e:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{what}: a value cannot be read ({str(e)[:120]})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as f:  # never more than the limit into memory
+            raw = f.read(MAX_YAML_CHARS * 4 + 1)
+        if len(raw) > MAX_YAML_CHARS * 4:
+            raise ConfigError(f"config file {p} is larger than a config can be ({MAX_YAML_CHARS:,} characters)")
+        text = raw.decode("utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a directory") from None
     except FileNotFoundError:
         raise ConfigError(f"config file {p} not found") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -302,7 +434,8 @@ def load_yaml(path: str | Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a config file must hold a mapping")
+        raise ConfigError(f"{p}: a config file must hold a mapping (model:, data:, train:), got "
+                          f"{type(data).__name__}")
     return data
 
 
@@ -332,19 +465,22 @@ def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> di
     }
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_short(item)}")
         key, raw = item.split("=", 1)
         key = key.strip()
+        if len(key) > 100:
+            raise ConfigError(f"--set {_short(key)}: unknown key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = _safe_yaml(raw, f"--set {key}") if raw.strip() else ""
+        except ConfigError:
             value = raw
         if "." in key:
             sec, name = key.split(".", 1)
             if sec not in sections:
-                raise ConfigError(f"--set {key}: unknown section {sec!r}; known: model, data, train")
+                raise ConfigError(f"--set {key}: unknown section {_short(sec)}; known: model, data, train")
             if name not in sections[sec]:
-                raise ConfigError(f"--set {key}: unknown key {name!r} in {sec}; known: {', '.join(sorted(sections[sec]))}")
+                raise ConfigError(f"--set {key}: unknown key {_short(name)} in {sec}; known: "
+                                  f"{', '.join(sorted(sections[sec]))}")
         else:
             hits = [s for s, names in sections.items() if key in names]
             if not hits:
@@ -352,7 +488,11 @@ def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> di
             if len(hits) > 1:
                 raise ConfigError(f"--set {key}: ambiguous, say {' or '.join(h + '.' + key for h in hits)}")
             sec, name = hits[0], key
-        d.setdefault(sec, {})
+        if d.get(sec) is None:
+            d[sec] = {}
+        elif not isinstance(d[sec], dict):
+            raise ConfigError(f"config section {sec!r} must be a mapping of keys to values, got "
+                              f"{type(d[sec]).__name__} {_short(d[sec])}")
         d[sec][name] = value
     return d
 

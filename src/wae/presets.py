@@ -62,11 +62,19 @@ def resolve_config(model: str | None, preset: str | None = None, dataset: str | 
     (``{"section.key": value}``, None values skipped) → ``sets`` (``key=value`` strings; a bare key resolves to its
     section when unambiguous). The result is validated.
     """
-    name = model or MAIN_MODEL
+    file_d = load_yaml(config_file) if config_file else {}
+    for sec in ("model", "data", "train"):
+        if file_d.get(sec) is not None and not isinstance(file_d[sec], dict):
+            raise ConfigError(f"{config_file}: section {sec!r} must be a mapping of keys to values, got "
+                              f"{type(file_d[sec]).__name__}")
+    fname = (file_d.get("model") or {}).get("name")
+    # a config file naming its model (e.g. an old run's config.yaml) gets that model's preset, not the main model's
+    name = model or (fname if isinstance(fname, str) else None) or MAIN_MODEL
     entry = get_model_entry(name)
     d: dict = {"model": {"name": name}}
     if preset is None:
-        preset = default_preset(name, dataset)
+        fdata = (file_d.get("data") or {}).get("dataset")
+        preset = default_preset(name, dataset or (fdata if isinstance(fdata, str) else None))
     if preset:
         pd = load_preset(preset)
         pname = (pd.get("model") or {}).get("name")
@@ -74,7 +82,7 @@ def resolve_config(model: str | None, preset: str | None = None, dataset: str | 
             raise ConfigError(f"preset {preset!r} is for model {pname!r}, not {name!r}")
         d = deep_update(d, pd)
     if config_file:
-        d = deep_update(d, load_yaml(config_file))
+        d = deep_update(d, file_d)
         cname = (d.get("model") or {}).get("name", name)
         if not isinstance(cname, str):
             raise ConfigError(f"model.name must be a string, got {cname!r}")
