@@ -14,18 +14,35 @@ import torch
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_json"]
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it where the system shows it)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f.read(65536).splitlines():
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_with(path: str | Path, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` for a temporary file in the same directory, fsync it, then rename over ``path``.
 
-    A crash at any point leaves either the old file or the new one, never a partial file.
+    A crash at any point leaves either the old file or the new one, never a partial file. The file gets the mode
+    any new file of the process gets (0666 less the umask), not the 0600 of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    mode = 0o666 & ~_umask()
     try:
+        os.close(fd)
         writer(tmp)
         with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), mode)  # after the writer: some replace the file rather than write into it
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

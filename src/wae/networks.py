@@ -62,9 +62,16 @@ class ConvEncoder(nn.Module):
                  batch_norm: bool = True):
         super().__init__()
         c, h, w = in_shape
+        pad = _same_pad(kernel) if kernel % 2 else kernel // 2 - 1
+        need = max(1, kernel - 2 * pad)  # the smallest input of the last convolution
+        for _ in channels[:-1]:
+            need = 2 * (need - 1) + kernel - 2 * pad
+        if channels and min(h, w) < need:
+            raise ConfigError(f"encoder: images of {h}×{w} pixels are too small for its {len(channels)} stride-2 "
+                              f"convolutions (kernel {kernel}); it needs at least {need}×{need}")
         layers: list[nn.Module] = []
         for ch in channels:
-            layers.append(nn.Conv2d(c, ch, kernel, stride=2, padding=_same_pad(kernel) if kernel % 2 else kernel // 2 - 1))
+            layers.append(nn.Conv2d(c, ch, kernel, stride=2, padding=pad))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(ch))
             layers.append(nn.ReLU())
@@ -93,6 +100,9 @@ class ConvDecoder(nn.Module):
         super().__init__()
         c_out, h, w = out_shape
         f = 2 ** len(channels)
+        if h < f or w < f:
+            raise ConfigError(f"decoder: images of {h}×{w} pixels are too small for its {len(channels)} stride-2 "
+                              f"up-convolutions; it needs at least {f}×{f}")
         if h % f or w % f:
             raise ConfigError(f"decoder: image size {h}×{w} is not divisible by 2^{len(channels)}")
         self.start = (fc_channels, h // f, w // f)

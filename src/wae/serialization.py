@@ -51,12 +51,18 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         state = load_file(str(w_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise WAEError(f"{w_path} is corrupt or unreadable ({e})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WAEError(f"{w_path} holds non-finite values (NaN or infinity) in {bad[0][:80]}"
+                       + (f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else "")
+                       + ": the export is corrupt or the training diverged; retrain it or `--resume` its run")
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise WAEError(f"{w_path} does not match the model ({str(e).strip().splitlines()[0][:200]})") from None
     if missing or unexpected:
-        raise WAEError(f"{w_path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise WAEError(f"{w_path} does not match the model: missing {[k[:80] for k in missing[:3]]}, unexpected "
+                       f"{[k[:80] for k in unexpected[:3]]}")
     model.registry_name = name
     return model.to(device).eval()
 
