@@ -365,3 +365,167 @@ def monkeypatch_session(tmp_path_factory):
     mp.setitem(cli.COMMANDS, "reproduce", lambda a: 0)  # experiments train models
     yield
     mp.undo()
+
+
+# --- hostile files: nested-alias YAML, compressed npz members (issue 26) ---------------------------------------
+# Small files that expand without bound must end in one line, fast, without the memory their expansion would take.
+
+
+@st.composite
+def alias_yaml(draw):
+    """A config whose train section holds a chain of anchors, each a list of ``fan`` aliases of the previous one
+    (``fan ** depth`` values once expanded: a billion laughs at depth 9, fan 10), used by a config key; sometimes a
+    self-referring anchor or very deep nesting instead; sometimes all on one line (a --set value)."""
+    depth, fan = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    kind = draw(st.sampled_from(["chain", "chain", "chain", "recursive", "deep"]))
+    key = draw(st.sampled_from(["seed", "lr", "sample_metrics", "lr_milestones", "betas", "nope", "epochs"]))
+    if kind == "recursive":
+        value = "&r [1, *r]"
+    elif kind == "deep":
+        n = draw(st.integers(50, 20000))
+        value = "[" * n + "]" * n
+    else:
+        value = "&a0 [" + ", ".join(["lol"] * fan) + "]"
+        for i in range(1, depth):
+            value = f"[{value}, &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]]"
+    one_line = draw(st.booleans())
+    text = (f"{{model: {{name: wae-mmd}}, train: {{{key}: {value}}}}}" if one_line else
+            f"model:\n  name: wae-mmd\ntrain:\n  {key}: {value}\n")
+    return text, key, value
+
+
+@FUZZ
+@given(alias_yaml())
+def test_nested_alias_yaml_is_bounded(doc):
+    import time
+
+    from wae.config import RunConfig, apply_overrides, load_yaml
+
+    text, key, value = doc
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "c.yaml"
+        p.write_text(text)
+        for parse in (lambda: RunConfig.from_yaml(text), lambda: RunConfig.from_dict(load_yaml(p)),
+                      lambda: RunConfig.from_dict(apply_overrides({"model": {"name": "wae-mmd"}},
+                                                                  [f"train.{key}={value}"], {"width"}))):
+            t0 = time.monotonic()
+            try:
+                parse()
+            except WAEError as e:
+                _one_line(e)
+                assert len(str(e)) < 600, str(e)[:1000]
+            assert time.monotonic() - t0 < 5, (text[:200], time.monotonic() - t0)
+
+
+def test_billion_laughs_is_refused_at_once():
+    import time
+
+    from wae.config import RunConfig
+
+    text = "model: {name: wae-mmd}\ntrain:\n  sample_metrics: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for i in range(1, 10):
+        text += f"  x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n"
+    text += "  seed: *a9\n"
+    assert len(text) < 1000
+    t0 = time.monotonic()
+    with pytest.raises(WAEError, match="expands to more than"):
+        RunConfig.from_yaml(text)
+    assert time.monotonic() - t0 < 1
+
+
+def _zip_member(name: str, payload: bytes, declared: int | None = None) -> bytes:
+    """A zip with one deflated member; ``declared`` rewrites the uncompressed size its central directory states."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(zipfile.ZipInfo(name), payload, compress_type=zipfile.ZIP_DEFLATED)
+    data = bytearray(buf.getvalue())
+    if declared is not None:
+        cd = data.rindex(b"PK\x01\x02")
+        data[cd + 24: cd + 28] = struct.pack("<I", declared)
+    return bytes(data)
+
+
+@st.composite
+def npz_bombs(draw):
+    """npz files of deflated zero arrays (a 2000×28×28 float32 member is 6 MiB inflated, a few KiB on disk), with
+    their declared uncompressed size or their .npy header's shape sometimes lying."""
+    n = draw(st.integers(1, 2000))
+    hw = draw(st.sampled_from([(28, 28), (5, 5), (8,)]))
+    dtype = np.dtype(draw(st.sampled_from(["u1", "f4", "f8"])))
+    shape = (n, *hw)
+    head = io.BytesIO()
+    fake = draw(st.sampled_from([None, (10 ** 12, 28, 28), (2 ** 40,), (n * 50, *hw), (n, *hw)]))
+    np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                "fortran_order": False, "shape": fake or shape})
+    payload = head.getvalue() + bytes(int(np.prod(shape)) * dtype.itemsize)
+    declared = draw(st.sampled_from([None, None, 0, 100, len(payload) // 2, len(payload) * 2, 2 ** 32 - 1]))
+    return _zip_member("x.npy", payload, declared), int(np.prod(fake or shape)) * (dtype.itemsize + 4)
+
+
+LIMIT = 2 * 2 ** 20  # bytes the arrays read from one file may take in these tests
+
+
+@FUZZ
+@given(npz_bombs())
+def test_npz_bombs_are_bounded(bomb):
+    import os
+    import tracemalloc
+
+    from wae.data import load_dataset
+
+    blob, need = bomb
+    old = os.environ.get("WAE_MAX_ARRAY_BYTES")
+    os.environ["WAE_MAX_ARRAY_BYTES"] = str(LIMIT)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "bomb.npz"
+            p.write_bytes(blob)
+            tracemalloc.start()
+            try:
+                ds = load_dataset(f"npz:{p}")
+                assert len(ds) >= 1 and need <= LIMIT
+            except WAEError as e:
+                _one_line(e)
+            finally:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert peak < 4 * LIMIT, peak
+    finally:
+        if old is None:
+            os.environ.pop("WAE_MAX_ARRAY_BYTES", None)
+        else:
+            os.environ["WAE_MAX_ARRAY_BYTES"] = old
+
+
+def test_deflate_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """256 MiB of zeros deflated to a few hundred KiB, and a member whose directory claims 4 GiB: both refused in one
+    line from their declared sizes, without inflating them."""
+    import time
+    import tracemalloc
+    import zipfile
+
+    from wae.data import load_dataset
+
+    monkeypatch.setenv("WAE_MAX_ARRAY_BYTES", str(64 * 2 ** 20))
+    p = tmp_path / "bomb.npz"
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": (2 ** 28,)})
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as f:
+        f.write(head.getvalue())
+        zeros = bytes(2 ** 20)
+        for _ in range(256):
+            f.write(zeros)
+    assert p.stat().st_size < 2 ** 20
+    forged = tmp_path / "forged.npz"
+    forged.write_bytes(_zip_member("x.npy", head.getvalue() + bytes(1000), declared=2 ** 32 - 1))
+    for f in (p, forged):
+        tracemalloc.start()
+        t0 = time.monotonic()
+        with pytest.raises(WAEError, match="declared uncompressed size") as e:
+            load_dataset(f"npz:{f}")
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        _one_line(e.value)
+        assert time.monotonic() - t0 < 2 and peak < 8 * 2 ** 20, (f.name, peak)

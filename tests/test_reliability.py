@@ -134,6 +134,11 @@ def test_resumed_run_matches_uninterrupted_run_exactly(kill_resume):
         assert m[key] == b[key], (key, kill_resume["k"])
 
 
+def test_resumed_run_has_byte_identical_weights(kill_resume):
+    assert (kill_resume["killed"] / "model.safetensors").read_bytes() == \
+        (kill_resume["base"] / "model.safetensors").read_bytes(), kill_resume["k"]
+
+
 def test_sigterm_saves_the_step_exits_143_with_a_message_and_resume_matches_exactly(kill_resume, tmp_path):
     """SIGTERM mid-epoch: the step in progress finishes, a checkpoint of it is written, one line says so, exit 143;
     --resume then ends exactly where the uninterrupted run ends (nothing lost, nothing trained twice)."""
@@ -562,3 +567,428 @@ def test_non_finite_loss_term_is_named_by_the_fused_check():
     assert lit._check({"loss": torch.tensor(1.0), "mmd": torch.tensor(0.1), "_aux": torch.tensor(float("nan"))})
     with pytest.raises(TrainingError, match="in term\\(s\\) mmd"):
         lit._check({"loss": torch.tensor(1.0), "mmd": torch.tensor(float("inf"))})
+
+
+# --- run directories: validated before the first write, never clobbered (issue 26) ---------------------------------
+
+TINY_RUN = ["train", "wae-mmd", "--dataset", "mnist-5k", "--set", "width=0.0625", "--set", "data.limit=100",
+            "--set", "data.eval_limit=50", "--set", "pretrain_steps=0", "--batch-size", "50", "--epochs", "1",
+            "--set", "figures=false", "--set", "train.sample_metrics=[]", "--quiet"]
+
+
+def _main(argv, capsys):
+    """(exit code, stdout, stderr) of the CLI run in this process; argparse's own exits count as exit codes."""
+    from wae.cli import main
+
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wae: error:") and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny wae-mmd run (figures=false), trained in this process; tests work on copies of it."""
+    import pytest as _pytest
+
+    mp = _pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("finished")
+    mp.setenv("WAE_DATA", str(tmp / "no-data"))
+    from wae.cli import main
+
+    out = tmp / "run"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*TINY_RUN, "--out", str(out)])
+    mp.undo()
+    assert rc == 0
+    return {"dir": out, "stdout": buf.getvalue(), "umask": _current_umask()}
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _copy(finished, tmp_path) -> Path:
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(finished["dir"], d)
+    return d
+
+
+def test_figures_false_run_does_not_claim_to_write_figures(finished):
+    last = finished["stdout"].strip().splitlines()[-1]
+    assert last.startswith("wrote ") and "metrics.json" in last and "figures" not in last, finished["stdout"]
+    assert not (finished["dir"] / "figures").exists()
+
+
+def test_run_outputs_get_the_process_umask(finished):
+    mode = 0o666 & ~finished["umask"]
+    for f in ("config.yaml", "model.safetensors", "model.yaml", "metrics.json", "checkpoints/last.ckpt"):
+        assert (finished["dir"] / f).stat().st_mode & 0o777 == mode, f
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_atomic_write_uses_the_umask_not_0600(tmp_path, mask):
+    from wae.files import atomic_write_text
+
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def _tiny_images_npz(path: Path, shape) -> Path:
+    import numpy as np
+
+    np.savez(path, x=np.random.default_rng(0).integers(0, 255, (120, *shape), dtype=np.uint8))
+    return path
+
+
+def test_failed_run_into_a_finished_run_leaves_it_untouched(finished, tmp_path, capsys, monkeypatch):
+    """A run into a finished run directory is refused before anything is written; with --overwrite, a run whose data
+    or model fails its checks still writes nothing (the finished run stays usable)."""
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    d = _copy(finished, tmp_path)
+    before = _snapshot(d)
+    bad = _tiny_images_npz(tmp_path / "bad.npz", (5, 5))
+    base = ["train", "vae", "--dataset", f"npz:{bad}", "--set", "data.limit=100", "--quiet", "--out", str(d)]
+    rc, _, err = _main(base, capsys)
+    line = _one_error_line(err)
+    assert rc == 2 and "finished run" in line and "--overwrite" in line, line
+    rc, _, err = _main([*base, "--overwrite"], capsys)
+    line = _one_error_line(err)
+    assert rc == 2 and "too small" in line, line
+    assert _snapshot(d) == before
+    import wae
+
+    assert wae.load(d).registry_name == "wae-mmd"
+
+
+def test_another_model_into_a_run_directory_needs_overwrite_and_then_replaces_it_whole(finished, tmp_path, capsys,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    d = _copy(finished, tmp_path)
+    # mark the old run's outputs, to see that none of them survives beside the new run's
+    m = json.loads((d / "metrics.json").read_text())
+    (d / "metrics.json").write_text(json.dumps({**m, "old/sentinel": 1}))
+    (d / "logs" / "version_7").mkdir(parents=True)
+    (d / "logs" / "version_7" / "metrics.csv").write_text("old\n")
+    args = [a if a != "wae-mmd" else "vae" for a in TINY_RUN] + ["--out", str(d)]
+    before = _snapshot(d)
+    rc, _, err = _main(args, capsys)
+    assert rc == 2 and "--overwrite" in _one_error_line(err)
+    assert _snapshot(d) == before
+    rc, out, err = _main([*args, "--overwrite"], capsys)
+    assert rc == 0, err
+    new = json.loads((d / "metrics.json").read_text())
+    assert new["model"] == "vae" and "old/sentinel" not in new
+    assert [p.name for p in (d / "logs").iterdir()] == ["version_0"]
+    import wae
+
+    assert wae.load(d).registry_name == "vae"
+    from wae.presets import load_run_config
+
+    assert load_run_config(d / "config.yaml").model == "vae"
+
+
+def test_a_run_with_a_checkpoint_is_not_restarted_without_resume_or_overwrite(finished, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    d = _copy(finished, tmp_path)
+    (d / "model.safetensors").unlink()  # killed before the end: config and checkpoint only
+    before = _snapshot(d)
+    rc, _, err = _main([*TINY_RUN, "--out", str(d)], capsys)
+    line = _one_error_line(err)
+    assert rc == 2 and "checkpoint" in line and "--overwrite" in line, line
+    assert _snapshot(d) == before
+    rc, _, err = _main([*TINY_RUN, "--out", str(d), "--resume", "--overwrite"], capsys)
+    assert rc == 2 and "pass one" in _one_error_line(err)
+
+
+def test_resume_refuses_a_changed_setting_with_the_diff_and_keeps_the_config(finished, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    d = _copy(finished, tmp_path)
+    before = _snapshot(d)
+    rc, _, err = _main([*TINY_RUN, "--out", str(d), "--resume", "--set", "lr=0.01", "--set", "seed=3"], capsys)
+    line = _one_error_line(err)
+    assert rc == 2 and "train.lr 0.001 → 0.01" in line and "train.seed 0 → 3" in line, line
+    # a hand-edited key of config.yaml is not silently dropped either: the same refusal names it
+    text = (d / "config.yaml").read_text().replace("lr: 0.001", "lr: 0.002")
+    (d / "config.yaml").write_text(text)
+    rc, _, err = _main([*TINY_RUN, "--out", str(d), "--resume"], capsys)
+    line = _one_error_line(err)
+    assert rc == 2 and "train.lr 0.002 → 0.001" in line, line
+    assert (d / "config.yaml").read_text() == text
+    assert {k: v for k, v in _snapshot(d).items() if k != "config.yaml"} == \
+        {k: v for k, v in before.items() if k != "config.yaml"}
+
+
+def test_resume_applies_a_safe_change_and_says_so(finished, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    d = _copy(finished, tmp_path)
+    args = [a if a != "1" else "2" for a in TINY_RUN]  # --epochs 2: one more epoch
+    rc, out, err = _main([*args, "--out", str(d), "--resume", "--set", "data.eval_limit=40"], capsys)
+    assert rc == 0, err
+    notes = [ln for ln in out.splitlines() if ln.startswith("--resume: applying")]
+    assert len(notes) == 1 and "train.epochs 1 → 2" in notes[0] and "data.eval_limit 50 → 40" in notes[0], out
+    from wae.presets import load_run_config
+
+    cfg = load_run_config(d / "config.yaml")
+    assert cfg.train.epochs == 2 and cfg.data.eval_limit == 40
+    assert json.loads((d / "metrics.json").read_text())["train/steps"] == 2 * 2  # 100 examples / batch 50
+
+
+def test_config_of_an_old_run_is_taken_as_it_is(finished, tmp_path, capsys):
+    """`wae train --config OLD_RUN/config.yaml` gets the preset of the model the file names (not the main model's),
+    for wae-mmd and for models whose keys the main model does not have."""
+    from wae.presets import load_run_config, resolve_config
+
+    from wae.models import list_models
+
+    files = {"wae-mmd": finished["dir"] / "config.yaml"}
+    for name in [e.name for e in list_models() if e.name != "wae-mmd"]:
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(resolve_config(name).to_yaml())
+    for name, f in files.items():
+        rc, out, err = _main(["train", "--config", str(f), "--dry-run"], capsys)
+        assert rc == 0, (name, err)
+        from wae.config import RunConfig
+
+        assert RunConfig.from_yaml(out).to_dict() == load_run_config(f).to_dict(), name
+
+
+def test_config_with_a_section_that_is_not_a_mapping_is_one_line(tmp_path, capsys):
+    for text in ("model: {name: wae-mmd}\ntrain: [1, 2]\n", "model: 5\n", "data: abc\n"):
+        f = tmp_path / "c.yaml"
+        f.write_text(text)
+        rc, _, err = _main(["train", "--config", str(f), "--set", "lr=0.1", "--dry-run"], capsys)
+        assert rc == 2 and "mapping" in _one_error_line(err), (text, err)
+
+
+def test_lock_of_an_unrelated_live_process_says_how_to_clear_it(tmp_path):
+    from wae.training.run import RunLock
+
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        cmdline = Path(f"/proc/{p.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while cmdline.exists() and b"sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the child has started `sleep`
+        (tmp_path / ".lock").write_text(str(p.pid))
+        with pytest.raises(WAEError) as e:
+            RunLock(tmp_path).__enter__()
+        msg = str(e.value)
+        assert "\n" not in msg and "in use" in msg and f"delete {tmp_path / '.lock'}" in msg, msg
+        if Path(f"/proc/{p.pid}/cmdline").exists():
+            assert "not a wae run" in msg and "sleep" in msg, msg
+    finally:
+        p.kill()
+        p.wait()
+    assert (tmp_path / ".lock").read_text() == str(p.pid)  # left for the user to judge
+
+
+def test_nan_at_the_first_step_does_not_claim_a_checkpoint(tmp_path, capsys, monkeypatch):
+    _poison(monkeypatch, at_step=0)
+    rc, out = _nan_run(tmp_path, monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert rc == 3 and len(err.splitlines()) == 1, err
+    assert "non-finite loss at step 0" in err and "no checkpoint" in err and "is kept" not in err, err
+    assert not (out / "checkpoints" / "last.ckpt").exists()
+
+
+# --- exported weights and outputs: never silent garbage (issue 26) -----------------------------------------------
+
+
+def _nan_weights(d: Path, name: str | None = None) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(d / "model.safetensors"))
+    key = name or next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, str(d / "model.safetensors"))
+
+
+def test_non_finite_exported_weights_are_refused_by_load_sample_and_encode(finished, tmp_path, capsys, monkeypatch):
+    import wae
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    d = _copy(finished, tmp_path)
+    _nan_weights(d)
+    with pytest.raises(WAEError, match="non-finite"):
+        wae.load(d)
+    for argv in (["sample", str(d), "--n", "8", "--out", str(tmp_path / "s.npz")],
+                 ["sample", str(d), "--n", "8", "--out", str(tmp_path / "s.png")],
+                 ["encode", str(d), "--out", str(tmp_path / "z.npz")]):
+        rc, _, err = _main(argv, capsys)
+        assert rc == 2 and "non-finite" in _one_error_line(err), (argv, err)
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "z.npz").exists()
+
+
+def test_gm_wae_with_non_finite_weights_samples_to_one_line(tmp_path, capsys):
+    from wae.config import RunConfig
+    from wae.models.registry import create_model
+    from wae.serialization import save_model
+
+    cfg = RunConfig.from_dict({"model": {"name": "gm-wae", "width": 0.0625}})
+    save_model(create_model("gm-wae", (1, 28, 28), cfg.model_config), tmp_path / "gm", cfg)
+    _nan_weights(tmp_path / "gm")
+    for extra in ([], ["--component", "1"]):
+        rc, _, err = _main(["sample", str(tmp_path / "gm"), "--out", str(tmp_path / "s.png"), *extra], capsys)
+        assert rc == 2 and "non-finite" in _one_error_line(err), err
+
+
+def test_samples_that_overflow_are_refused_not_written(finished, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    d = _copy(finished, tmp_path)
+    state = load_file(str(d / "model.safetensors"))
+    key = [k for k in state if k.startswith("decoder") and k.endswith("weight")][0]
+    state[key] = state[key] * 1e38  # finite weights whose outputs overflow
+    save_file(state, str(d / "model.safetensors"))
+    rc, _, err = _main(["sample", str(d), "--n", "8", "--std-scale", "1e30", "--out", str(tmp_path / "s.npz")],
+                       capsys)
+    assert rc == 2 and "non-finite samples" in _one_error_line(err), err
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_sample_out_must_be_png_or_npz(finished, tmp_path, capsys):
+    for name in ("x.jpg", "x.jpeg", "x", "x.PNG.txt"):
+        rc, _, err = _main(["sample", str(finished["dir"]), "--out", str(tmp_path / name)], capsys)
+        assert rc == 2 and ".png" in _one_error_line(err), (name, err)
+        assert not (tmp_path / name).exists()
+    rc, _, err = _main(["reconstruct", str(finished["dir"]), "--out", str(tmp_path / "r.jpg")], capsys)
+    assert rc == 2 and ".png" in _one_error_line(err)
+
+
+BAD_NUMBERS = [
+    ["sample", "{run}", "--std-scale", "nan"], ["sample", "{run}", "--std-scale", "inf"],
+    ["sample", "{run}", "--std-scale", "-1"], ["sample", "{run}", "--std-scale", "0"],
+    ["sample", "{run}", "--n", "0"], ["sample", "{run}", "--n", "1e3"], ["sample", "{run}", "--seed", "-1"],
+    ["sample", "{run}", "--seed", str(2 ** 70)], ["sample", "{run}", "--component", "-2"],
+    ["sample", "{run}", "--n", "9" * 5000],
+    ["reconstruct", "{run}", "--n", "0"], ["reconstruct", "{run}", "--depth", "-1"],
+    ["encode", "{run}", "--limit", "0"], ["encode", "{run}", "--batch-size", "0"], ["encode", "{run}", "--depth", "0"],
+    ["evaluate", "{run}", "--n", "1"], ["evaluate", "{run}", "--eval-limit", "0"],
+    ["evaluate", "{run}", "--inception-n", "1"], ["reproduce", "wae-mnist", "--seed", "-1"],
+    ["train", "--epochs", "0"], ["train", "--max-steps", "0"], ["train", "--max-steps", "-2"],
+    ["train", "--seed", "-1"], ["train", "--seed", str(2 ** 64)], ["train", "--lr", "nan"], ["train", "--lr", "0"],
+    ["train", "--batch-size", "1"], ["train", "--num-nodes", "0"],
+    ["train", "--set", "seed=-1"], ["train", "--set", f"seed={2 ** 70}"], ["train", "--set", "data.val_seed=-5"],
+    ["train", "--set", "model.width=0"], ["train", "--set", "model.width=-0.5"], ["train", "--set", "width=.nan"],
+    ["train", "--set", "data.limit=0"], ["train", "--set", "data.eval_limit=0"], ["train", "--set", "epochs=0"],
+    ["train", "--set", "max_steps=0"], ["train", "--set", "max_minutes=0"], ["train", "--set", "max_minutes=-1"],
+    ["train", "--set", "checkpoint_every_minutes=-1"], ["train", "--set", "log_every=0"],
+    ["train", "--set", "epochs=" + "9" * 5000],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_NUMBERS, ids=lambda a: " ".join(x[:20] for x in a[:4]))
+def test_every_cli_number_is_checked_in_one_line(argv, finished, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    argv = [a.replace("{run}", str(finished["dir"])) for a in argv]
+    if argv[0] in ("sample", "reconstruct", "encode"):
+        argv += ["--out", str(tmp_path / ("o.npz" if argv[0] == "encode" else "o.png"))]
+    if argv[0] == "train":
+        argv += ["wae-mmd", "--out", str(tmp_path / "never")]
+    rc, _, err = _main(argv, capsys)
+    line = _one_error_line(err)
+    assert rc == 2 and len(line) < 400, (argv[:4], line)
+    assert not (tmp_path / "never").exists() and not list(tmp_path.glob("o.*"))
+
+
+# --- inputs the networks cannot take, labels that are ids (issue 26) ---------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["npz-5x5", "npz-4x4x3", "folder-4x4-rgb"])
+def test_images_smaller_than_the_network_are_one_line(kind, tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    if kind == "npz-5x5":
+        data = f"npz:{_tiny_images_npz(tmp_path / 'x.npz', (5, 5))}"
+    elif kind == "npz-4x4x3":
+        data = f"npz:{_tiny_images_npz(tmp_path / 'x.npz', (4, 4, 3))}"
+    else:
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for i in range(60):
+            (tmp_path / "imgs").mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+        data = f"folder:{tmp_path / 'imgs'}"
+    # (gm-wae's own networks take 4×4 images: it is refused for 5×5 and for the 4×4×3 array, which is read as
+    # 4 channels of 4×3)
+    for model in ("wae-mmd", "vae") + (("gm-wae",) if kind.startswith("npz") else ()):
+        out = tmp_path / f"run-{model}"
+        rc, _, err = _main(["train", model, "--dataset", data, "--batch-size", "20", "--quiet", "--out", str(out)],
+                           capsys)
+        line = _one_error_line(err)
+        assert rc == 2 and ("too small" in line or "divisible" in line), (model, line)
+        assert not out.exists()  # nothing written, not even the directory
+
+
+def test_labels_with_huge_values_are_renumbered_and_the_run_ends_with_metrics(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    rng = np.random.default_rng(0)
+    y = rng.choice(np.array([7, 10 ** 12, 3 * 10 ** 15, 2 ** 62]), 200)
+    yt = rng.choice(np.array([7, 10 ** 12, 3 * 10 ** 15]), 60)
+    np.savez(tmp_path / "ids.npz", x=rng.normal(size=(200, 6)).astype(np.float32), y=y,
+             x_test=rng.normal(size=(60, 6)).astype(np.float32), y_test=yt)
+    from wae.data import load_dataset
+
+    tr, te = load_dataset(f"npz:{tmp_path / 'ids.npz'}"), load_dataset(f"npz:{tmp_path / 'ids.npz'}:test")
+    assert tr.num_classes == te.num_classes == 4 and int(tr.y.max()) <= 3
+    # the same id gets the same class in both splits
+    assert (te.y.numpy() == np.searchsorted(np.unique(y), yt)).all()
+    out = tmp_path / "run"
+    rc, _, err = _main(["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'ids.npz'}", "--batch-size", "50",
+                        "--epochs", "1", "--set", "width=0.0625", "--set", "figures=false", "--set", "pretrain_steps=0",
+                        "--quiet", "--out", str(out)], capsys)
+    assert rc == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert "test/acc_hungarian" in m
+
+
+@pytest.mark.parametrize("at_step", [0, 5])
+def test_out_of_memory_exits_3_naming_what_is_left(tmp_path, capsys, monkeypatch, at_step):
+    from wae.training import module
+
+    orig = module.LitAutoEncoder.training_step
+
+    def step(self, idx, batch_idx):
+        if self.global_step == at_step:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return orig(self, idx, batch_idx)
+
+    monkeypatch.setattr(module.LitAutoEncoder, "training_step", step)
+    rc, out = _nan_run(tmp_path, monkeypatch)
+    err = capsys.readouterr().err.strip()
+    assert rc == 3 and len(err.splitlines()) == 1 and "out of memory" in err, err
+    if at_step == 0:
+        assert "nothing to resume" in err and "is kept" not in err, err
+    else:
+        assert f"checkpoint (step {at_step}) is kept" in err, err
+        assert not (out / ".lock").exists()

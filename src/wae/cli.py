@@ -21,6 +21,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"wae: error: {message} (see `{self.prog} --help`)\n")
 
 
+MAX_SEED = 2 ** 32 - 1
+"""Seeds from 0 to 2^32 − 1 (NumPy's range; Lightning's too)."""
+
+
+def _int_arg(lo: int | None = None, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi] (one-line error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            want = (f"from {lo} to {hi}" if lo is not None and hi is not None else
+                    f">= {lo}" if lo is not None else f"<= {hi}")
+            raise argparse.ArgumentTypeError(f"must be an integer {want}, got {v}")
+        return v
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (NaN and infinity refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text[:40]}")
+    return v
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="wae", description="Wasserstein auto-encoders with mixture and hierarchical latents: train, "
                 "evaluate, sample, and reproduce the WAE, GM-WAE, StackedWAE and GMVAE papers.")
@@ -34,36 +64,39 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="directory holding the data files")
     t.add_argument("--eval-dataset", help="test data, NAME[:split], e.g. mnist:test")
     t.add_argument("--eval-data-dir", help="directory of the test data (default: --data-dir)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--epochs", type=_int_arg(1))
+    t.add_argument("--max-steps", type=_int_arg(-1), help="stop after this many optimiser steps (-1: no limit)")
+    t.add_argument("--batch-size", type=_int_arg(2))
+    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--seed", type=_int_arg(0, MAX_SEED))
     t.add_argument("--accelerator", help="cpu, gpu, auto")
     t.add_argument("--devices", help="number of devices or a list, e.g. 2 or 0,1")
     t.add_argument("--strategy", help="auto, ddp, …")
-    t.add_argument("--num-nodes", type=int)
+    t.add_argument("--num-nodes", type=_int_arg(1))
     t.add_argument("--out", help="run directory (default runs/MODEL-DATASET)")
     t.add_argument("--config", help="YAML config file (applied after the preset)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set lam=20 --set model.width=0.25 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a finished run, "
+                   "another model's, or one with a checkpoint), removing its outputs; without it that is refused")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", type=_int_arg(1), default=64)
     s.add_argument("--out", required=True, help="PNG file to write (a grid), or .npz for the samples as an array x")
-    s.add_argument("--component", type=int, help="sample one mixture component k")
-    s.add_argument("--std-scale", type=float, default=1.0, help="scale the prior's standard deviation (e.g. 0.5)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--component", type=_int_arg(0), help="sample one mixture component k")
+    s.add_argument("--std-scale", type=_positive_float, default=1.0,
+                   help="scale the prior's standard deviation (e.g. 0.5)")
+    s.add_argument("--seed", type=_int_arg(0, MAX_SEED), default=0)
 
     r = sub.add_parser("reconstruct", help="reconstruct test data through a trained model into a PNG grid")
     r.add_argument("run_dir")
     r.add_argument("--n", type=int, default=32)
-    r.add_argument("--out", required=True)
-    r.add_argument("--depth", type=int, help="hierarchical models: encode to layer i, decode from there")
+    r.add_argument("--out", required=True, help="PNG file to write")
+    r.add_argument("--depth", type=_int_arg(0), help="hierarchical models: encode to layer i, decode from there")
 
     en = sub.add_parser("encode", help="encode a data set with a trained model: codes, cluster probabilities and "
                         "assignments per example into .npz or .csv")
@@ -74,7 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "npz:FILE or folder:DIR (default: the run's test data)")
     en.add_argument("--data-dir")
     en.add_argument("--limit", type=int, help="encode only the first N examples")
-    en.add_argument("--depth", type=int, help="hierarchical models: the code of layer i (default: the top layer)")
+    en.add_argument("--depth", type=_int_arg(1), help="hierarchical models: the code of layer i (default: the top "
+                    "layer)")
     en.add_argument("--batch-size", type=int, default=500)
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics into DIR/metrics.json")
@@ -85,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "installed)")
     e.add_argument("--inception-n", type=int, help="images per side for Inception FID (default: --n on a GPU, "
                    "500 on a CPU)")
-    e.add_argument("--eval-limit", type=int, help="test examples for the reconstruction/clustering metrics")
+    e.add_argument("--eval-limit", type=_int_arg(1), help="test examples for the reconstruction/clustering metrics")
     e.add_argument("--eval-dataset", help="override the test data, NAME[:split]")
     e.add_argument("--data-dir")
     e.add_argument("--no-figures", action="store_true")
@@ -94,7 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("name", nargs="?", help="experiment name (no name: list them)")
     rp.add_argument("--quick", action="store_true", help="a short version (minutes on a CPU)")
     rp.add_argument("--out", help="output directory (default runs/reproduce/NAME)")
-    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--seed", type=_int_arg(0, MAX_SEED), default=0)
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, or an experiment option exp.KEY=VALUE (e.g. exp.from=RUN for gm-wae-mnist "
                          "and vae-from-wae: reuse a trained gm-wae; exp.seeds, exp.K, exp.M for gmvae-mnist)")
@@ -160,20 +194,13 @@ def cmd_train(a) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     out = a.out or os.path.join("runs", f"{cfg.model}-{cfg.data.dataset.replace(':', '-').replace('/', '_')}")
-    from .training.run import RunLock, prepare_run_dir
+    from .training.run import check_output_dir
 
-    run_dir = prepare_run_dir(out, a.resume)
+    # read-only here: the directory is created, locked and written only once config, data and model are checked
+    run_dir = check_output_dir(out)
     if _first_process():
         print(f"training {cfg.model} on {cfg.data.dataset} → {run_dir}")
-    # ranks launched by Lightning or torchrun have LOCAL_RANK set: the launching process (or none) holds the lock
-    lock = RunLock(run_dir) if "LOCAL_RANK" not in os.environ else None
-    if lock:
-        lock.__enter__()
-    try:
-        metrics = train(cfg, run_dir, resume=a.resume, quiet=a.quiet)
-    finally:
-        if lock:
-            lock.__exit__(None, None, None)
+    metrics = train(cfg, run_dir, resume=a.resume, quiet=a.quiet, overwrite=a.overwrite)
     if metrics:
         split = metrics.get("eval_split", "test")
         keys = [k for k in (f"{split}/recon_mse", f"{split}/mmd_prior", f"{split}/acc_hungarian", f"{split}/nmi",
@@ -182,7 +209,8 @@ def cmd_train(a) -> int:
         print("  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
         if metrics.get("eval_note"):
             print(f"  ({split}: {metrics['eval_dataset']}, {metrics['eval_note']})")
-        print(f"wrote {run_dir}/metrics.json, {run_dir}/model.safetensors, {run_dir}/figures/")
+        print(f"wrote {run_dir}/metrics.json, {run_dir}/model.safetensors"
+              + (f", {run_dir}/figures/" if cfg.train.figures else ""))
     return 0
 
 
@@ -199,8 +227,8 @@ def cmd_sample(a) -> int:
     from .plots import save_image_grid
 
     to_npz = str(a.out).lower().endswith(".npz")
-    if a.n < 1:
-        raise WAEError("--n must be >= 1")
+    if not to_npz and not str(a.out).lower().endswith(".png"):
+        raise WAEError(f"--out {a.out}: the file name must end in .png (an image grid) or .npz (the samples)")
     if a.n > MAX_GRID and not to_npz:
         raise WAEError(f"--n {a.n}: a PNG grid holds at most {MAX_GRID:,} images; write the samples to an .npz "
                        f"file instead (--out samples.npz)")
@@ -216,9 +244,20 @@ def cmd_sample(a) -> int:
             return model.decode(model.prior.mean + (z - model.prior.mean) * a.std_scale)
         return model.sample(n, generator=g)
 
+    from .data.core import format_bytes, max_array_bytes
+
+    need = a.n * math.prod(model.data_shape) * 4
+    if need > max_array_bytes():
+        raise WAEError(f"--n {a.n}: the samples would take {format_bytes(need)}, more than the memory available; "
+                       "draw fewer (several files with different --seed)")
     chunk = 1000  # bounded memory for any --n
-    with torch.no_grad():
-        x = torch.cat([draw(min(chunk, a.n - i)) for i in range(0, a.n, chunk)])
+    try:
+        with torch.no_grad():
+            x = torch.cat([draw(min(chunk, a.n - i)) for i in range(0, a.n, chunk)])
+    except (RuntimeError, ValueError) as e:  # e.g. a sampler refusing probabilities its weights made invalid
+        raise WAEError(f"sampling from {a.run_dir} failed ({str(e).strip().splitlines()[0][:160]})") from None
+    if not bool(torch.isfinite(x).all()):
+        raise WAEError(f"the model in {a.run_dir} produced non-finite samples (NaN or infinity); nothing written")
     if to_npz:
         def write(tmp):
             with open(tmp, "wb") as f:
@@ -252,6 +291,8 @@ def cmd_reconstruct(a) -> int:
 
     if not 1 <= a.n <= MAX_GRID:
         raise WAEError(f"--n must be between 1 and {MAX_GRID:,} (test images in the grid), got {a.n}")
+    if not str(a.out).lower().endswith(".png"):
+        raise WAEError(f"--out {a.out}: the file name must end in .png (an image grid)")
     model = load(a.run_dir)
     cfg = _run_config(a.run_dir)
     _, eval_ds = load_data_for(cfg).held_out
@@ -263,6 +304,9 @@ def cmd_reconstruct(a) -> int:
             rec = model.reconstruct_from(x, a.depth)
         else:
             rec = model.reconstruct(x)
+    if not bool(torch.isfinite(rec).all()):
+        raise WAEError(f"the model in {a.run_dir} produced non-finite reconstructions (NaN or infinity); nothing "
+                       "written")
     rows = []
     for r in range(0, len(x), 8):
         rows += [x[r:r + 8], rec[r:r + 8]]
@@ -310,6 +354,8 @@ def cmd_encode(a) -> int:
     with torch.no_grad():
         z = batched(encode, x, a.batch_size).flatten(1)
         probs = batched(model.cluster_probs, x, a.batch_size) if model.has_discrete_latent else None
+    if not bool(torch.isfinite(z).all()) or (probs is not None and not bool(torch.isfinite(probs).all())):
+        raise WAEError(f"the model in {a.run_dir} produced non-finite codes (NaN or infinity); nothing written")
     arrays = {"z": z.numpy().astype(np.float32)}
     if probs is not None:
         arrays["probs"] = probs.numpy().astype(np.float32)

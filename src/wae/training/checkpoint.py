@@ -14,7 +14,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ..errors import WAEError
 from ..files import atomic_write_with
 
-__all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "EpochSeededSampler", "load_checkpoint_safely"]
+__all__ = ["AtomicCheckpointIO", "PeriodicCheckpoint", "EpochSeededSampler", "load_checkpoint_safely",
+           "at_epoch_boundary"]
 
 
 def load_checkpoint_safely(path: str | Path, map_location=None) -> dict:
@@ -88,17 +89,75 @@ def _samplers(trainer):
                 yield dl, s
 
 
-class PeriodicCheckpoint(L.Callback):
-    """Saves ``last.ckpt`` at every epoch end and every ``minutes`` of training (whichever comes first).
+def _zero_current(progress) -> None:
+    """Zero the per-epoch ("current") counters of a Lightning progress state, as a loop does when an epoch starts."""
+    if not isinstance(progress, dict):
+        return
+    for key, value in progress.items():
+        if key == "current" and isinstance(value, dict):
+            for k in value:
+                value[k] = 0
+        elif isinstance(value, dict):
+            _zero_current(value)
+    if "is_last_batch" in progress:
+        progress["is_last_batch"] = False
 
-    The checkpoint also carries the global torch RNG state (prior samples, dropout), restored when training
-    resumes, and a mid-epoch resume skips the batches already seen when the loader uses :class:`EpochSeededSampler`.
+
+def at_epoch_boundary(checkpoint: dict) -> bool:
+    """Rewrite ``checkpoint`` (in place) if it was taken at an epoch boundary; True if it was.
+
+    Lightning resumes such checkpoints inexactly: one saved at an epoch's end resumes into an epoch of a single batch
+    whenever ``max_steps`` is set (its loop then always counts as "restarting"), and the per-epoch batch counters of
+    the finished epoch are carried into the next one. The boundary checkpoints this module writes (at the next
+    epoch's start and at the end of training) and those of older versions (at an epoch's end) are all turned into the
+    state of a loop between two epochs: ``N`` epochs done, no batch of epoch ``N`` drawn, every per-epoch counter 0.
+    Mid-epoch checkpoints are left alone.
+    """
+    try:
+        fit = checkpoint["loops"]["fit_loop"]
+        ep = fit["epoch_progress"]
+        bp = fit["epoch_loop.batch_progress"]
+        tot = ep["total"]
+        r, s, p, c = (int(tot[k]) for k in ("ready", "started", "processed", "completed"))
+    except (KeyError, TypeError, ValueError):
+        return False
+    cur = bp.get("current", {}) if isinstance(bp, dict) else {}
+    last = bool(bp.get("is_last_batch")) if isinstance(bp, dict) else False
+    if r == s + 1 and s == p == c:  # saved in on_train_epoch_start: epoch s has not begun
+        done = s
+    elif r == s == p == c + 1 and last:  # saved in on_train_epoch_end (older versions): epoch c has ended
+        done = p
+    elif r == s == p == c and (last or not any(cur.values())):  # end of training at an epoch's end
+        done = p
+    else:
+        return False
+    for part in (ep.get("total"), ep.get("current")):
+        if isinstance(part, dict):
+            for k in ("ready", "started", "processed", "completed"):
+                if k in part:
+                    part[k] = done
+    for key, state in fit.items():
+        if key.startswith("epoch_loop.") and isinstance(state, dict) and "val_loop" not in key:
+            _zero_current(state)
+    return True
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Saves ``last.ckpt`` at every epoch boundary, every ``minutes`` of training and at the end of training.
+
+    The epoch-boundary checkpoint is written when the next epoch starts (after every end-of-epoch hook, learning-rate
+    schedule step and evaluation of the finished epoch) and is rewritten on load by :func:`at_epoch_boundary`, so a
+    resumed run continues exactly; a periodic save due on an epoch's last batch is left to that boundary. The
+    checkpoint also carries the global torch RNG state (prior samples, dropout; on a GPU the device's too), restored
+    when training resumes, and a mid-epoch resume skips the batches already seen when the loader uses
+    :class:`EpochSeededSampler`.
 
     SIGTERM (a scheduler, ``timeout``, ``kill``) is handled here rather than by Lightning, whose handler runs a
     collective inside the signal handler and under multi-process DDP can deadlock every rank (measured: gloo, 2
     processes, both ranks hung). :meth:`request_stop` only sets a flag; at the next step boundary every rank agrees
     on it (one all-reduce of a scalar, MAX: a signal to any one rank stops all), the finished step is saved and all
-    ranks raise ``SIGTERMException`` together. Install it with :func:`on_sigterm` around ``fit`` too (a signal
+    ranks raise ``SIGTERMException`` together (on an epoch's last step: at the epoch boundary, after its end-of-epoch
+    work, so that the checkpoint is a boundary one). Install it with :func:`on_sigterm` around ``fit`` too (a signal
     during set-up then stops the run before its first step).
     """
 
@@ -107,6 +166,7 @@ class PeriodicCheckpoint(L.Callback):
         self.seconds = minutes * 60.0
         self._last = time.monotonic()
         self._restore: dict | None = None
+        self._loaded_step: int | None = None
         self.saved_step: int | None = None
         """global step of the last checkpoint this run wrote (None: none yet)."""
         self.stop_requested = False
@@ -115,16 +175,19 @@ class PeriodicCheckpoint(L.Callback):
         """The SIGTERM handler: sets a flag and nothing else (no I/O, no collectives inside a signal handler)."""
         self.stop_requested = True
 
-    def _stop_if_requested(self, trainer, save: bool) -> None:
+    def _agreed_stop(self, trainer) -> bool:
         stop = self.stop_requested  # one process: no tensor, no device sync
         if trainer.world_size > 1:  # a signal to any rank stops every rank at this same step
             flag = torch.tensor(float(stop), device=trainer.strategy.root_device)
             stop = bool(trainer.strategy.reduce(flag, reduce_op="max").item())
-        if stop:
+        return stop
+
+    def _stop_if_requested(self, trainer, save: bool) -> None:
+        if self._agreed_stop(trainer):
             from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-            if save and self.saved_step != trainer.global_step:
-                self._save(trainer)
+            if save:
+                self._save_once(trainer)
             raise SIGTERMException()
 
     def setup(self, trainer, pl_module, stage) -> None:
@@ -135,10 +198,18 @@ class PeriodicCheckpoint(L.Callback):
                 tmp.unlink(missing_ok=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        checkpoint["wae_rng"] = {"torch": torch.get_rng_state()}
+        rng = {"torch": torch.get_rng_state()}
+        dev = getattr(trainer.strategy, "root_device", None)
+        if dev is not None and dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(dev)
+        checkpoint["wae_rng"] = rng
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # called before Lightning restores its loops from the same dict
+        at_epoch_boundary(checkpoint)
         self._restore = checkpoint.get("wae_rng")
+        step = checkpoint.get("global_step")
+        self._loaded_step = int(step) if isinstance(step, int) else None
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Lightning registered its SIGTERM handler just before this hook (restored at its teardown): take over
@@ -152,6 +223,10 @@ class PeriodicCheckpoint(L.Callback):
         t = state.get("torch")
         if isinstance(t, torch.Tensor) and t.dtype == torch.uint8:
             torch.set_rng_state(t.cpu())
+        c = state.get("cuda")
+        dev = getattr(trainer.strategy, "root_device", None)
+        if isinstance(c, torch.Tensor) and c.dtype == torch.uint8 and dev is not None and dev.type == "cuda":
+            torch.cuda.set_rng_state(c.cpu(), dev)
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:
             done = 0
@@ -164,12 +239,38 @@ class PeriodicCheckpoint(L.Callback):
         self._last = time.monotonic()
         self.saved_step = int(trainer.global_step)
 
+    def _save_once(self, trainer) -> None:
+        """Save unless this step is already on disk (written by this run, or the one it resumed from)."""
+        step = int(trainer.global_step)
+        if step > 0 and step != self.saved_step and step != self._loaded_step:
+            self._save(trainer)
+
+    @staticmethod
+    def _ends_epoch_or_training(trainer) -> bool:
+        loop = trainer.fit_loop.epoch_loop
+        steps_done = trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
+        return bool(loop.batch_progress.is_last_batch or loop._num_ready_batches_reached() or steps_done)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Ctrl+C (KeyboardInterrupt) can land inside an optimiser step: nothing is saved then, the last whole
         # checkpoint stays. SIGTERM waits for the step to finish, so the state saved here is whole.
+        if self._ends_epoch_or_training(trainer):
+            return  # the epoch boundary (or the end of training) saves and answers a stop request
         self._stop_if_requested(trainer, save=True)
         if self.seconds > 0 and time.monotonic() - self._last >= self.seconds:
             self._save(trainer)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._save(trainer)
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        # the previous epoch's end-of-epoch work is done: this is the epoch-boundary checkpoint
+        stop = self._agreed_stop(trainer)
+        self._save_once(trainer)
+        if stop:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # the trained state, for a `--resume` that only has the final evaluation left; a stop request that came
+        # during the last epoch's end is answered by the caller (every rank agrees on it here)
+        self.stop_requested = self._agreed_stop(trainer)
+        self._save_once(trainer)

@@ -136,7 +136,8 @@ class LitAutoEncoder(L.LightningModule):
         if self.cfg.on_nan == "skip":
             self.print(f"warning: {msg}; batch skipped")
             return False
-        raise TrainingError(msg + "; the last good checkpoint is kept (train.on_nan=skip drops bad batches)")
+        # the run engine adds which checkpoint is left (if any): the module does not know
+        raise TrainingError(msg + " (train.on_nan=skip drops bad batches)")
 
     def _logging_step(self) -> bool:
         """Whether the Trainer writes logs after this step (calling ``self.log`` on other steps is wasted work)."""
@@ -228,4 +229,4 @@ class LitAutoEncoder(L.LightningModule):
             for p in self.model.parameters():
                 p.grad = None
             return
-        raise TrainingError(msg + "; the last good checkpoint is kept")
+        raise TrainingError(msg + " (train.on_nan=skip drops bad updates)")

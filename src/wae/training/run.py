@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -12,18 +13,19 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, _short
 from ..data.splits import RunData, load_run_data
 from ..errors import ConfigError, TrainingError, TrainingStopped, WAEError
 from ..files import atomic_write_text
 from ..models import AutoEncoderModel, create_model
+from ..presets import load_run_config
 from ..serialization import save_model
 from .callbacks import EpochEvaluator
 from .checkpoint import AtomicCheckpointIO, EpochSeededSampler, PeriodicCheckpoint, load_checkpoint_safely, on_sigterm
 from .module import LitAutoEncoder
 
 __all__ = ["train", "prepare", "build_trainer", "fit", "finalise", "fit_in_memory", "Prepared", "prepare_run_dir",
-           "load_data_for"]
+           "load_data_for", "check_output_dir", "check_run_dir", "RunLock", "SAFE_ON_RESUME"]
 
 log = logging.getLogger("wae")
 
@@ -43,32 +45,44 @@ def _parse_devices(v: str):
 
 
 class RunLock:
-    """An exclusive lock file in the run directory: a second concurrent run in the same directory is refused."""
+    """An exclusive lock file in the run directory: a second concurrent run in the same directory is refused.
+
+    The file holds the owner's pid. A lock whose pid is dead is stale and taken over; one whose pid is alive but is
+    not a wae run (its command line, where the system shows it, names no ``wae``) is reported with how to clear it.
+    """
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = Path(run_dir) / ".lock"
         self.fd = None
 
     def __enter__(self):
         try:
-            self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             pid = None
             try:
-                pid = int(self.path.read_text().strip() or 0)
+                pid = int(self.path.read_text()[:32].strip() or 0)
             except (OSError, ValueError):
                 pass
-            if pid and _pid_alive(pid):
-                raise WAEError(f"{self.path.parent} is in use by another run (pid {pid}); pick another --out") from None
+            if pid and pid != os.getpid() and _pid_alive(pid) or pid == os.getpid():
+                cmd = _cmdline(pid)
+                clear = f"if no run uses {self.path.parent}, delete {self.path} and retry"
+                if cmd is not None and not _looks_like_wae(cmd):
+                    raise WAEError(f"{self.path.parent} is in use according to {self.path}: its pid {pid} is alive but "
+                                   f"is not a wae run ({_short(cmd[:80])}; a stale lock whose pid was reused?); "
+                                   + clear) from None
+                raise WAEError(f"{self.path.parent} is in use by another run (pid {pid}); pick another --out, or "
+                               + clear) from None
             # stale lock from a killed process: take it over
             self.path.unlink(missing_ok=True)
-            self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         os.write(self.fd, str(os.getpid()).encode())
         return self
 
     def __exit__(self, *exc):
         if self.fd is not None:
             os.close(self.fd)
+            self.fd = None
             self.path.unlink(missing_ok=True)
 
 
@@ -77,12 +91,43 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):
         return True
     return True
 
 
-def prepare_run_dir(out: str | Path, resume: bool) -> Path:
+def _cmdline(pid: int) -> str | None:
+    """The command line of process ``pid`` where the system shows it (Linux /proc), else None."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            cmd = f.read(4096).replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return None
+    return cmd or None  # empty: a kernel thread, a zombie, or a process not yet started
+
+
+def _looks_like_wae(cmd: str) -> bool:
+    """Whether a command line may be a wae run: the ``wae`` command, ``-m wae``, or Python running a script or code that
+    uses wae (a library caller, a test)."""
+    return "wae" in cmd.lower() or "python" in cmd.lower()
+
+
+def check_output_dir(out: str | Path) -> Path:
+    """Refuse, without creating or writing anything, an output directory that cannot be created or written."""
+    run_dir = Path(out)
+    probe = run_dir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise WAEError(f"cannot write to output directory {run_dir}: {probe} is not a directory")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise WAEError(f"cannot write to output directory {run_dir}: permission denied on {probe}")
+    return run_dir
+
+
+def prepare_run_dir(out: str | Path, resume: bool = False) -> Path:
+    """Create the run directory and check that it can be written (the first write of a run: call it only once the
+    config, data and model have been checked)."""
     run_dir = Path(out)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,9 +136,102 @@ def prepare_run_dir(out: str | Path, resume: bool) -> Path:
         probe.unlink()
     except OSError as e:
         raise WAEError(f"cannot write to output directory {run_dir}: {e.strerror or e}") from None
-    if not resume and (run_dir / "model.safetensors").exists() and os.environ.get("WAE_OVERWRITE") != "1":
-        pass  # re-training into a finished run overwrites it file by file (atomically); resume continues it
     return run_dir
+
+
+SAFE_ON_RESUME = frozenset({
+    "train.epochs", "train.max_steps", "train.max_minutes", "train.checkpoint_every_minutes", "train.progress",
+    "train.log_every", "train.figures", "train.sample_metrics", "train.eval_every_epochs", "train.on_nan",
+    "train.accelerator", "train.devices", "train.strategy", "train.num_nodes", "train.compile", "train.channels_last",
+    "train.deterministic", "data.data_dir", "data.eval_dataset", "data.eval_data_dir", "data.eval_limit",
+    "data.evaluate_test"})
+"""Config keys a ``--resume`` may change: budgets, where and how the run is executed, logging and the final
+evaluation. Any other change (the model, the data, the optimiser, the seed, ...) would train something else and is
+refused."""
+
+_RUN_OUTPUTS = ("model.safetensors", "model.yaml", "metrics.json", "report.md", "report.html", "config.yaml")
+
+
+def _flat(cfg: RunConfig) -> dict:
+    return {f"{sec}.{k}": v for sec, sub in cfg.to_dict().items() for k, v in sub.items()}
+
+
+def _diff(keys, old: dict, new: dict, limit: int = 6) -> str:
+    missing = "(unset)"
+    parts = [f"{k} {_short(old.get(k, missing))} → {_short(new.get(k, missing))}" for k in keys[:limit]]
+    return ", ".join(parts) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_run_dir(run_dir: str | Path, cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> list[str]:
+    """What ``run_dir`` holds against what this run would do, read-only: refuses (one line) to replace a finished run,
+    a run of another model or one with a checkpoint unless ``overwrite``; on ``resume``, a config that differs from
+    the run's in keys outside :data:`SAFE_ON_RESUME` (the refusal lists the keys with both values). Returns notes on
+    the changes a resume applies."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the output directory and --overwrite replaces it; pass one")
+    if not run_dir.is_dir():
+        return []
+    cfg_path = run_dir / "config.yaml"
+    saved, unreadable = None, None
+    if cfg_path.is_file():
+        try:
+            saved = load_run_config(cfg_path)
+        except WAEError as e:
+            unreadable = str(e)
+    if resume:
+        if unreadable is not None:
+            raise WAEError(f"--resume: {cfg_path} cannot be read ({unreadable[:200]}); train into another --out")
+        if saved is None:
+            return []
+        old, new = _flat(saved), _flat(cfg)
+        changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if saved.model != cfg.model:
+            raise WAEError(f"--resume: {cfg_path} describes a different model ({saved.model}, not {cfg.model}); "
+                           "use another --out")
+        refused = [k for k in changed if k not in SAFE_ON_RESUME]
+        if refused:
+            raise ConfigError(f"--resume: these settings differ from {cfg_path}: {_diff(refused, old, new)}; they "
+                              "change what is trained, so the run cannot continue with them: give the run's settings "
+                              f"again (e.g. --config {cfg_path}) or train into another --out")
+        if changed:
+            return [f"--resume: applying {_diff(changed, old, new)} (changed from {cfg_path}, which is updated)"]
+        return []
+    if overwrite:
+        return []
+    what = None
+    name = saved.model if saved is not None else None
+    if (run_dir / "model.safetensors").exists():
+        what = f"a finished run{f' of {name}' if name else ''} (model.safetensors)"
+    elif unreadable is not None:
+        what = "a run whose config.yaml cannot be read"
+    elif saved is not None and saved.model != cfg.model:
+        what = f"a run of another model ({saved.model})"
+    elif (run_dir / "checkpoints" / "last.ckpt").exists():
+        what = f"an unfinished run{f' of {name}' if name else ''} with a checkpoint (--resume continues it)"
+    if what:
+        raise WAEError(f"{run_dir} holds {what}; pass --overwrite to replace it, or pick another --out")
+    return []
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    """Remove the outputs of the run that a new (not resumed) run replaces, so that nothing of the old one (metrics,
+    logs, checkpoint, figures) is mixed with the new one. Only the files a run writes are touched."""
+    ck = run_dir / "checkpoints"
+    if not any((run_dir / f).exists() for f in ("config.yaml", "model.safetensors")) and not (ck / "last.ckpt").exists():
+        return
+    for name in _RUN_OUTPUTS:
+        (run_dir / name).unlink(missing_ok=True)
+    for f in [ck / "last.ckpt", *ck.glob(".last.ckpt.*.tmp")]:
+        f.unlink(missing_ok=True)
+    for v in (run_dir / "logs").glob("version_*"):
+        if v.is_dir():
+            shutil.rmtree(v, ignore_errors=True)
+    for f in (run_dir / "figures").glob("*.png"):
+        f.unlink(missing_ok=True)
+    for d in (ck, run_dir / "logs", run_dir / "figures"):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when empty
 
 
 def load_data_for(cfg: RunConfig, need_test: bool | None = None) -> RunData:
@@ -132,6 +270,16 @@ class Prepared:
     saved_config: str | None = None
     """The resumed run's config text, put back if the engine refuses the checkpoint."""
     resume: bool = False
+    lock: RunLock | None = None
+    """The run directory's lock, held from the first write until :meth:`close`."""
+    notes: list[str] | None = None
+    """Lines for the user (e.g. the config changes a resume applies)."""
+
+    def close(self) -> None:
+        """Release the run directory's lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
+            self.lock = None
 
     @property
     def model(self) -> AutoEncoderModel:
@@ -156,14 +304,20 @@ def _rank() -> int:
 
 
 def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, data: RunData | None = None,
-            callbacks=None, init_state: dict | None = None) -> Prepared:
+            callbacks=None, init_state: dict | None = None, overwrite: bool = True) -> Prepared:
     """Validate the config, load the data (unless given), build the model, its Lightning module and the loader.
 
     With ``run_dir`` the run is a run directory (config written, checkpoints, logs; ``resume`` continues its last
-    checkpoint); without, training happens in memory only (the estimator). Nothing is written before the config and
-    the data have been checked.
+    checkpoint); without, training happens in memory only (the estimator). Nothing is written before the config,
+    the data, the model and what the directory holds (:func:`check_run_dir`; ``overwrite=False`` refuses to replace
+    a previous run, as the command line does without ``--overwrite``) have been checked. A run directory is locked
+    (:class:`RunLock`) from then on: release it with :meth:`Prepared.close` (``train`` does).
     """
     cfg.validate()
+    lead = _rank() == 0 and "LOCAL_RANK" not in os.environ  # the process that owns the run directory
+    if run_dir is not None and _rank() == 0:
+        check_output_dir(run_dir)
+        check_run_dir(run_dir, cfg, resume, overwrite)  # read-only: fail before the data are loaded
     if data is None:
         data = load_data_for(cfg)
     train_ds = data.train
@@ -175,33 +329,49 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         raise ConfigError(f"train.augment_shift translates images; {cfg.data.dataset} has examples of shape "
                           f"{tuple(train_ds.shape)}" + ("" if len(train_ds.shape) != 3 else " (shift too large)"))
     L.seed_everything(tc.seed, workers=True, verbose=False)
-    model = create_model(cfg.model, train_ds.shape, cfg.model_config)
-    if init_state is not None:
-        model.load_state_dict(init_state)
+    try:
+        model = create_model(cfg.model, train_ds.shape, cfg.model_config)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+    except (RuntimeError, ValueError) as e:  # a network that cannot take these examples (too small for its stack)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot build {cfg.model} for examples of shape {tuple(train_ds.shape)}: {first}") from None
     # only now, with the config, data and model checked, is anything written into the run directory
     saved_text = resume_from = None
-    ckpt = None
+    ckpt = lock = None
+    notes: list[str] = []
     cbs = list(callbacks or [])
     if run_dir is not None:
         run_dir = prepare_run_dir(run_dir, resume)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if resume and (run_dir / "config.yaml").exists():
-            saved_text = (run_dir / "config.yaml").read_text()
-            saved = RunConfig.from_yaml(saved_text)
-            if saved.to_dict()["model"] != cfg.to_dict()["model"]:
-                raise WAEError(f"--resume: {run_dir}/config.yaml describes a different model; use another --out")
-        if resume and last.exists():
-            _check_resume_budget(last, cfg.train)
-            resume_from = str(last)
-        if _rank() == 0:
-            atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        if lead:
+            lock = RunLock(run_dir).__enter__()
+        try:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            if _rank() == 0:
+                notes = check_run_dir(run_dir, cfg, resume, overwrite)  # again, under the lock
+            if resume and (run_dir / "config.yaml").exists():
+                saved_text = (run_dir / "config.yaml").read_text()
+            if resume and last.exists():
+                _check_resume_budget(last, cfg.train)
+                resume_from = str(last)
+            if _rank() == 0:
+                if not resume:
+                    _clear_previous_run(run_dir)
+                atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        except BaseException:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+            raise
         ckpt = PeriodicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every_minutes)
         cbs.insert(0, ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
     if _single_process(tc):
         # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
+        # Its own generator: creating each epoch's iterator then draws nothing from the global RNG (which the
+        # checkpoint carries), so a run resumed at an epoch boundary sees the same random stream.
         loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size,
-                                             sampler=EpochSeededSampler(n, tc.seed), drop_last=True)
+                                             sampler=EpochSeededSampler(n, tc.seed), drop_last=True,
+                                             generator=torch.Generator().manual_seed(tc.seed))
     else:  # Lightning shards with a DistributedSampler (seeded by train.seed)
         g = torch.Generator().manual_seed(tc.seed)
         loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True,
@@ -212,7 +382,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         cbs.append(EpochEvaluator(curve_ds.x[:k], curve_ds.y[:k] if curve_ds.y is not None else None,
                                   tc.eval_every_epochs, prefix=f"{split}/"))
     return Prepared(cfg, data, lit, loader, cbs, Path(run_dir) if run_dir is not None else None, ckpt, resume_from,
-                    saved_text, resume)
+                    saved_text, resume, lock, notes)
 
 
 def _single_process(tc) -> bool:
@@ -265,13 +435,22 @@ def fit(prep: Prepared, trainer: L.Trainer, quiet: bool = False) -> float:
     from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
     last, ckpt_cb = prep.last, prep.ckpt
-    if prep.resume and prep.resume_from is None and not quiet and _rank() == 0:
-        print(f"--resume: no checkpoint in {last.parent}, starting from scratch")
+    if _rank() == 0:
+        for note in prep.notes or []:  # what a resume changed: said even when quiet
+            print(note)
+        if prep.resume and prep.resume_from is None and not quiet:
+            print(f"--resume: no checkpoint in {last.parent}, starting from scratch")
     t0 = time.time()
     # SIGTERM stops at a step boundary and saves (a run directory); in memory the default handler stays
     with on_sigterm(ckpt_cb.request_stop) if ckpt_cb is not None else contextlib.nullcontext():
         try:
             trainer.fit(prep.lit, prep.loader, ckpt_path=prep.resume_from)
+        except TrainingStopped:
+            raise
+        except TrainingError as e:  # a non-finite loss or gradient: say what is left to resume from
+            if ckpt_cb is None:
+                raise
+            raise TrainingError(f"{e}; {_kept_good(ckpt_cb, last)}") from None
         except WAEError:
             raise
         except MisconfigurationException as e:
@@ -289,7 +468,7 @@ def fit(prep: Prepared, trainer: L.Trainer, quiet: bool = False) -> float:
             raise TrainingStopped(f"interrupted at step {trainer.global_step}; {_kept(ckpt_cb, last)}; "
                                   "`--resume` continues", exit_code=130) from None
         except torch.OutOfMemoryError:
-            where = f"the last checkpoint in {last.parent} is intact (--resume continues)" if last else "nothing was kept"
+            where = _kept_good(ckpt_cb, last) if ckpt_cb is not None else "nothing was kept"
             raise TrainingError("out of memory on the training device: lower train.batch_size or model.width; "
                                 + where) from None
     if trainer.interrupted:
@@ -320,19 +499,25 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
 
 
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False, callbacks=None,
-          init_state: dict | None = None, return_model: bool = False):
+          init_state: dict | None = None, return_model: bool = False, overwrite: bool = True):
     """Train ``cfg`` into run directory ``out``; returns the held-out metrics (and the model if ``return_model``).
+
+    A previous run in ``out`` is replaced (its outputs removed first) unless ``overwrite=False``, which refuses as
+    ``wae train`` does without ``--overwrite``; ``resume`` continues it instead (see :func:`check_run_dir`).
 
     ``callbacks`` are extra Lightning callbacks; ``init_state`` a state dict loaded into the model before training
     (e.g. GM-VAE initialised from a trained GM-WAE). The steps: :func:`prepare` → :func:`build_trainer` →
     :func:`fit` → :func:`finalise` (rank 0).
     """
-    prep = prepare(cfg, out, resume=resume, callbacks=callbacks, init_state=init_state)
-    trainer = build_trainer(prep, quiet)
-    wall = fit(prep, trainer, quiet)
-    if not trainer.is_global_zero:
-        return ({}, prep.lit.model) if return_model else {}
-    metrics = finalise(prep, trainer, wall)
+    prep = prepare(cfg, out, resume=resume, callbacks=callbacks, init_state=init_state, overwrite=overwrite)
+    try:
+        trainer = build_trainer(prep, quiet)
+        wall = fit(prep, trainer, quiet)
+        if not trainer.is_global_zero:
+            return ({}, prep.lit.model) if return_model else {}
+        metrics = finalise(prep, trainer, wall)
+    finally:
+        prep.close()
     return (metrics, prep.lit.model) if return_model else metrics
 
 
@@ -344,6 +529,15 @@ def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = T
     trainer = build_trainer(prep, quiet)
     fit(prep, trainer, quiet)
     return prep.lit.model.cpu().eval(), int(trainer.global_step)
+
+
+def _kept_good(ckpt_cb, last: Path) -> str:
+    """Which good checkpoint a run stopped by a numerical fault leaves, in words."""
+    if ckpt_cb.saved_step is not None:
+        return f"the last good checkpoint (step {ckpt_cb.saved_step}) is kept in {last}; --resume continues from it"
+    if last.exists():
+        return f"the checkpoint in {last} (from before this run) is kept"
+    return "no checkpoint had been written yet, so there is nothing to resume"
 
 
 def _kept(ckpt_cb, last: Path) -> str:
