@@ -115,11 +115,13 @@ def test_cluster_sweep_chooses_k_and_shows_it(tmp_path):
     v, _ = blobs(n_per=15)
     np.savez(tmp_path / "v.npz", x=v)
     out = tmp_path / "R"
-    assert main(["cluster", f"npz:{tmp_path / 'v.npz'}", "--k-range", "2:4", "--out", str(out), *FAST]) == 0
+    args = ["cluster", f"npz:{tmp_path / 'v.npz'}", "--k-range", "2:4", "--out", str(out), *FAST, "--max-steps", "150"]
+    assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     sweep = metrics["sweep"]
     assert [r["k"] for r in sweep] == [2, 3, 4]
-    assert metrics["clusters"] == max(sweep, key=lambda r: r["score"])["k"]
+    assert metrics["clusters"] == max(sweep, key=lambda r: r["silhouette"])["k"] == 3  # three blobs
+    assert all({"silhouette", "score", "confidence", "used"} <= set(r) for r in sweep)
     page = (out / "report.html").read_text()
     assert "Choosing K" in page and (out / "figures" / "k_sweep.png").exists()
 
@@ -168,6 +170,7 @@ def _bad_inputs(tmp_path):
         (["no-such-dataset", "--k", "2"], "unknown data set"),
         ([f"npz:{tmp_path / 'few.npz'}", "--k", "0"], "--k must be"),
         ([f"npz:{tmp_path / 'few.npz'}", "--k-range", "5:2"], "--k-range"),
+        ([f"npz:{tmp_path / 'few.npz'}", "--k-range", "1:3"], "2 ≤ LO"),
         ([f"npz:{tmp_path / 'few.npz'}", "--k", "2", "--set", "model.nope=1"], "unknown key"),
         ([f"npz:{tmp_path / 'few.npz'}", "--k", "2", "--size", "8"], "--size applies"),
     ]

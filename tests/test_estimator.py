@@ -248,8 +248,13 @@ def test_bad_parameters_and_predict_shape():
                       ({"layout": "hwc"}, "layout")]:
         with pytest.raises(InputError, match=match):
             GMWAEClustering(**{"n_clusters": 3, **FAST, **kw}).fit(X)
+    from sklearn.exceptions import NotFittedError
+
+    failed = GMWAEClustering(3, overrides=["model.no_such_key=1"], **FAST)
     with pytest.raises(ConfigError, match="unknown"):
-        GMWAEClustering(3, overrides=["model.no_such_key=1"], **FAST).fit(X)
+        failed.fit(X)
+    with pytest.raises(NotFittedError):  # a failed fit leaves nothing that looks fitted
+        failed.predict(X)
     with pytest.raises(ConfigError, match="gm-wae"):
         GMWAEClustering(3, preset="wae-mmd-mnist", **FAST).fit(X)
     img = np.random.default_rng(0).random((20, 6, 6))

@@ -175,6 +175,12 @@ def fit_scaling(x: np.ndarray, is_image: bool, rule: str = "auto", raw_dtype=Non
     return one * lo, one * span, f"values in [{lo:g}, {hi:g}] mapped to [0, 1] by (x − {lo:g}) / {span:g}"
 
 
+def _scaled(arr: np.ndarray, layout: str, offset: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """An array in the user's layout → the model's input: model layout, (x − offset) / scale, float32."""
+    x = (to_model_layout(arr, layout) - offset) / scale
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
 def default_preset(shape: tuple[int, ...]) -> str:
     """The preset for data of per-example ``shape`` (model layout): ``main`` for 28×28 images, ``cluster-image`` for
     other images, ``cluster-vector`` for vectors."""
@@ -268,6 +274,9 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")  # set last in fit: a failed fit leaves the estimator unfitted
+
     @property
     def _n_features_out(self) -> int:
         return int(self.model_.config.latent_dim)
@@ -313,9 +322,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
 
     def _model_x(self, arr: np.ndarray) -> torch.Tensor:
         """A validated array in the user's layout → the model's input (scaled, float32)."""
-        x = to_model_layout(arr, self.layout_)
-        x = (x - self.offset_) / self.scale_
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return _scaled(arr, self.layout_, self.offset_, self.scale_)
 
     def _inference_device(self) -> torch.device:
         acc, devices = _accelerator(self.device)
@@ -395,11 +402,9 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             log.info("GMWAEClustering: %s", msg)
             if self.verbose:
                 print(f"note: {msg}")
-        self.layout_, self.input_shape_ = layout, tuple(int(s) for s in arr.shape[1:])
-        self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) \
             if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
-        xt = self._model_x(arr)
+        xt = _scaled(arr, layout, offset, scale)
         cfg = self.run_config(shape, n, seed, float(xt.flatten(1).double().var(0).sum()))
         with _kept_global_rng(), warnings.catch_warnings():
             for pat in (".*LeafSpec.*", ".*does not have many workers.*", ".*GPU available.*", ".*TPU available.*",
@@ -407,6 +412,9 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
                 warnings.filterwarnings("ignore", pat)
             model, steps = fit_in_memory(cfg, RunData(Dataset("array", xt, None), None, None),
                                          quiet=not self.verbose)
+        # the fitted attributes, all at once: a fit that fails leaves none behind (the estimator stays unfitted)
+        self.layout_, self.input_shape_ = layout, tuple(int(s) for s in arr.shape[1:])
+        self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
         self.model_, self.n_iter_, self.run_config_ = model, int(steps), cfg
         self.labels_ = self._apply(model.cluster_probs, xt).argmax(1).numpy().astype(np.int64)
         return self
