@@ -461,8 +461,8 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
     ks = [k] if k is not None else parse_k_range(k_range)
     if max_steps is not None and max_steps < 1:
         raise WAEError(f"--max-steps must be >= 1, got {max_steps}")
-    if max_minutes is not None and not max_minutes > 0:
-        raise WAEError(f"--max-minutes must be > 0, got {max_minutes}")
+    if max_minutes is not None and not (max_minutes > 0 and math.isfinite(max_minutes)):
+        raise WAEError(f"--max-minutes must be a finite number > 0, got {max_minutes}")
     ds, ids, name = load_cluster_data(data, data_dir, size)
     n = len(ds)
     need = max(ks) if k is not None else math.ceil(max(ks) / (1 - SWEEP_VAL_FRACTION))
