@@ -909,8 +909,10 @@ def test_every_cli_number_is_checked_in_one_line(argv, finished, tmp_path, capsy
     argv = [a.replace("{run}", str(finished["dir"])) for a in argv]
     if argv[0] in ("sample", "reconstruct", "encode"):
         argv += ["--out", str(tmp_path / ("o.npz" if argv[0] == "encode" else "o.png"))]
-    if argv[0] == "train":
-        argv += ["wae-mmd", "--out", str(tmp_path / "never")]
+    if argv[0] == "train":  # a tiny run on data at hand, so only the bad number can stop it (later --set win)
+        argv = ["train", "wae-mmd", "--dataset", "mnist-5k", "--set", "data.limit=100", "--set", "width=0.0625",
+                "--set", "pretrain_steps=0", "--set", "figures=false", "--quiet", *argv[1:], "--out",
+                str(tmp_path / "never")]
     rc, _, err = _main(argv, capsys)
     line = _one_error_line(err)
     assert rc == 2 and len(line) < 400, (argv[:4], line)
@@ -992,3 +994,17 @@ def test_out_of_memory_exits_3_naming_what_is_left(tmp_path, capsys, monkeypatch
     else:
         assert f"checkpoint (step {at_step}) is kept" in err, err
         assert not (out / ".lock").exists()
+
+
+def test_resume_with_its_time_budget_spent_trains_no_further_step(tmp_path, capsys, monkeypatch):
+    """The time already trained travels in the checkpoint: a resume whose max_minutes is already used up stops
+    before its first step (Lightning's Timer would only look after one)."""
+    monkeypatch.setenv("WAE_DATA", str(tmp_path / "no-data"))
+    out = tmp_path / "run"
+    rc, _, err = _main([*TINY_RUN, "--set", "max_minutes=60", "--out", str(out)], capsys)
+    assert rc == 0, err
+    args = [a if a != "1" else "3" for a in TINY_RUN]  # --epochs 3: two more epochs, but ...
+    rc, outp, err = _main([*args, "--set", "max_minutes=0.001", "--out", str(out), "--resume"], capsys)  # ... 60 ms
+    assert rc == 0, err
+    assert "train.max_minutes 60.0 → 0.001" in outp, outp
+    assert json.loads((out / "metrics.json").read_text())["train/steps"] == 2  # one epoch of 100 / 50

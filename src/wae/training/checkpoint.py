@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import WAEError
@@ -216,6 +217,12 @@ class PeriodicCheckpoint(L.Callback):
         if _main_thread() and signal.getsignal(signal.SIGTERM) is not self.request_stop:
             signal.signal(signal.SIGTERM, self.request_stop)
         self._stop_if_requested(trainer, save=False)  # a signal during set-up: stop before the first step
+        # a resumed run whose time budget is already spent trains no further step (Lightning's Timer only looks
+        # after a step)
+        for cb in trainer.callbacks:
+            left = cb.time_remaining() if isinstance(cb, Timer) else None
+            if left is not None and left <= 0:
+                trainer.should_stop = True
         # after the module's on_fit_start (which reseeds) and after the loops' progress is restored
         state, self._restore = self._restore, None
         if state is None:
