@@ -115,7 +115,7 @@ def main():
 
     def command(seed: int) -> list[str]:
         cmd = [sys.executable, "-m", "wae.cli", "train", a.model, "--dataset", a.dataset, "--seed", str(seed),
-               "--out", str(run_dir(seed)), "--quiet"]
+               "--out", str(run_dir(seed)), "--quiet", "--overwrite"]
         if a.preset:
             cmd += ["--preset", a.preset]
         for s in sets:

@@ -78,3 +78,18 @@ def test_mnist_5k_is_judged_on_the_official_test_set(tmp_path):
     assert m["eval_dataset"] == "mnist-5k:test" and "official MNIST test set" in m["eval_note"]
     assert m["val_examples"] == 500 and m["train_examples"] == 200
     assert 0 <= m["test/kmeans_acc_hungarian"] <= 1 and 0 <= m["val/kmeans_acc_hungarian"] <= 1
+
+
+def test_figures_of_a_small_held_out_split(tmp_path):
+    """Fewer held-out images than the figures' usual slices (interpolation pairs from example 40 on): no crash."""
+    import torch
+
+    from wae.data import Dataset
+    from wae.evaluation.runner import make_figures
+    from wae.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("gm-wae", (1, 28, 28), width=0.0625, num_components=3, latent_dim=3).eval()
+    ds = Dataset("tiny:test", torch.rand(12, 1, 28, 28), torch.arange(12) % 3)
+    names = {p.name for p in make_figures(m, tmp_path, ds)}
+    assert {"reconstructions.png", "interpolations.png", "cluster_gallery.png", "cluster_heatmap.png"} <= names

@@ -13,7 +13,7 @@ from ..files import write_json
 from ..plots import figures as F
 from ..reports import write_run_report
 from .clustering import class_cluster_matrix, clustering_metrics, hungarian_accuracy, nmi
-from .sample_quality import inception_available, sample_quality_metrics
+from . import sample_quality
 
 __all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched"]
 
@@ -73,7 +73,8 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     return out
 
 
-def cluster_gallery(model, x: torch.Tensor, probs: torch.Tensor, per: int = 8, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+def cluster_gallery(model, x: torch.Tensor, probs: torch.Tensor, per: int = 8,
+                    seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """One row per cluster k: ``per`` samples drawn from component k, a blank, then the ``per`` held-out members
     assigned to k with the highest q(k|x) (blank where k has fewer). Returns (images K·(2·per+1)×C×H×W, row labels)."""
     K = probs.shape[1]
@@ -113,13 +114,19 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
                                            title="held-out data (odd rows) and reconstructions (even rows)"))
             paths.append(F.save_image_grid(model.sample(100), fig_dir / "samples.png", nrow=10,
                                            title="random samples"))
-            za, zb = model.encode(x[40:48]), model.encode(x[48:56])
-            t = torch.linspace(0, 1, 10)
-            zi = (za.unsqueeze(1) * (1 - t).view(1, -1, 1) + zb.unsqueeze(1) * t.view(1, -1, 1)).reshape(-1, za.shape[-1])
-            dec = model.decode(zi).view(8, 10, *x.shape[1:])
-            grid = torch.cat([x[40:48].unsqueeze(1), dec, x[48:56].unsqueeze(1)], 1).reshape(-1, *x.shape[1:])
-            paths.append(F.save_image_grid(grid, fig_dir / "interpolations.png", nrow=12,
-                                           title="latent interpolations between held-out pairs (ends: data)"))
+            # pairs of held-out examples (from 40 on when there are enough, else from the start)
+            pairs = min(8, x.shape[0] // 2)
+            lo = 40 if x.shape[0] >= 40 + 2 * pairs else 0
+            if pairs:
+                a, b = x[lo: lo + pairs], x[lo + pairs: lo + 2 * pairs]
+                za, zb = model.encode(a), model.encode(b)
+                t = torch.linspace(0, 1, 10)
+                zi = (za.unsqueeze(1) * (1 - t).view(1, -1, 1) + zb.unsqueeze(1) * t.view(1, -1, 1)).reshape(
+                    -1, za.shape[-1])
+                dec = model.decode(zi).view(pairs, 10, *x.shape[1:])
+                grid = torch.cat([a.unsqueeze(1), dec, b.unsqueeze(1)], 1).reshape(-1, *x.shape[1:])
+                paths.append(F.save_image_grid(grid, fig_dir / "interpolations.png", nrow=12,
+                                               title="latent interpolations between held-out pairs (ends: data)"))
             K = model.num_components
             if K > 1:
                 per = torch.stack([model.sample_component(k, 8) for k in range(K)], 1)  # (8, K, ...)
@@ -158,7 +165,7 @@ def default_sample_metrics() -> list[str]:
     :func:`~wae.evaluation.sample_quality.sample_quality_metrics`)."""
 
     names = ["w2_samples", "w2_latent", "fid_domain", "kid_domain", "component_purity"]
-    if inception_available():
+    if sample_quality.inception_available():
         names.append("fid_inception")
     return names
 
@@ -199,9 +206,9 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     if sample_metrics:
         # the domain classifier learns from the data set's whole training split (cached per data set)
         clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
-        metrics.update(sample_quality_metrics(model, held, clf_train, n=n, metrics=_applicable(model, held,
-                                                                                                sample_metrics),
-                                              seed=cfg.train.seed, inception_n=inception_n, prefix=f"{split}/"))
+        metrics.update(sample_quality.sample_quality_metrics(
+            model, held, clf_train, n=n, metrics=_applicable(model, held, sample_metrics), seed=cfg.train.seed,
+            inception_n=inception_n, prefix=f"{split}/"))
     metrics["model"] = cfg.model
     metrics["dataset"] = cfg.data.dataset
     metrics["eval_split"] = split
@@ -239,4 +246,5 @@ def kmeans_baseline(train_ds, eval_ds, k: int, seed: int = 0, prefix: str = "tes
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(xt)
     pred = km.predict(eval_ds.x.flatten(1).cpu().numpy().astype(np.float64))
     y = eval_ds.y.cpu().numpy()
-    return {f"{prefix}kmeans_acc_hungarian": float(hungarian_accuracy(pred, y)[0]), f"{prefix}kmeans_nmi": float(nmi(pred, y))}
+    return {f"{prefix}kmeans_acc_hungarian": float(hungarian_accuracy(pred, y)[0]),
+            f"{prefix}kmeans_nmi": float(nmi(pred, y))}
