@@ -100,6 +100,11 @@ class GMWAEConfig(ConsistencyConfig):
     joint_mmd: float = 0.0
     """Beyond the paper (0 = off, the z-marginal MMD): weight α ∈ [0, 1] of the component in the MMD's kernel on
     (z, k) pairs; 1 matches the joint q(z, k) to the prior's p(z, k) (see the module docstring)."""
+    moment_weight: float = 0.0
+    """Beyond the paper (0 = off): weight of a per-component moment match, Σ_k (q̄_k/Σq̄) (mean‖m_k − μ⁰_k‖² +
+    mean‖C_k − σ₀²I‖²) with m_k, C_k the q_D-weighted mean and covariance of head k's codes over the (global) batch:
+    each component's codes are asked to fill its prior mode, so that samples drawn from mode k look like the data
+    assigned to k (the MMD alone lets a cluster's codes sit in a small part of its mode; see benchmarks/README.md)."""
 
 
 @dataclass
@@ -134,6 +139,8 @@ class GaussianMixtureAE(AutoEncoderModel):
              f"model.k_estimator must be one of {K_ESTIMATORS}, got {config.k_estimator!r}"),
             (config.k_top >= 1, f"model.k_top must be >= 1, got {config.k_top}"),
             (0.0 <= config.joint_mmd <= 1.0, f"model.joint_mmd must be in [0, 1], got {config.joint_mmd}"),
+            (config.moment_weight >= 0 and math.isfinite(config.moment_weight),
+             f"model.moment_weight must be >= 0, got {config.moment_weight}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -248,7 +255,28 @@ class GaussianMixtureAE(AutoEncoderModel):
         obj = Objective(paper=recon + cfg.lam * penalty, terms={"recon": recon, "mmd": penalty})
         self.add_entropy(obj, logq.exp())
         self.add_consistency(obj, logq, x, self.q_discrete)
+        if cfg.moment_weight:
+            comp = idx if idx is not None else torch.arange(M, device=x.device).expand(n, M)
+            obj.extras["moments"] = (cfg.moment_weight, self.component_moments_loss(z[:, :, 0], comp, w))
         return obj
+
+    def component_moments_loss(self, z: Tensor, comp: Tensor, w: Tensor) -> Tensor:
+        """Σ_k (W_k/ΣW)(mean‖m_k − μ⁰_k‖² + mean‖C_k − σ₀²I‖²) for codes z (n, M, d) of components ``comp`` (n, M)
+        with weights ``w`` (n, M): W_k = Σ w over the codes of k, m_k and C_k their weighted mean and covariance —
+        all over the global batch (the weighted sums are gathered, so N processes compute one process's value)."""
+        K, d = self.config.num_components, z.shape[-1]
+        flat_k, flat_w, flat_z = comp.reshape(-1), w.reshape(-1), z.reshape(-1, d)
+        s0 = flat_w.new_zeros(K).index_add(0, flat_k, flat_w)
+        s1 = flat_z.new_zeros(K, d).index_add(0, flat_k, flat_w.unsqueeze(-1) * flat_z)
+        outer = flat_w[:, None, None] * flat_z[:, :, None] * flat_z[:, None, :]
+        s2 = flat_z.new_zeros(K, d, d).index_add(0, flat_k, outer)
+        s0, s1, s2 = (self.gather(t.unsqueeze(0)).sum(0) for t in (s0, s1, s2))
+        W = s0.clamp_min(1e-8)
+        m = s1 / W.unsqueeze(-1)
+        cov = s2 / W[:, None, None] - m[:, :, None] * m[:, None, :]
+        eye = torch.eye(d, device=z.device, dtype=z.dtype) * self.prior.std ** 2
+        per = (m - self.prior.means).pow(2).mean(-1) + (cov - eye).pow(2).mean((-2, -1))
+        return (s0 / s0.sum() * per).sum()
 
     def add_entropy(self, obj: Objective, q: Tensor) -> None:
         """H(batch mean of q_D(k|x)) over the global batch, an extra logged as ``qD_entropy`` always; the loss gets
