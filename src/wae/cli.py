@@ -91,6 +91,11 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--std-scale", type=_positive_float, default=1.0,
                    help="scale the prior's standard deviation (e.g. 0.5)")
     s.add_argument("--seed", type=_int_arg(0, MAX_SEED), default=0)
+    s.add_argument("--sampler", choices=["prior", "gmm"], default="prior",
+                   help="prior: the model's own generative model (default); gmm: a Gaussian mixture fitted to the codes "
+                        "of the run's training data after training (ex-post density estimation; any model)")
+    s.add_argument("--gmm-components", type=_int_arg(1, 1000), default=10,
+                   help="components of the fitted mixture (--sampler gmm; --component picks one of them)")
 
     r = sub.add_parser("reconstruct", help="reconstruct test data through a trained model into a PNG grid")
     r.add_argument("run_dir")
@@ -232,17 +237,21 @@ def cmd_sample(a) -> int:
     if a.n > MAX_GRID and not to_npz:
         raise WAEError(f"--n {a.n}: a PNG grid holds at most {MAX_GRID:,} images; write the samples to an .npz "
                        f"file instead (--out samples.npz)")
+    from .samplers import GaussianMixtureSampler, encode_all
+    from .samplers import draw as draw_from
+
     model = load(a.run_dir)
     g = torch.Generator().manual_seed(a.seed)
     torch.manual_seed(a.seed)
+    state = {}
+    if a.sampler == "gmm":
+        from .training.run import load_data_for
+
+        train_x = load_data_for(_run_config(a.run_dir), need_test=False).train.x
+        state["gmm"] = GaussianMixtureSampler.fit(encode_all(model, train_x), a.gmm_components, seed=a.seed)
 
     def draw(n):
-        if a.component is not None:
-            return model.sample_component(a.component, n, a.std_scale, generator=g)
-        if a.std_scale != 1.0:
-            z = model.prior.sample((n,), generator=g)
-            return model.decode(model.prior.mean + (z - model.prior.mean) * a.std_scale)
-        return model.sample(n, generator=g)
+        return draw_from(a.sampler, model, n, a.component, a.std_scale, g, **state)
 
     from .data.core import format_bytes, max_array_bytes
 
