@@ -292,3 +292,55 @@ def test_moment_term_enters_the_loss_as_an_extra_with_its_weight():
     off = m.loss(x)
     assert "moments" not in off and float(on["moments"]) > 0
     assert float(on["loss"] - off["loss"]) == pytest.approx(0.5 * float(on["moments"]), rel=1e-9)
+
+
+def test_component_refit_fits_each_components_weighted_codes_and_samples_from_them(tmp_path):
+    import numpy as np
+
+    from wae.serialization import load_model, save_model
+
+    m = _gm(component_refit=True)
+    assert "refit_means" in m.state_dict() and "refit_means" not in _gm().state_dict()
+    x = torch.randn(300, 6, dtype=torch.float64)
+    m.after_fit(x)
+    # by hand: the same one code per (datum, head), weighted by q_D, moments per head
+    m.eval()
+    with torch.no_grad():
+        q = m.cluster_probs(x).numpy()
+        mu, logvar = m.q_continuous(x)
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0)).to(mu)
+        z = (mu + (0.5 * logvar).exp() * eps).numpy()
+    for k in range(5):
+        w = q[:, k]
+        mk = (w[:, None] * z[:, k]).sum(0) / w.sum()
+        ck = (w[:, None, None] * np.einsum("ni,nj->nij", z[:, k] - mk, z[:, k] - mk)).sum(0) / w.sum()
+        np.testing.assert_allclose(m.refit_means[k].numpy(), mk, rtol=1e-8, atol=1e-10)
+        cov = (m.refit_tril[k] @ m.refit_tril[k].T).numpy()
+        np.testing.assert_allclose(cov, ck + 1e-4 * np.eye(4), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(m.refit_weights.numpy(), q.sum(0) / q.sum(), rtol=1e-10)
+    # samples of component k are decodes of draws from the refitted Gaussian: the decoder sees those codes
+    seen = []
+    orig = m.decode
+    m.decode = lambda zz: seen.append(zz) or orig(zz)
+    m.sample_component(2, 20000, generator=torch.Generator().manual_seed(1))
+    zz = seen[-1]
+    assert torch.allclose(zz.mean(0), m.refit_means[2], atol=0.05)
+    assert torch.allclose(torch.cov(zz.T), m.refit_tril[2] @ m.refit_tril[2].T, atol=0.05)
+    m.decode = orig
+    # the refit travels with the exported model
+    save_model(m.float(), tmp_path)
+    again = load_model(tmp_path)
+    assert torch.equal(again.refit_means, m.refit_means)
+
+
+def test_training_refits_the_components_before_export(tmp_path):
+    from wae.cli import main
+    from wae.serialization import load_model
+
+    run = tmp_path / "run"
+    assert main(["train", "gm-wae", "--dataset", "mnist-5k", "--out", str(run), "--set", "width=0.0625",
+                 "--set", "data.limit=200", "--set", "data.eval_limit=100", "--set", "max_steps=3",
+                 "--set", "pretrain_steps=2", "--set", "figures=false", "--set", "train.sample_metrics=[]",
+                 "--set", "component_refit=true", "--set", "k_estimator=sparse", "--quiet"]) == 0
+    m = load_model(run)
+    assert not torch.allclose(m.refit_means, m.prior.means)

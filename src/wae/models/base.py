@@ -235,6 +235,10 @@ class AutoEncoderModel(nn.Module):
         crit = {id(p) for p in self.critic_parameters()}
         return [p for p in self.parameters() if id(p) not in crit]
 
+    def after_fit(self, x: Tensor) -> None:
+        """Model upkeep once training has ended, given the training data ``x`` (e.g. refitting the components a
+        sampler draws from); called before the model is exported. Nothing by default."""
+
     def after_step(self, step: int) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
         """Model upkeep after optimiser step ``step`` (e.g. re-seeding unused mixture components).
 

@@ -100,6 +100,13 @@ class GMWAEConfig(ConsistencyConfig):
     joint_mmd: float = 0.0
     """Beyond the paper (0 = off, the z-marginal MMD): weight α ∈ [0, 1] of the component in the MMD's kernel on
     (z, k) pairs; 1 matches the joint q(z, k) to the prior's p(z, k) (see the module docstring)."""
+    component_refit: bool = False
+    """Beyond the paper (off by default): once training has ended, each component's Gaussian is refitted to the codes
+    q_D assigns to it in the training data (their q_D-weighted mean and full covariance, the encoder's noise
+    included; weights ∝ the components' shares), and samples — of one component or of the model — are drawn from the
+    refitted components (ex-post density estimation per cluster, as the RAE paper does for a whole latent space, the
+    clusters kept). The training prior is unchanged; its modes are wider than a cluster's codes, and their tails
+    decode to ambiguous digits (benchmarks/README.md, "Generative clustering")."""
     moment_weight: float = 0.0
     """Beyond the paper (0 = off): weight of a per-component moment match, Σ_k (q̄_k/Σq̄) (mean‖m_k − μ⁰_k‖² +
     mean‖C_k − σ₀²I‖²) with m_k, C_k the q_D-weighted mean and covariance of head k's codes over the (global) batch:
@@ -156,6 +163,10 @@ class GaussianMixtureAE(AutoEncoderModel):
             self.heads.bias[:, d:].fill_(config.logvar_init)
         self.decoder = build_decoder(config.decoder, self.data_shape, d, config.width)
         self.kernel = self.build_kernel(config.kernel, config.kernel_base, config.kernel_scales)
+        if config.component_refit:  # only then, so that runs without it keep their state-dict keys
+            self.register_buffer("refit_weights", self.prior.weights.clone())
+            self.register_buffer("refit_means", self.prior.means.clone())
+            self.register_buffer("refit_tril", torch.eye(d).repeat(K, 1, 1) * self.prior.std)
 
     # --- encoder ---------------------------------------------------------------------------------------------
     def q_discrete(self, x: Tensor) -> Tensor:
@@ -260,10 +271,9 @@ class GaussianMixtureAE(AutoEncoderModel):
             obj.extras["moments"] = (cfg.moment_weight, self.component_moments_loss(z[:, :, 0], comp, w))
         return obj
 
-    def component_moments_loss(self, z: Tensor, comp: Tensor, w: Tensor) -> Tensor:
-        """Σ_k (W_k/ΣW)(mean‖m_k − μ⁰_k‖² + mean‖C_k − σ₀²I‖²) for codes z (n, M, d) of components ``comp`` (n, M)
-        with weights ``w`` (n, M): W_k = Σ w over the codes of k, m_k and C_k their weighted mean and covariance —
-        all over the global batch (the weighted sums are gathered, so N processes compute one process's value)."""
+    def weighted_moments(self, z: Tensor, comp: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(W_k, m_k, C_k): the total weight, weighted mean and weighted covariance of the codes z (..., d) of each
+        component k (``comp`` the component of each code, ``w`` its weight), over the global batch."""
         K, d = self.config.num_components, z.shape[-1]
         flat_k, flat_w, flat_z = comp.reshape(-1), w.reshape(-1), z.reshape(-1, d)
         s0 = flat_w.new_zeros(K).index_add(0, flat_k, flat_w)
@@ -273,7 +283,67 @@ class GaussianMixtureAE(AutoEncoderModel):
         s0, s1, s2 = (self.gather(t.unsqueeze(0)).sum(0) for t in (s0, s1, s2))
         W = s0.clamp_min(1e-8)
         m = s1 / W.unsqueeze(-1)
-        cov = s2 / W[:, None, None] - m[:, :, None] * m[:, None, :]
+        return s0, m, s2 / W[:, None, None] - m[:, :, None] * m[:, None, :]
+
+    def after_fit(self, x: Tensor, batch_size: int = 500) -> None:
+        """With ``component_refit``: refit each component's Gaussian to its training codes (see the config)."""
+        if not self.config.component_refit:
+            return
+        was = self.training
+        self.eval()
+        g = torch.Generator(device="cpu").manual_seed(0)
+        K, d = self.config.num_components, self.config.latent_dim
+        acc = [torch.zeros(K, dtype=torch.float64), torch.zeros(K, d, dtype=torch.float64),
+               torch.zeros(K, d, d, dtype=torch.float64)]
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i: i + batch_size].to(self.refit_means.device)
+                q = self.cluster_probs(xb)
+                mu, logvar = self.q_continuous(xb)
+                eps = torch.randn(mu.shape, generator=g).to(mu)
+                z = (mu + (0.5 * logvar).exp() * eps).double()  # (n, K, d): one code per datum and head
+                w = q.double()
+                acc[0] += w.sum(0).cpu()
+                acc[1] += torch.einsum("nk,nkd->kd", w, z).cpu()
+                acc[2] += torch.einsum("nk,nkd,nke->kde", w, z, z).cpu()
+        W = acc[0].clamp_min(1e-12)
+        m = acc[1] / W[:, None]
+        cov = acc[2] / W[:, None, None] - m[:, :, None] * m[:, None, :]
+        cov = cov + 1e-4 * torch.eye(d, dtype=cov.dtype)  # a floor: a component with (almost) no data stays proper
+        dead = acc[0] < 1e-6
+        cov[dead] = torch.eye(d, dtype=cov.dtype) * self.prior.std ** 2
+        m[dead] = self.prior.means[dead.to(self.prior.means.device)].double().cpu()
+        dev, dt = self.refit_means.device, self.refit_means.dtype
+        self.refit_weights.copy_((acc[0] / acc[0].sum()).to(dev, dt))
+        self.refit_means.copy_(m.to(dev, dt))
+        self.refit_tril.copy_(torch.linalg.cholesky(cov).to(dev, dt))
+        self.train(was)
+
+    def _refit_codes(self, k: Tensor, std_scale: float, generator) -> Tensor:
+        d = self.config.latent_dim
+        eps = torch.randn(k.shape[0], d, generator=generator).to(self.refit_means)
+        return self.refit_means[k] + std_scale * torch.einsum("nij,nj->ni", self.refit_tril[k], eps)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        if not self.config.component_refit:
+            return super().sample(n, generator)
+        k = torch.multinomial(self.refit_weights.cpu(), n, replacement=True, generator=generator)
+        return self.decode(self._refit_codes(k.to(self.refit_means.device), 1.0, generator))
+
+    def sample_component(self, k: int, n: int, std_scale: float = 1.0, generator=None) -> Tensor:
+        if not self.config.component_refit:
+            return super().sample_component(k, n, std_scale, generator)
+        if not 0 <= k < self.config.num_components:
+            raise ConfigError(f"component {k} out of range: the model has {self.config.num_components} components")
+        kk = torch.full((n,), k, dtype=torch.long, device=self.refit_means.device)
+        return self.decode(self._refit_codes(kk, std_scale, generator))
+
+    def component_moments_loss(self, z: Tensor, comp: Tensor, w: Tensor) -> Tensor:
+        """Σ_k (W_k/ΣW)(mean‖m_k − μ⁰_k‖² + mean‖C_k − σ₀²I‖²) for codes z (n, M, d) of components ``comp`` (n, M)
+        with weights ``w`` (n, M): W_k = Σ w over the codes of k, m_k and C_k their weighted mean and covariance —
+        all over the global batch (the weighted sums are gathered, so N processes compute one process's value)."""
+        d = z.shape[-1]
+        s0, m, cov = self.weighted_moments(z, comp, w)
         eye = torch.eye(d, device=z.device, dtype=z.dtype) * self.prior.std ** 2
         per = (m - self.prior.means).pow(2).mean(-1) + (cov - eye).pow(2).mean((-2, -1))
         return (s0 / s0.sum() * per).sum()

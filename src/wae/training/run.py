@@ -491,6 +491,7 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
         raise TrainingStopped(f"stopped by SIGTERM during the final evaluation; {after}")
 
     with on_sigterm(_stop):
+        model.after_fit(prep.data.train.x)
         save_model(model, prep.run_dir, prep.cfg)
         return evaluate_run(model, prep.run_dir, prep.data, prep.cfg, extra={
             "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
@@ -528,7 +529,9 @@ def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = T
     prep = prepare(cfg, None, data=data, callbacks=callbacks)
     trainer = build_trainer(prep, quiet)
     fit(prep, trainer, quiet)
-    return prep.lit.model.cpu().eval(), int(trainer.global_step)
+    model = prep.lit.model.cpu().eval()
+    model.after_fit(data.train.x.cpu())
+    return model, int(trainer.global_step)
 
 
 def _kept_good(ckpt_cb, last: Path) -> str:
