@@ -83,6 +83,13 @@ class TrainConfig:
     critic_betas: tuple[float, float] = (0.5, 0.999)
     pretrain_steps: int = 0
     """Encoder pre-training steps before the main objective (0 = off)."""
+    restarts: int = 1
+    """Beyond the papers (1 = off): train this many candidate starts (different seeds; the first is ``seed``) for
+    ``restart_steps`` steps each, in memory, keep the one whose training objective over its last quarter of steps is
+    lowest — no label is read — and continue it to the budget (its steps count towards ``max_steps``). A mixture
+    model settles on its partition of the data early; a start that merged two classes has a higher objective."""
+    restart_steps: int = 0
+    """Steps of each candidate start (pre-training included before them); must be below ``max_steps``."""
     pretrain_lr: float = 1e-3
     augment_shift: int = 0
     """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
@@ -167,6 +174,9 @@ class RunConfig:
             (len(t.lr_milestones) == len(t.lr_factors), "train.lr_milestones and train.lr_factors differ in length"),
             (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {_short(t.on_nan)}"),
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
+            (1 <= t.restarts <= 100, f"train.restarts must be from 1 to 100, got {t.restarts}"),
+            (t.restarts == 1 or 0 < t.restart_steps and (t.max_steps < 0 or t.restart_steps < t.max_steps),
+             f"train.restarts > 1 needs 0 < train.restart_steps < train.max_steps, got {t.restart_steps}"),
             (0.0 <= self.data.val_fraction < 1.0,
              f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
             (self.data.val_size is None or self.data.val_size >= 0,

@@ -62,6 +62,8 @@ class LitAutoEncoder(L.LightningModule):
         self.train_x = train_x
         self.automatic_optimization = not model.has_critic
         self.pretrain_history: list[float] = []
+        self.skip_pretrain = False
+        """Set when the model starts from a state that was already pre-trained (a kept restart)."""
         self._t0 = time.time()
 
     # --- setup ------------------------------------------------------------------------------------------------
@@ -82,7 +84,8 @@ class LitAutoEncoder(L.LightningModule):
             self.model.gather = all_gather_with_grad
             self.model.rank = self.trainer.global_rank
         resuming = getattr(self.trainer, "ckpt_path", None) is not None
-        if self.cfg.pretrain_steps > 0 and not resuming and self.trainer.global_step == 0 and not self.pretrain_history:
+        if (self.cfg.pretrain_steps > 0 and not resuming and self.trainer.global_step == 0 and not self.pretrain_history
+                and not self.skip_pretrain):
             self._pretrain()
         # Prior samples must differ across processes: one stream per rank.
         torch.manual_seed(self.cfg.seed * 1000 + 17 + self.trainer.global_rank + 7919 * self.trainer.global_step)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -274,6 +275,11 @@ class Prepared:
     """The run directory's lock, held from the first write until :meth:`close`."""
     notes: list[str] | None = None
     """Lines for the user (e.g. the config changes a resume applies)."""
+    steps_done: int = 0
+    """Steps already taken before this run's trainer starts (the kept restart's), counted in the budget."""
+    seconds_used: float = 0.0
+    """Wall time already spent before this run's trainer starts (choosing among restarts)."""
+    restart_losses: list[float] | None = None
 
     def close(self) -> None:
         """Release the run directory's lock (idempotent)."""
@@ -365,6 +371,20 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         ckpt = PeriodicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every_minutes)
         cbs.insert(0, ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
+    steps_done, seconds_used, losses = 0, 0.0, None
+    if tc.restarts > 1 and resume_from is None and init_state is None:
+        t0 = time.time()
+        try:
+            state, losses = select_start(cfg, data)
+        except BaseException:
+            if lock is not None:
+                lock.__exit__(None, None, None)
+            raise
+        model.load_state_dict(state)
+        lit.skip_pretrain = True
+        steps_done, seconds_used = tc.restart_steps, time.time() - t0
+        notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} (training objective over the last "
+                     f"quarter of {tc.restart_steps} steps: {', '.join(f'{v:.4f}' for v in losses)})")
     if _single_process(tc):
         # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
         # Its own generator: creating each epoch's iterator then draws nothing from the global RNG (which the
@@ -382,7 +402,44 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         cbs.append(EpochEvaluator(curve_ds.x[:k], curve_ds.y[:k] if curve_ds.y is not None else None,
                                   tc.eval_every_epochs, prefix=f"{split}/"))
     return Prepared(cfg, data, lit, loader, cbs, Path(run_dir) if run_dir is not None else None, ckpt, resume_from,
-                    saved_text, resume, lock, notes)
+                    saved_text, resume, lock, notes, steps_done, seconds_used, losses)
+
+
+class _LossTracker(L.Callback):
+    """Records the training objective of every step."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.losses.append(float(loss))
+
+
+def restart_seed(seed: int, i: int) -> int:
+    """The seed of candidate start i (the run's own seed for the first)."""
+    return seed if i == 0 else (seed * 7919 + 104729 * i) % (2 ** 32)
+
+
+def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
+    """Train ``cfg.train.restarts`` candidate starts for ``restart_steps`` steps each (in memory, seeds from
+    :func:`restart_seed`) and return the state of the one with the lowest mean training objective over its last
+    quarter of steps, with every candidate's value. Label-free: only the objective is read."""
+    tc = cfg.train
+    best, losses = None, []
+    for i in range(tc.restarts):
+        c = copy.deepcopy(cfg)
+        c.train.seed = restart_seed(tc.seed, i)
+        c.train.max_steps, c.train.restarts, c.train.max_minutes = tc.restart_steps, 1, None
+        c.train.eval_every_epochs, c.train.progress = 0, False
+        tracker = _LossTracker()
+        model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
+        tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
+        losses.append(sum(tail) / len(tail))
+        if losses[-1] == min(losses):
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return best, losses
 
 
 def _single_process(tc) -> bool:
@@ -408,8 +465,8 @@ def build_trainer(prep: Prepared, quiet: bool = False) -> L.Trainer:
     n = len(prep.data.train)
     return L.Trainer(
         max_epochs=tc.epochs,
-        max_steps=tc.max_steps,
-        max_time={"minutes": tc.max_minutes} if tc.max_minutes else None,
+        max_steps=tc.max_steps - prep.steps_done if tc.max_steps > 0 else tc.max_steps,
+        max_time={"seconds": max(1.0, tc.max_minutes * 60 - prep.seconds_used)} if tc.max_minutes else None,
         accelerator=tc.accelerator,
         devices=_parse_devices(tc.devices),
         strategy=strategy,
@@ -494,7 +551,9 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
         model.after_fit(prep.data.train.x)
         save_model(model, prep.run_dir, prep.cfg)
         return evaluate_run(model, prep.run_dir, prep.data, prep.cfg, extra={
-            "train/wall_seconds": wall, "train/steps": trainer.global_step, "train/epochs": trainer.current_epoch,
+            "train/wall_seconds": wall + prep.seconds_used, "train/steps": trainer.global_step + prep.steps_done,
+            "train/epochs": trainer.current_epoch,
+            "train/restart_losses": prep.restart_losses,
             "train/pretrain_final": prep.lit.pretrain_history[-1] if prep.lit.pretrain_history else None,
         }, figures=tc.figures, sample_metrics=list(tc.sample_metrics))
 
@@ -522,7 +581,8 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     return (metrics, prep.lit.model) if return_model else metrics
 
 
-def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = True) -> tuple[AutoEncoderModel, int]:
+def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = True,
+                  refit: bool = True) -> tuple[AutoEncoderModel, int]:
     """Train ``cfg`` on ``data`` without a run directory (no config, checkpoints, logs or figures written): the
     trained model (CPU, eval mode) and the number of optimiser steps taken. For library callers such as the
     estimator."""
@@ -530,8 +590,9 @@ def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = T
     trainer = build_trainer(prep, quiet)
     fit(prep, trainer, quiet)
     model = prep.lit.model.cpu().eval()
-    model.after_fit(data.train.x.cpu())
-    return model, int(trainer.global_step)
+    if refit:
+        model.after_fit(data.train.x.cpu())
+    return model, int(trainer.global_step) + prep.steps_done
 
 
 def _kept_good(ckpt_cb, last: Path) -> str:
