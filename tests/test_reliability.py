@@ -1004,7 +1004,8 @@ def test_resume_with_its_time_budget_spent_trains_no_further_step(tmp_path, caps
     rc, _, err = _main([*TINY_RUN, "--set", "max_minutes=60", "--out", str(out)], capsys)
     assert rc == 0, err
     args = [a if a != "1" else "3" for a in TINY_RUN]  # --epochs 3: two more epochs, but ...
-    rc, outp, err = _main([*args, "--set", "max_minutes=0.001", "--out", str(out), "--resume"], capsys)  # ... 60 ms
+    rc, outp, err = _main([*args, "--set", "max_minutes=0.000001", "--out", str(out), "--resume"],
+                          capsys)  # ... 60 µs, less than any two steps take (60 ms was not, on a fast machine)
     assert rc == 0, err
-    assert "train.max_minutes 60.0 → 0.001" in outp, outp
+    assert "train.max_minutes 60.0 → 1e-06" in outp, outp
     assert json.loads((out / "metrics.json").read_text())["train/steps"] == 2  # one epoch of 100 / 50

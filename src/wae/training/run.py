@@ -466,7 +466,7 @@ def build_trainer(prep: Prepared, quiet: bool = False) -> L.Trainer:
     return L.Trainer(
         max_epochs=tc.epochs,
         max_steps=tc.max_steps - prep.steps_done if tc.max_steps > 0 else tc.max_steps,
-        max_time={"seconds": max(1.0, tc.max_minutes * 60 - prep.seconds_used)} if tc.max_minutes else None,
+        max_time={"seconds": max(1e-3, tc.max_minutes * 60 - prep.seconds_used)} if tc.max_minutes else None,
         accelerator=tc.accelerator,
         devices=_parse_devices(tc.devices),
         strategy=strategy,
