@@ -900,6 +900,9 @@ BAD_NUMBERS = [
     ["train", "--set", "max_steps=0"], ["train", "--set", "max_minutes=0"], ["train", "--set", "max_minutes=-1"],
     ["train", "--set", "checkpoint_every_minutes=-1"], ["train", "--set", "log_every=0"],
     ["train", "--set", "epochs=" + "9" * 5000],
+    ["cluster", "mnist-5k", "--k", "0"], ["cluster", "mnist-5k", "--k", "ten"], ["cluster", "mnist-5k", "--k", "2.5"],
+    ["cluster", "mnist-5k", "--max-steps", "0"], ["cluster", "mnist-5k", "--max-minutes", "inf"],
+    ["cluster", "mnist-5k", "--max-minutes", "-1"], ["cluster", "mnist-5k", "--seed", "-1"],
 ]
 
 
@@ -909,6 +912,8 @@ def test_every_cli_number_is_checked_in_one_line(argv, finished, tmp_path, capsy
     argv = [a.replace("{run}", str(finished["dir"])) for a in argv]
     if argv[0] in ("sample", "reconstruct", "encode"):
         argv += ["--out", str(tmp_path / ("o.npz" if argv[0] == "encode" else "o.png"))]
+    if argv[0] == "cluster":
+        argv += ["--out", str(tmp_path / "never")]
     if argv[0] == "train":  # a tiny run on data at hand, so only the bad number can stop it (later --set win)
         argv = ["train", "wae-mmd", "--dataset", "mnist-5k", "--set", "data.limit=100", "--set", "width=0.0625",
                 "--set", "pretrain_steps=0", "--set", "figures=false", "--quiet", *argv[1:], "--out",

@@ -99,7 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconstruct", help="reconstruct test data through a trained model into a PNG grid")
     r.add_argument("run_dir")
-    r.add_argument("--n", type=int, default=32)
+    r.add_argument("--n", type=_int_arg(1, 10000), default=32)
     r.add_argument("--out", required=True, help="PNG file to write")
     r.add_argument("--depth", type=_int_arg(0), help="hierarchical models: encode to layer i, decode from there")
 
@@ -111,18 +111,18 @@ def _build_parser() -> argparse.ArgumentParser:
     en.add_argument("--dataset", help="data to encode, NAME[:split] (split default: train), e.g. mnist:test, "
                     "npz:FILE or folder:DIR (default: the run's test data)")
     en.add_argument("--data-dir")
-    en.add_argument("--limit", type=int, help="encode only the first N examples")
+    en.add_argument("--limit", type=_int_arg(1), help="encode only the first N examples")
     en.add_argument("--depth", type=_int_arg(1), help="hierarchical models: the code of layer i (default: the top "
                     "layer)")
-    en.add_argument("--batch-size", type=int, default=500)
+    en.add_argument("--batch-size", type=_int_arg(1), default=500)
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics into DIR/metrics.json")
     e.add_argument("run_dir")
-    e.add_argument("--n", type=int, default=2000, help="samples / test images for W2, FID and KID (default 2000)")
+    e.add_argument("--n", type=_int_arg(2), default=2000, help="samples / test images for W2, FID and KID (default 2000)")
     e.add_argument("--metrics", help="comma-separated sample metrics: w2_samples,w2_latent,fid_domain,kid_domain,"
                    "pr_domain,component_purity,fid_inception (default: all that apply; fid_inception when the fid extra is "
                    "installed)")
-    e.add_argument("--inception-n", type=int, help="images per side for Inception FID (default: --n on a GPU, "
+    e.add_argument("--inception-n", type=_int_arg(2), help="images per side for Inception FID (default: --n on a GPU, "
                    "500 on a CPU)")
     e.add_argument("--eval-limit", type=_int_arg(1), help="test examples for the reconstruction/clustering metrics")
     e.add_argument("--eval-dataset", help="override the test data, NAME[:split]")
@@ -147,14 +147,14 @@ def _build_parser() -> argparse.ArgumentParser:
                         "assignments.csv, the model and report.html")
     cl.add_argument("data", help="npz:FILE, folder:DIR, csv:FILE (or a path to a .npz/.csv/.tsv file or an image "
                     "folder), or a data set name (`wae datasets`)")
-    cl.add_argument("--k", type=int, help="number of clusters (omitted: chosen by a sweep over --k-range)")
+    cl.add_argument("--k", type=_int_arg(1, 1000), help="number of clusters (omitted: chosen by a sweep over --k-range)")
     cl.add_argument("--k-range", default="2:12", metavar="LO:HI[:STEP]", help="the Ks of the sweep (default 2:12)")
     cl.add_argument("--out", required=True, help="output directory")
     cl.add_argument("--data-dir", help="directory holding the data files")
     cl.add_argument("--size", help="folder data: resize every image to H or H,W pixels")
-    cl.add_argument("--max-steps", type=int, help="training steps per fit (default: the preset's)")
-    cl.add_argument("--max-minutes", type=float, help="training minutes per fit (default: the preset's)")
-    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--max-steps", type=_int_arg(1), help="training steps per fit (default: the preset's)")
+    cl.add_argument("--max-minutes", type=_positive_float, help="training minutes per fit (default: the preset's)")
+    cl.add_argument("--seed", type=_int_arg(0, MAX_SEED), default=0)
     cl.add_argument("--preset", help="a gm-wae preset (default: by data kind: main for 28×28 images, cluster-image, "
                     "cluster-vector)")
     cl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
