@@ -280,8 +280,9 @@ def loop_overhead(width: float, batch: int, steps: int = 30):
           f"{tl * 1e3:.1f} ms/step | ratio {tl / tp:.2f}")
 
 
-GM_EXTRAS = dict(consistency_weight=3.0, entropy_weight=1.0)
-"""The main job's extra terms (consistency on warped digits, batch entropy): part of every GM-WAE step it takes."""
+GM_EXTRAS = dict(consistency_weight=3.0, entropy_weight=1.0, discrete_width=2.0)
+"""The main job's GM-WAE settings beyond the paper (consistency on warped digits, batch entropy, a twice-as-wide q_D):
+part of every GM-WAE step it takes."""
 
 
 def _variants(width: float, extras: bool = True):
