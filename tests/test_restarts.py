@@ -66,8 +66,20 @@ def test_a_run_with_restarts_counts_the_kept_starts_steps_and_records_the_object
 
 def test_restart_settings_are_checked():
     with pytest.raises(ConfigError, match="restart_steps"):
-        _cfg(restarts=2, restart_steps=0).validate()
+        _cfg(restarts=2, restart_steps=0, max_steps=-1).validate()  # no max_steps to take a fraction of
+    with pytest.raises(ConfigError, match="restart_steps"):
+        _cfg(restarts=2, restart_steps=0, max_steps=1).validate()  # a start of >= 1 step leaves nothing after it
+    with pytest.raises(ConfigError, match="restart_fraction"):
+        _cfg(restarts=2, restart_fraction=1.0).validate()
     with pytest.raises(ConfigError, match="restart_steps"):
         _cfg(restarts=2, restart_steps=6).validate()
     with pytest.raises(ConfigError, match="restarts"):
         _cfg(restarts=0).validate()
+
+
+def test_candidate_steps_default_to_a_fraction_of_the_budget():
+    assert _cfg(restarts=3, max_steps=3000).train.candidate_steps == 900  # restart_fraction 0.3
+    assert _cfg(restarts=3, max_steps=150).train.candidate_steps == 45  # a shorter --max-steps shortens the starts
+    assert _cfg(restarts=3, max_steps=3000, restart_steps=200).train.candidate_steps == 200  # explicit wins
+    assert _cfg(restarts=3, max_steps=2).train.candidate_steps == 1
+    _cfg(restarts=3, max_steps=150).validate()

@@ -89,7 +89,10 @@ class TrainConfig:
     lowest — no label is read — and continue it to the budget (its steps count towards ``max_steps``). A mixture
     model settles on its partition of the data early; a start that merged two classes has a higher objective."""
     restart_steps: int = 0
-    """Steps of each candidate start (pre-training included before them); must be below ``max_steps``."""
+    """Steps of each candidate start (pre-training included before them); must be below ``max_steps``. 0: the
+    fraction ``restart_fraction`` of ``max_steps`` (so a shorter ``--max-steps`` shortens the starts with it)."""
+    restart_fraction: float = 0.3
+    """With ``restart_steps`` 0: each candidate start trains this fraction of ``max_steps`` (at least one step)."""
     pretrain_lr: float = 1e-3
     augment_shift: int = 0
     """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
@@ -115,6 +118,14 @@ class TrainConfig:
     """Sample-quality metrics of the final evaluation (``wae evaluate --metrics`` lists them; those that do not apply
     are skipped): by default the class purity of each mixture component's samples."""
     figures: bool = True
+
+    @property
+    def candidate_steps(self) -> int:
+        """Steps of each candidate start under ``restarts``: ``restart_steps``, or ``restart_fraction`` of
+        ``max_steps``."""
+        if self.restart_steps > 0 or self.max_steps <= 0:
+            return self.restart_steps
+        return max(1, round(self.restart_fraction * self.max_steps))
 
 
 @dataclass
@@ -175,8 +186,13 @@ class RunConfig:
             (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {_short(t.on_nan)}"),
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
             (1 <= t.restarts <= 100, f"train.restarts must be from 1 to 100, got {t.restarts}"),
-            (t.restarts == 1 or 0 < t.restart_steps and (t.max_steps < 0 or t.restart_steps < t.max_steps),
-             f"train.restarts > 1 needs 0 < train.restart_steps < train.max_steps, got {t.restart_steps}"),
+            (0 < t.restart_fraction < 1, f"train.restart_fraction must be in (0, 1), got {t.restart_fraction}"),
+            (t.restarts == 1 or t.restart_steps >= 0 and (t.restart_steps > 0 or t.max_steps > 0),
+             "train.restarts > 1 needs train.restart_steps > 0 or a train.max_steps to take restart_fraction of, got "
+             f"restart_steps {t.restart_steps}, max_steps {t.max_steps}"),
+            (t.restarts == 1 or t.max_steps < 0 or t.candidate_steps < t.max_steps,
+             f"train.restarts > 1 needs train.restart_steps < train.max_steps, got {t.candidate_steps} and "
+             f"{t.max_steps} (--set restarts=1 turns restarts off)"),
             (0.0 <= self.data.val_fraction < 1.0,
              f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
             (self.data.val_size is None or self.data.val_size >= 0,

@@ -382,9 +382,9 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
             raise
         model.load_state_dict(state)
         lit.skip_pretrain = True
-        steps_done, seconds_used = tc.restart_steps, time.time() - t0
+        steps_done, seconds_used = tc.candidate_steps, time.time() - t0
         notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} (training objective over the last "
-                     f"quarter of {tc.restart_steps} steps: {', '.join(f'{v:.4f}' for v in losses)})")
+                     f"quarter of {tc.candidate_steps} steps: {', '.join(f'{v:.4f}' for v in losses)})")
     if _single_process(tc):
         # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
         # Its own generator: creating each epoch's iterator then draws nothing from the global RNG (which the
@@ -423,7 +423,7 @@ def restart_seed(seed: int, i: int) -> int:
 
 
 def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
-    """Train ``cfg.train.restarts`` candidate starts for ``restart_steps`` steps each (in memory, seeds from
+    """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest mean training objective over its last
     quarter of steps, with every candidate's value. Label-free: only the objective is read."""
     tc = cfg.train
@@ -431,7 +431,7 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
     for i in range(tc.restarts):
         c = copy.deepcopy(cfg)
         c.train.seed = restart_seed(tc.seed, i)
-        c.train.max_steps, c.train.restarts, c.train.max_minutes = tc.restart_steps, 1, None
+        c.train.max_steps, c.train.restarts, c.train.max_minutes = tc.candidate_steps, 1, None
         c.train.eval_every_epochs, c.train.progress = 0, False
         tracker = _LossTracker()
         model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
