@@ -83,3 +83,48 @@ def test_candidate_steps_default_to_a_fraction_of_the_budget():
     assert _cfg(restarts=3, max_steps=3000, restart_steps=200).train.candidate_steps == 200  # explicit wins
     assert _cfg(restarts=3, max_steps=2).train.candidate_steps == 1
     _cfg(restarts=3, max_steps=150).validate()
+
+
+def test_fixed_objective_is_the_mean_loss_on_fixed_batches_and_leaves_model_and_rng_alone():
+    from wae.models import create_model
+    from wae.training.run import fixed_objective
+
+    torch.manual_seed(0)
+    m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05, consistency_weight=1.0,
+                     consistency_noise=0.2, entropy_weight=1.0)
+    x = _data().train.x
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.eval()
+    rng = torch.get_rng_state()
+    v = fixed_objective(m, x, batch_size=16, n=40, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng) and not m.training
+    for k, t in m.state_dict().items():
+        assert torch.equal(t, before[k]), k
+    # by hand: the same 40 examples, batches of 16, 16, 8, training mode, the same draws
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))[:40]
+    m.train()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        ref = sum(float(m.loss(x[idx[j:j + 16]])["loss"]) * len(idx[j:j + 16]) for j in range(0, 40, 16)) / 40
+    assert v == pytest.approx(ref, rel=1e-6)
+    m.load_state_dict(before)
+    m.eval()
+    assert fixed_objective(m, x, batch_size=16, n=40, seed=3) == pytest.approx(v, rel=1e-6)  # repeatable
+
+
+def test_restart_select_fixed_keeps_the_candidate_with_the_lowest_fixed_objective():
+    from wae.training.run import fit_in_memory, fixed_objective, restart_seed, select_start
+
+    cfg = _cfg(restarts=3, restart_steps=4, restart_select="fixed")
+    state, losses = select_start(cfg, _data())
+    values, states = [], []
+    for i in range(3):
+        model, _ = fit_in_memory(_cfg(restarts=1, max_steps=4, seed=restart_seed(0, i)), _data(), refit=False)
+        values.append(fixed_objective(model, _data().train.x, 16, seed=0))
+        states.append(model.state_dict())
+    assert values == pytest.approx(losses, rel=1e-6)
+    best = int(np.argmin(values))
+    for k, v in states[best].items():
+        assert torch.equal(v, state[k]), k
+    with pytest.raises(ConfigError, match="restart_select"):
+        _cfg(restarts=2, restart_steps=3, restart_select="best").validate()

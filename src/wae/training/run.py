@@ -422,10 +422,39 @@ def restart_seed(seed: int, i: int) -> int:
     return seed if i == 0 else (seed * 7919 + 104729 * i) % (2 ** 32)
 
 
+def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed: int = 0) -> float:
+    """The training objective of ``model`` — in training mode, so with the extra terms, their random warps and
+    batch statistics — on the same ``n`` examples of ``x`` in the same batches with the same random draws, whatever
+    the model: candidates compared on equal terms (the tail of their training losses mixes batches, warps and a
+    moving model). No gradient; the model's state (batch-norm running statistics) and the global RNG are left as
+    they were."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.train()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for j in range(0, len(idx) - 1, batch_size):
+                xb = x[idx[j:j + batch_size]].to(dev)
+                if len(xb) < 2:  # a batch statistic needs two
+                    break
+                total += float(model.loss(xb)["loss"]) * len(xb)
+                count += len(xb)
+    finally:
+        model.load_state_dict(state)
+        model.train(was_training)
+    return total / max(count, 1)
+
+
 def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
-    :func:`restart_seed`) and return the state of the one with the lowest mean training objective over its last
-    quarter of steps, with every candidate's value. Label-free: only the objective is read."""
+    :func:`restart_seed`) and return the state of the one with the lowest training objective, with every
+    candidate's value: the mean over its last quarter of steps (``restart_select`` ``tail``) or
+    :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``). Label-free: only the
+    objective is read."""
     tc = cfg.train
     best, losses = None, []
     for i in range(tc.restarts):
@@ -435,8 +464,11 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
         c.train.eval_every_epochs, c.train.progress = 0, False
         tracker = _LossTracker()
         model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
-        tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
-        losses.append(sum(tail) / len(tail))
+        if tc.restart_select == "fixed":
+            losses.append(fixed_objective(model, data.train.x, tc.batch_size, seed=tc.seed))
+        else:
+            tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
+            losses.append(sum(tail) / len(tail))
         if losses[-1] == min(losses):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return best, losses
