@@ -128,3 +128,33 @@ def test_restart_select_fixed_keeps_the_candidate_with_the_lowest_fixed_objectiv
         assert torch.equal(v, state[k]), k
     with pytest.raises(ConfigError, match="restart_select"):
         _cfg(restarts=2, restart_steps=3, restart_select="best").validate()
+
+
+def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_uninterrupted_one_does(tmp_path):
+    """The kept start's steps and the candidates' time travel in the checkpoint: stopping a restarted run at step 5
+    and resuming it to 7 trains the same 7 steps as one run to 7 (not 3 more). Batches of 54 of the 108 training
+    examples: the trainer's 2 steps after the kept start's 3 end on an epoch boundary, where resume is exact."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
+    common = ["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--quiet", "--set", "model.width=0.05",
+              "--set", "num_components=3", "--set", "latent_dim=3", "--set", "batch_size=54", "--set",
+              "pretrain_steps=2", "--set", "restarts=2", "--set", "restart_steps=3", "--set", "figures=false",
+              "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
+    assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--set", "max_steps=5", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train/steps"] == 5
+    assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
+    assert b["train/steps"] == a["train/steps"] == 7
+    assert b["train/restart_losses"] == pytest.approx(a["train/restart_losses"])
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(tmp_path / r / "model.safetensors")) for r in "ab")
+    assert wa.keys() == wb.keys()
+    for k in wa:  # the same steps trained: the same weights (a resume that forgot the 3 kept steps trains 3 more)
+        assert torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6), k
+    held_out = [k for k in a if k.startswith(("val/", "train/recon")) and isinstance(a[k], float)]
+    assert held_out
+    for k in held_out:
+        assert b[k] == pytest.approx(a[k], rel=1e-5), k

@@ -171,6 +171,9 @@ class PeriodicCheckpoint(L.Callback):
         self.saved_step: int | None = None
         """global step of the last checkpoint this run wrote (None: none yet)."""
         self.stop_requested = False
+        self.offset: dict | None = None
+        """What the run did before its trainer started (the kept restart's steps and the candidates' seconds and
+        objectives), written into every checkpoint so that a resume counts it too."""
 
     def request_stop(self, signum=None, frame=None) -> None:
         """The SIGTERM handler: sets a flag and nothing else (no I/O, no collectives inside a signal handler)."""
@@ -204,6 +207,8 @@ class PeriodicCheckpoint(L.Callback):
         if dev is not None and dev.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(dev)
         checkpoint["wae_rng"] = rng
+        if self.offset is not None:
+            checkpoint["wae_offset"] = dict(self.offset)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # called before Lightning restores its loops from the same dict

@@ -240,20 +240,36 @@ def load_data_for(cfg: RunConfig, need_test: bool | None = None) -> RunData:
     return load_run_data(cfg.data, cfg.train.seed, need_test=need_test)
 
 
-def _check_resume_budget(last: Path, tc) -> None:
-    """Refuse (before anything is written) a resume whose epoch or step budget is below what the checkpoint has done."""
+def _check_resume_budget(last: Path, tc) -> dict | None:
+    """Refuse (before anything is written) a resume whose epoch or step budget is below what the checkpoint has done;
+    return what the run did before its trainer started (:attr:`PeriodicCheckpoint.offset`), if anything."""
     c = load_checkpoint_safely(last, map_location="cpu")
+    offset = _offset_of(c)
     try:
         epochs_done = int(c["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-        steps_done = int(c["global_step"])
+        steps_done = int(c["global_step"]) + (offset or {}).get("steps", 0)
     except (KeyError, TypeError, ValueError):
-        return  # not a checkpoint of ours: the engine will say what is wrong with it
+        return None  # not a checkpoint of ours: the engine will say what is wrong with it
     if tc.epochs >= 0 and tc.epochs < epochs_done:
         raise ConfigError(f"--resume: the checkpoint {last} has trained {epochs_done} epochs, more than "
                           f"train.epochs={tc.epochs}; pass --epochs {epochs_done} or more to continue it")
     if tc.max_steps > 0 and tc.max_steps < steps_done:
         raise ConfigError(f"--resume: the checkpoint {last} has trained {steps_done} steps, more than "
                           f"train.max_steps={tc.max_steps}; raise --max-steps to continue it")
+    return offset
+
+
+def _offset_of(c) -> dict | None:
+    """A checkpoint's ``wae_offset`` (steps, seconds, losses), type-checked; None when absent or malformed."""
+    o = c.get("wae_offset") if isinstance(c, dict) else None
+    if not isinstance(o, dict):
+        return None
+    steps, seconds, losses = o.get("steps"), o.get("seconds"), o.get("losses")
+    if not (isinstance(steps, int) and steps >= 0 and isinstance(seconds, (int, float)) and seconds >= 0):
+        return None
+    if not (losses is None or isinstance(losses, list) and all(isinstance(v, (int, float)) for v in losses)):
+        losses = None
+    return {"steps": steps, "seconds": float(seconds), "losses": losses}
 
 
 @dataclass
@@ -343,7 +359,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot build {cfg.model} for examples of shape {tuple(train_ds.shape)}: {first}") from None
     # only now, with the config, data and model checked, is anything written into the run directory
-    saved_text = resume_from = None
+    saved_text = resume_from = offset = None
     ckpt = lock = None
     notes: list[str] = []
     cbs = list(callbacks or [])
@@ -358,7 +374,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
             if resume and (run_dir / "config.yaml").exists():
                 saved_text = (run_dir / "config.yaml").read_text()
             if resume and last.exists():
-                _check_resume_budget(last, cfg.train)
+                offset = _check_resume_budget(last, cfg.train)
                 resume_from = str(last)
             if _rank() == 0:
                 if not resume:
@@ -372,6 +388,10 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         cbs.insert(0, ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
     steps_done, seconds_used, losses = 0, 0.0, None
+    if offset is not None:  # a resumed run that had chosen among restarts: their steps and time still count
+        steps_done, seconds_used, losses = offset["steps"], offset["seconds"], offset["losses"]
+        if ckpt is not None:
+            ckpt.offset = dict(offset)
     if tc.restarts > 1 and resume_from is None and init_state is None:
         t0 = time.time()
         try:
@@ -383,6 +403,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         model.load_state_dict(state)
         lit.skip_pretrain = True
         steps_done, seconds_used = tc.candidate_steps, time.time() - t0
+        if ckpt is not None:
+            ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses}
         notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} (training objective over the last "
                      f"quarter of {tc.candidate_steps} steps: {', '.join(f'{v:.4f}' for v in losses)})")
     if _single_process(tc):
