@@ -158,3 +158,30 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
     assert held_out
     for k in held_out:
         assert b[k] == pytest.approx(a[k], rel=1e-5), k
+
+
+def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_clusters():
+    from wae.training.run import fit_in_memory, mean_confidence, restart_seed, select_start
+
+    cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
+    state, values = select_start(cfg, _data())
+    confs, states = [], []
+    for i in range(3):
+        model, _ = fit_in_memory(_cfg(restarts=1, max_steps=4, seed=restart_seed(0, i)), _data(), refit=False)
+        x = _data().train.x
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:2000]
+        model.eval()
+        with torch.no_grad():  # by hand: mean of max_k q(k|x)
+            confs.append(float(model.cluster_probs(x[idx]).max(dim=1).values.mean()))
+        assert mean_confidence(model, x, seed=0) == pytest.approx(confs[-1], rel=1e-6)
+        states.append(model.state_dict())
+    assert values == pytest.approx([-c for c in confs], rel=1e-6)
+    best = int(np.argmax(confs))
+    for k, v in states[best].items():
+        assert torch.equal(v, state[k]), k
+    wae_cfg = RunConfig.from_dict({"model": {"name": "wae-mmd", "latent_dim": 3, "width": 0.05},
+                                   "data": {"dataset": "npz:unused"},
+                                   "train": {"batch_size": 16, "max_steps": 6, "epochs": 50, "progress": False,
+                                             "restarts": 2, "restart_steps": 2, "restart_select": "confidence"}})
+    with pytest.raises(ConfigError, match="needs a model with clusters"):
+        select_start(wae_cfg, _data())

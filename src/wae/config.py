@@ -64,6 +64,10 @@ class DataConfig:
     """Evaluate on the test split at the end. Set it false while choosing settings: the test set is then never read."""
 
 
+RESTART_SELECT = ("tail", "fixed", "confidence")
+"""How ``train.restarts`` chooses its kept start (see ``TrainConfig.restart_select``)."""
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -94,9 +98,11 @@ class TrainConfig:
     restart_fraction: float = 0.3
     """With ``restart_steps`` 0: each candidate start trains this fraction of ``max_steps`` (at least one step)."""
     restart_select: str = "tail"
-    """How the kept start is chosen (no label is read either way): ``tail``, the lowest mean training objective over
-    a candidate's last quarter of steps; ``fixed``, the lowest objective of its final weights on the same 2,000
-    training examples with the same random warps for every candidate."""
+    """How the kept start is chosen (no label is read): ``tail``, the lowest mean training objective over a
+    candidate's last quarter of steps; ``fixed``, the lowest objective of its final weights on the same 2,000
+    training examples with the same random warps for every candidate; ``confidence`` (mixture models), the highest
+    mean max_k q(k|x) on those examples. ``train/restart_losses`` records the values (for ``confidence``, minus the
+    confidence: the lowest is kept in every case)."""
     pretrain_lr: float = 1e-3
     augment_shift: int = 0
     """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
@@ -191,8 +197,8 @@ class RunConfig:
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
             (1 <= t.restarts <= 100, f"train.restarts must be from 1 to 100, got {t.restarts}"),
             (0 < t.restart_fraction < 1, f"train.restart_fraction must be in (0, 1), got {t.restart_fraction}"),
-            (t.restart_select in ("tail", "fixed"),
-             f"train.restart_select must be 'tail' or 'fixed', got {t.restart_select!r}"),
+            (t.restart_select in RESTART_SELECT,
+             f"train.restart_select must be one of {RESTART_SELECT}, got {t.restart_select!r}"),
             (t.restarts == 1 or t.restart_steps >= 0 and (t.restart_steps > 0 or t.max_steps > 0),
              "train.restarts > 1 needs train.restart_steps > 0 or a train.max_steps to take restart_fraction of, got "
              f"restart_steps {t.restart_steps}, max_steps {t.max_steps}"),

@@ -471,12 +471,32 @@ def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed
     return total / max(count, 1)
 
 
+def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0) -> float | None:
+    """The mean over the same ``n`` examples of ``x`` of max_k q(k|x) (evaluation mode), or None for a model without
+    clusters. Label-free: how decisively the model assigns the data to its clusters."""
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        with torch.no_grad():
+            for j in range(0, len(idx), batch_size):
+                p = model.cluster_probs(x[idx[j:j + batch_size]].to(dev))
+                if p is None:
+                    return None
+                total += float(p.max(dim=1).values.sum())
+    finally:
+        model.train(was_training)
+    return total / max(len(idx), 1)
+
+
 def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest training objective, with every
-    candidate's value: the mean over its last quarter of steps (``restart_select`` ``tail``) or
-    :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``). Label-free: only the
-    objective is read."""
+    candidate's value: the mean over its last quarter of steps (``restart_select`` ``tail``),
+    :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), or minus
+    :func:`mean_confidence` on them (``confidence``, mixture models). Label-free: no label is read."""
     tc = cfg.train
     best, losses = None, []
     for i in range(tc.restarts):
@@ -488,6 +508,12 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
         model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
         if tc.restart_select == "fixed":
             losses.append(fixed_objective(model, data.train.x, tc.batch_size, seed=tc.seed))
+        elif tc.restart_select == "confidence":
+            conf = mean_confidence(model, data.train.x, seed=tc.seed)
+            if conf is None:
+                raise ConfigError(f"train.restart_select=confidence needs a model with clusters; {cfg.model} has "
+                                  "none (use tail or fixed)")
+            losses.append(-conf)
         else:
             tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
             losses.append(sum(tail) / len(tail))
