@@ -1,0 +1,59 @@
+"""Label-free restart criteria against validation accuracy (how `train.restart_select` was chosen).
+
+    python benchmarks/restart_criteria.py BASE_SEED N     # N candidate starts of the main setting, 900 steps each
+
+Per candidate (seed ``restart_seed(BASE_SEED, i)``, exactly as ``train.restarts`` would train it): the mean
+training objective over its last quarter of steps (``tail``), the objective of its final weights on the same 2,000
+training digits with the same warps (``loss``, ``fixed``) and its terms, the mean max_k q(k|x) on them (``conf``,
+``confidence``), and the Hungarian accuracy on the validation split (labels read here only, to judge the criteria).
+The test set is not loaded. One JSON line per candidate; the list in runs/diag/crit-BASE.json."""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from wae.evaluation.clustering import hungarian_accuracy
+from wae.presets import resolve_config
+from wae.training.run import _LossTracker, fit_in_memory, load_data_for, restart_seed
+
+SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "max_steps=900", "progress=false",
+        "restarts=1", "component_refit=false"]
+
+
+def main() -> None:
+    base, n = int(sys.argv[1]), int(sys.argv[2])
+    cfg = resolve_config("gm-wae", "main", "mnist-5k", None, SETS)
+    data = load_data_for(cfg)
+    idx = torch.randperm(len(data.train.x), generator=torch.Generator().manual_seed(123))[:2000]
+    out = []
+    for i in range(n):
+        c = copy.deepcopy(cfg)
+        c.train.seed = restart_seed(base, i)
+        tracker = _LossTracker()
+        model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
+        tail = tracker.losses[-225:]
+        terms = {}
+        torch.manual_seed(0)
+        with torch.no_grad():
+            model.eval()
+            assigned = model.cluster_probs(data.val.x).argmax(1).numpy()
+            conf = float(model.cluster_probs(data.train.x[idx]).max(1).values.mean())
+            model.train()
+            for j in range(0, 2000, 100):  # the objective and its terms on the same batches and warps
+                for k, v in model.loss(data.train.x[idx[j:j + 100]]).items():
+                    if torch.is_tensor(v) and v.numel() == 1:
+                        terms[k] = terms.get(k, 0.0) + float(v) / 20
+        acc = hungarian_accuracy(assigned, data.val.y.numpy())[0]
+        rec = dict(i=i, tail=sum(tail) / len(tail), acc=acc, conf=conf, **terms)
+        out.append(rec)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
+    Path("runs/diag").mkdir(parents=True, exist_ok=True)
+    Path(f"runs/diag/crit-{base}.json").write_text(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
