@@ -97,3 +97,33 @@ def test_resume_from_an_epoch_boundary_matches_the_uninterrupted_run_exactly(run
         assert m[key] == b[key], (key, m[key], b[key])
     assert (run / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
     assert not (run / ".lock").exists() and _leftovers(run) == []
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_a_run_ended_mid_epoch_by_max_steps_continues_exactly_with_a_larger_budget(tmp_path, restarts):
+    """The final checkpoint of a run stopped by max_steps in the middle of an epoch resumes into the rest of that
+    epoch (Lightning had counted the epoch finished and started the next one, drawing other batches): 5 steps, then
+    --resume to 7, gives the weights of one run to 7."""
+    import json
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from wae.cli import main
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
+    common = ["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--quiet", "--set", "model.width=0.05",
+              "--set", "num_components=3", "--set", "latent_dim=3", "--set", "batch_size=16", "--set",
+              "pretrain_steps=2", "--set", f"restarts={restarts}", "--set", "restart_steps=2", "--set",
+              "figures=false", "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
+    assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--set", "max_steps=5", "--out", str(tmp_path / "b")]) == 0  # mid-epoch (6 per epoch)
+    assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
+    assert a["train/steps"] == b["train/steps"] == 7
+    wa, wb = (load_file(str(tmp_path / r / "model.safetensors")) for r in "ab")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k

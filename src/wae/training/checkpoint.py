@@ -130,6 +130,16 @@ def at_epoch_boundary(checkpoint: dict) -> bool:
         done = p
     elif r == s == p == c and (last or not any(cur.values())):  # end of training at an epoch's end
         done = p
+    elif r == s == p == c >= 1 and not last and any(cur.values()):
+        # end of training in the middle of an epoch (max_steps): Lightning counts that epoch as finished, and a
+        # resume (with a larger budget) would start the next one; make it a mid-epoch checkpoint instead, whose
+        # remaining batches the resumed run draws (the sampler skips the ones already seen)
+        for part in (ep.get("total"), ep.get("current")):
+            if isinstance(part, dict):
+                for k in ("processed", "completed"):
+                    if k in part:
+                        part[k] = int(part[k]) - 1
+        return False
     else:
         return False
     for part in (ep.get("total"), ep.get("current")):
