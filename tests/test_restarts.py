@@ -112,20 +112,28 @@ def test_fixed_objective_is_the_mean_loss_on_fixed_batches_and_leaves_model_and_
     assert fixed_objective(m, x, batch_size=16, n=40, seed=3) == pytest.approx(v, rel=1e-6)  # repeatable
 
 
+def _replayed_candidates(n: int = 3, steps: int = 4) -> list:
+    """Candidate starts 0..n-1 of seed 0 trained alone, as ``select_start`` trains them."""
+    from wae.training.run import fit_in_memory, restart_seed
+
+    return [fit_in_memory(_cfg(restarts=1, max_steps=steps, seed=restart_seed(0, i)), _data(), refit=False)[0]
+            for i in range(n)]
+
+
+def _assert_same_state(model, state: dict) -> None:
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
 def test_restart_select_fixed_keeps_the_candidate_with_the_lowest_fixed_objective():
-    from wae.training.run import fit_in_memory, fixed_objective, restart_seed, select_start
+    from wae.training.run import fixed_objective, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="fixed")
     state, losses = select_start(cfg, _data())
-    values, states = [], []
-    for i in range(3):
-        model, _ = fit_in_memory(_cfg(restarts=1, max_steps=4, seed=restart_seed(0, i)), _data(), refit=False)
-        values.append(fixed_objective(model, _data().train.x, 16, seed=0))
-        states.append(model.state_dict())
+    models = _replayed_candidates()
+    values = [fixed_objective(model, _data().train.x, 16, seed=0) for model in models]
     assert values == pytest.approx(losses, rel=1e-6)
-    best = int(np.argmin(values))
-    for k, v in states[best].items():
-        assert torch.equal(v, state[k]), k
+    _assert_same_state(models[int(np.argmin(values))], state)
     with pytest.raises(ConfigError, match="restart_select"):
         _cfg(restarts=2, restart_steps=3, restart_select="best").validate()
 
@@ -161,24 +169,21 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
 
 
 def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_clusters():
-    from wae.training.run import fit_in_memory, mean_confidence, restart_seed, select_start
+    from wae.training.run import mean_confidence, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
     state, values = select_start(cfg, _data())
-    confs, states = [], []
-    for i in range(3):
-        model, _ = fit_in_memory(_cfg(restarts=1, max_steps=4, seed=restart_seed(0, i)), _data(), refit=False)
+    confs = []
+    models = _replayed_candidates()
+    for model in models:
         x = _data().train.x
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:2000]
         model.eval()
         with torch.no_grad():  # by hand: mean of max_k q(k|x)
             confs.append(float(model.cluster_probs(x[idx]).max(dim=1).values.mean()))
         assert mean_confidence(model, x, seed=0) == pytest.approx(confs[-1], rel=1e-6)
-        states.append(model.state_dict())
     assert values == pytest.approx([-c for c in confs], rel=1e-6)
-    best = int(np.argmax(confs))
-    for k, v in states[best].items():
-        assert torch.equal(v, state[k]), k
+    _assert_same_state(models[int(np.argmax(confs))], state)
     wae_cfg = RunConfig.from_dict({"model": {"name": "wae-mmd", "latent_dim": 3, "width": 0.05},
                                    "data": {"dataset": "npz:unused"},
                                    "train": {"batch_size": 16, "max_steps": 6, "epochs": 50, "progress": False,

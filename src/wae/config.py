@@ -89,9 +89,9 @@ class TrainConfig:
     """Encoder pre-training steps before the main objective (0 = off)."""
     restarts: int = 1
     """Beyond the papers (1 = off): train this many candidate starts (different seeds; the first is ``seed``) for
-    ``restart_steps`` steps each, in memory, keep the one whose training objective over its last quarter of steps is
-    lowest — no label is read — and continue it to the budget (its steps count towards ``max_steps``). A mixture
-    model settles on its partition of the data early; a start that merged two classes has a higher objective."""
+    ``restart_steps`` steps each, in memory, keep the best by ``restart_select`` — no label is read — and continue it
+    to the budget (its steps count towards ``max_steps``, the others' time towards ``max_minutes``). A mixture model
+    settles on its partition of the data early, and keeps it."""
     restart_steps: int = 0
     """Steps of each candidate start (pre-training included before them); must be below ``max_steps``. 0: the
     fraction ``restart_fraction`` of ``max_steps`` (so a shorter ``--max-steps`` shortens the starts with it)."""

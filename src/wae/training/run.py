@@ -390,9 +390,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     steps_done, seconds_used, losses = 0, 0.0, None
     if offset is not None:  # a resumed run that had chosen among restarts: their steps and time still count
         steps_done, seconds_used, losses = offset["steps"], offset["seconds"], offset["losses"]
-        if ckpt is not None:
-            ckpt.offset = dict(offset)
-    if tc.restarts > 1 and resume_from is None and init_state is None:
+    elif tc.restarts > 1 and resume_from is None and init_state is None:
         t0 = time.time()
         try:
             state, losses = select_start(cfg, data)
@@ -403,10 +401,11 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         model.load_state_dict(state)
         lit.skip_pretrain = True
         steps_done, seconds_used = tc.candidate_steps, time.time() - t0
-        if ckpt is not None:
-            ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses}
-        notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} (training objective over the last "
-                     f"quarter of {tc.candidate_steps} steps: {', '.join(f'{v:.4f}' for v in losses)})")
+        notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} after {tc.candidate_steps} steps each "
+                     f"({RESTART_CRITERIA[tc.restart_select]}, lowest kept: "
+                     f"{', '.join(f'{v:.4f}' for v in losses)})")
+    if ckpt is not None and steps_done:
+        ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses}
     if _single_process(tc):
         # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
         # Its own generator: creating each epoch's iterator then draws nothing from the global RNG (which the
@@ -444,6 +443,18 @@ def restart_seed(seed: int, i: int) -> int:
     return seed if i == 0 else (seed * 7919 + 104729 * i) % (2 ** 32)
 
 
+RESTART_CRITERIA = {"tail": "training objective over the last quarter of steps",
+                    "fixed": "objective on 2,000 training examples", "confidence": "minus the mean max_k q(k|x)"}
+"""How each ``train.restart_select`` value reads in the run's notes."""
+
+
+def _fixed_batches(x: torch.Tensor, batch_size: int, n: int, seed: int, dev: torch.device):
+    """The same ``n`` examples of ``x`` (a seeded permutation) in batches of ``batch_size``, on ``dev``."""
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    for j in range(0, len(idx), batch_size):
+        yield x[idx[j:j + batch_size]].to(dev)
+
+
 def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed: int = 0) -> float:
     """The training objective of ``model`` — in training mode, so with the extra terms, their random warps and
     batch statistics — on the same ``n`` examples of ``x`` in the same batches with the same random draws, whatever
@@ -451,7 +462,6 @@ def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed
     moving model). No gradient; the model's state (batch-norm running statistics) and the global RNG are left as
     they were."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     dev = next(model.parameters()).device
     was_training = model.training
     model.train()
@@ -459,8 +469,7 @@ def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
-            for j in range(0, len(idx) - 1, batch_size):
-                xb = x[idx[j:j + batch_size]].to(dev)
+            for xb in _fixed_batches(x, batch_size, n, seed, dev):
                 if len(xb) < 2:  # a batch statistic needs two
                     break
                 total += float(model.loss(xb)["loss"]) * len(xb)
@@ -474,21 +483,20 @@ def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed
 def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0) -> float | None:
     """The mean over the same ``n`` examples of ``x`` of max_k q(k|x) (evaluation mode), or None for a model without
     clusters. Label-free: how decisively the model assigns the data to its clusters."""
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total = 0.0
+    total, count = 0.0, 0
     try:
         with torch.no_grad():
-            for j in range(0, len(idx), batch_size):
-                p = model.cluster_probs(x[idx[j:j + batch_size]].to(dev))
+            for xb in _fixed_batches(x, batch_size, n, seed, next(model.parameters()).device):
+                p = model.cluster_probs(xb)
                 if p is None:
                     return None
                 total += float(p.max(dim=1).values.sum())
+                count += len(xb)
     finally:
         model.train(was_training)
-    return total / max(len(idx), 1)
+    return total / max(count, 1)
 
 
 def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
