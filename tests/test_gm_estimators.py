@@ -344,3 +344,46 @@ def test_training_refits_the_components_before_export(tmp_path):
                  "--set", "component_refit=true", "--set", "k_estimator=sparse", "--quiet"]) == 0
     m = load_model(run)
     assert not torch.allclose(m.refit_means, m.prior.means)
+
+
+def _logq(rows):
+    return torch.tensor(rows, dtype=torch.float64).log()
+
+
+def test_rest_mass_rule_takes_the_least_top_set_whose_mean_rest_is_below_tau():
+    m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.1).train()
+    # sorted q per row; rest after top-1: 0.5, 0.1 → mean 0.3; after top-2: 0.2, 0.05 → 0.125; top-3: 0.1, 0.02 → 0.06
+    lq = _logq([[0.5, 0.3, 0.1, 0.06, 0.04], [0.03, 0.9, 0.05, 0.015, 0.005]])
+    assert m.exact_count(lq) == 3
+    idx, w = m.components(lq)
+    assert idx.shape == (2, 4)  # 3 exact + 1 sampled
+    assert idx[0, :3].tolist() == [0, 1, 2] and idx[1, :3].tolist() == [1, 2, 0]
+    assert torch.allclose(w.sum(-1), torch.ones(2, dtype=torch.float64))  # the sampled one carries the rest
+    m.config.k_rest_mass = 0.3  # mean rest after the top 1 is exactly 0.3: no more needed
+    assert m.exact_count(lq) == 1
+    m.config.k_rest_mass = 0.0  # off: always k_top
+    assert m.exact_count(lq) == 1
+
+
+def test_rest_mass_rule_is_exact_while_q_is_soft_and_sparse_once_it_is_sharp():
+    m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.05).train()
+    idx, w = m.components(torch.full((4, 5), 0.2, dtype=torch.float64).log())
+    assert idx is None and torch.allclose(w, torch.full((4, 5), 0.2, dtype=torch.float64))
+    sharp = torch.full((4, 5), 0.001, dtype=torch.float64)
+    sharp[:, 2] = 0.996
+    idx, w = m.components(sharp.log())
+    assert idx.shape == (4, 2) and (idx[:, 0] == 2).all()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    assert float(m.loss(x)["k_decoded"]) in {2.0, 3.0, 4.0, 5.0}
+
+
+def test_rest_mass_rule_agrees_across_processes_through_the_gathered_means():
+    m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.1).train()
+    sharp = _logq([[0.97, 0.01, 0.01, 0.005, 0.005]])
+    soft = _logq([[0.2, 0.2, 0.2, 0.2, 0.2]])
+    assert m.exact_count(sharp) == 1
+    # another process holds the soft row: the global mean rest after the top 4 is (0.005 + 0.2) / 2 > 0.1 → m = 5 = K
+    m.gather = lambda t: torch.cat([t, torch.cat([(1 - soft.exp().cumsum(-1)).clamp_min(0).sum(0),
+                                                  t.new_tensor([1.0])]).unsqueeze(0)])
+    assert m.exact_count(sharp) == 5
+    assert m.components(sharp)[0] is None

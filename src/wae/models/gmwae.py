@@ -33,7 +33,9 @@ reconstruction cost f and likewise for every gradient, through q_D, the heads an
 uses the same k_top + 1 codes per datum (its pairs of different data points see independent draws, so it stays
 unbiased, with the weights' normalisers held fixed: each datum's weights sum to 1 by construction). The variance
 is that of the rest's share r, which vanishes as q_D sharpens. ``k_top + 1 ≥ K`` is the exact sum; evaluation is
-always exact.
+always exact. ``k_rest_mass`` τ > 0 makes the number of exact components adaptive (exact early, sparse later): each
+step takes the least m ≥ ``k_top`` whose rest mass, averaged over the batch, is ≤ τ, so the sampled share (and the
+estimator's variance) stays bounded while q_D is still soft.
 
 Beyond the paper, ``joint_mmd`` = α > 0 matches the joint distributions of (z, k) instead of the z-marginal: the
 MMD kernel becomes k_z(z, z')·(1 − α + α·[k = k']), each code z_ik carrying its component k and each prior sample
@@ -97,6 +99,11 @@ class GMWAEConfig(ConsistencyConfig):
     or ``sparse`` (the ``k_top`` most likely plus one sampled from the rest, unbiased; see the module docstring)."""
     k_top: int = 1
     """Components of q_D(k|x) taken exactly by the ``sparse`` estimator (one more is sampled)."""
+    k_rest_mass: float = 0.0
+    """``sparse`` only (0 = off: always ``k_top``): the number m ≥ ``k_top`` of components taken exactly is chosen
+    per step as the least whose rest mass r = 1 − Σ_{top m} q_D(k|x), averaged over the (global) batch, is at most
+    this; m + 1 ≥ K is the exact sum. Early in training q_D is soft and the step is (nearly) exact; as q_D sharpens
+    it decodes k_top + 1 codes per datum. The sampled term's variance scales with r, so this bounds it."""
     joint_mmd: float = 0.0
     """Beyond the paper (0 = off, the z-marginal MMD): weight α ∈ [0, 1] of the component in the MMD's kernel on
     (z, k) pairs; 1 matches the joint q(z, k) to the prior's p(z, k) (see the module docstring)."""
@@ -145,6 +152,7 @@ class GaussianMixtureAE(AutoEncoderModel):
             (config.k_estimator in K_ESTIMATORS,
              f"model.k_estimator must be one of {K_ESTIMATORS}, got {config.k_estimator!r}"),
             (config.k_top >= 1, f"model.k_top must be >= 1, got {config.k_top}"),
+            (0 <= config.k_rest_mass < 1, f"model.k_rest_mass must be in [0, 1), got {config.k_rest_mass}"),
             (0.0 <= config.joint_mmd <= 1.0, f"model.joint_mmd must be in [0, 1], got {config.joint_mmd}"),
             (config.moment_weight >= 0 and math.isfinite(config.moment_weight),
              f"model.moment_weight must be >= 0, got {config.moment_weight}"),
@@ -212,8 +220,9 @@ class GaussianMixtureAE(AutoEncoderModel):
         return self.decode(self.encode(x))
 
     # --- objectives ------------------------------------------------------------------------------------------
-    def objective(self, x: Tensor) -> Objective:
-        return self._wae_objective(x) if self.config.objective == "wae" else self._vae_objective(x)
+    def objective(self, x: Tensor, view: Tensor | None = None) -> Objective:
+        """``view``: a neighbour of each datum for the consistency term (``consistency_neighbours``), or None."""
+        return self._wae_objective(x, view) if self.config.objective == "wae" else self._vae_objective(x, view)
 
     def components(self, logq: Tensor) -> tuple[Tensor | None, Tensor]:
         """The components a training step decodes per datum and their weights.
@@ -226,7 +235,10 @@ class GaussianMixtureAE(AutoEncoderModel):
         cfg, K = self.config, self.config.num_components
         if cfg.k_estimator == "exact" or cfg.k_top + 1 >= K or not self.training:
             return None, logq.exp()
-        top_lq, top = logq.topk(cfg.k_top, dim=-1)  # (n, m)
+        m = self.exact_count(logq)
+        if m + 1 >= K:
+            return None, logq.exp()
+        top_lq, top = logq.topk(m, dim=-1)  # (n, m)
         rest = logq.scatter(-1, top, float("-inf"))  # log q over the components not in the top set
         log_r = torch.logsumexp(rest, -1, keepdim=True)
         gumbel = -torch.empty_like(logq).exponential_().log()  # Gumbel-max: j ~ q restricted to the rest
@@ -234,6 +246,20 @@ class GaussianMixtureAE(AutoEncoderModel):
         lq_j = logq.gather(-1, j)
         w_j = lq_j.exp() * (log_r - lq_j).detach().exp()
         return torch.cat([top, j], -1), torch.cat([top_lq.exp(), w_j], -1)
+
+    def exact_count(self, logq: Tensor) -> int:
+        """How many components the sparse estimator takes exactly this step: ``k_top``, or with ``k_rest_mass`` τ
+        the least m ≥ ``k_top`` whose mean rest mass over the global batch, mean_i (1 − Σ_{top m} q_D(k|x_i)), is
+        ≤ τ (K when none is). One host sync; under DDP every process takes the same m (the means are gathered)."""
+        cfg = self.config
+        if not cfg.k_rest_mass:
+            return cfg.k_top
+        with torch.no_grad():
+            q = logq.detach().exp().sort(-1, descending=True).values
+            rest = (1.0 - q.cumsum(-1)).clamp_min(0.0)  # (n, K): rest mass after the top 1..K
+            rest = self.gather(torch.cat([rest.sum(0), rest.new_tensor([rest.shape[0]])]).unsqueeze(0)).sum(0)
+            over = int((rest[:-1] / rest[-1] > cfg.k_rest_mass).sum())
+        return max(cfg.k_top, over + 1)
 
     def _selected_codes(self, x: Tensor, idx: Tensor | None, samples: int):
         """Codes of the selected components: z (n, M, S, d) with their (μ, log σ²) (n, M, d)."""
@@ -244,7 +270,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         eps = torch.randn(mu.shape[0], mu.shape[1], samples, mu.shape[2], device=mu.device, dtype=mu.dtype)
         return mu.unsqueeze(2) + (0.5 * logvar).exp().unsqueeze(2) * eps, mu, logvar
 
-    def _wae_objective(self, x: Tensor) -> Objective:
+    def _wae_objective(self, x: Tensor, view: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
         n = x.shape[0]
@@ -264,8 +290,10 @@ class GaussianMixtureAE(AutoEncoderModel):
         penalty = self.prior_mmd(z.reshape(n * M * S, -1), weights, M * S, labels=labels,
                                  label_weight=cfg.joint_mmd, fixed_mass=True)
         obj = Objective(paper=recon + cfg.lam * penalty, terms={"recon": recon, "mmd": penalty})
+        if cfg.k_estimator != "exact":
+            obj.logs["k_decoded"] = x.new_tensor(float(M))  # codes decoded per datum and sample this step
         self.add_entropy(obj, logq.exp())
-        self.add_consistency(obj, logq, x, self.q_discrete)
+        self.add_consistency(obj, logq, x, self.q_discrete, view)
         if cfg.moment_weight:
             comp = idx if idx is not None else torch.arange(M, device=x.device).expand(n, M)
             obj.extras["moments"] = (cfg.moment_weight, self.component_moments_loss(z[:, :, 0], comp, w))
@@ -360,7 +388,7 @@ class GaussianMixtureAE(AutoEncoderModel):
             return bernoulli_log_likelihood(logits, x)
         return gaussian_log_likelihood(self.output(logits), x, math.log(self.config.obs_var))
 
-    def _vae_objective(self, x: Tensor) -> Objective:
+    def _vae_objective(self, x: Tensor, view: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
         n = x.shape[0]
@@ -383,7 +411,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         obj = Objective(paper=paper, terms={"recon_nll": recon, "kl_continuous": kl_cont, "kl_discrete": kl_disc},
                         elbo=-paper)
         self.add_entropy(obj, q)
-        self.add_consistency(obj, logq, x, self.q_discrete)
+        self.add_consistency(obj, logq, x, self.q_discrete, view)
         return obj
 
     def pretrain_loss(self, x: Tensor) -> Tensor:
