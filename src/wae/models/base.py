@@ -86,6 +86,12 @@ class ConsistencyConfig(ModelConfig):
     vectors."""
     consistency_dropout: float = 0.0
     """Vector data: T also replaces each feature, with this probability, by the batch mean of that feature."""
+    consistency_neighbours: int = 0
+    """Beyond the papers (0 = off): in training, the view of a datum is one of its ``consistency_neighbours``
+    nearest neighbours in the training data (Euclidean in the model's input space, one drawn anew each step), then
+    T as above (warp, noise, dropout; none of them needed): the clusters are asked to keep near neighbours together
+    (SCAN's neighbour consistency, Van Gansbeke et al. 2020). It needs a training loop that knows the data set (the
+    project's does); a loss called on a bare batch falls back to T(x)."""
 
 
 def identity_gather(t: Tensor) -> Tensor:
@@ -269,8 +275,10 @@ class AutoEncoderModel(nn.Module):
             (0 <= c.consistency_noise <= 10 and math.isfinite(c.consistency_noise),
              f"model.consistency_noise must be 0-10 standard deviations, got {c.consistency_noise}"),
             (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
+            (c.consistency_neighbours >= 0,
+             f"model.consistency_neighbours must be >= 0, got {c.consistency_neighbours}"),
             (c.consistency_weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
-                c.consistency_noise > 0 or c.consistency_dropout > 0)),
+                c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_neighbours > 0)),
              f"model.consistency_weight warps images; for vector data (this model's have shape {self.data_shape}) "
              "set model.consistency_noise or model.consistency_dropout > 0"),
         ]
@@ -278,15 +286,18 @@ class AutoEncoderModel(nn.Module):
             if not ok:
                 raise ConfigError(msg)
 
-    def consistency_kl(self, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> Tensor:
-        """Mean over the batch of KL(q(k|x) ‖ q(k|T(x))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
-        ``log_q_fn`` maps a batch to log q(k|·) and is applied to T(x): images warped by a random affine T, vectors
-        perturbed by :meth:`perturb_vectors`."""
+    def consistency_kl(self, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor],
+                       view: Tensor | None = None) -> Tensor:
+        """Mean over the batch of KL(q(k|x) ‖ q(k|T(v))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
+        ``log_q_fn`` maps a batch to log q(k|·) and is applied to T(v), v = ``view`` (a neighbour of each x, see
+        ``consistency_neighbours``) or x itself: images warped by a random affine T, vectors perturbed by
+        :meth:`perturb_vectors`."""
         c = self.config
+        v = x if view is None else view
         if self.is_image:
-            warped = augment.random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
+            warped = augment.random_affine(v, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
         else:
-            warped = self.perturb_vectors(x)
+            warped = self.perturb_vectors(v)
         clean = log_q.detach()
         target = torch.log_softmax(clean / c.consistency_sharpen, -1) if c.consistency_sharpen != 1.0 else clean
         kl = (target.exp() * (target - log_q_fn(warped))).sum(-1)
@@ -309,10 +320,12 @@ class AutoEncoderModel(nn.Module):
             out = torch.where(drop, xd.mean(0, keepdim=True).expand_as(x), out)
         return out
 
-    def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> None:
+    def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor],
+                        view: Tensor | None = None) -> None:
         """In training with ``consistency_weight`` > 0, add :meth:`consistency_kl` to the objective's extras."""
         if self.config.consistency_weight and self.training:
-            obj.extras["consistency"] = (self.config.consistency_weight, self.consistency_kl(log_q, x, log_q_fn))
+            obj.extras["consistency"] = (self.config.consistency_weight,
+                                         self.consistency_kl(log_q, x, log_q_fn, view))
 
     def output(self, logits: Tensor) -> Tensor:
         """Decoder logits → data-space mean: sigmoid for images in [0, 1], identity for vector data."""

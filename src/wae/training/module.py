@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..config import TrainConfig
 from ..data.augment import random_shift
+from ..data.neighbours import nearest_neighbours
 from ..errors import TrainingError
 from ..models.base import AutoEncoderModel, identity_gather
 
@@ -65,6 +66,8 @@ class LitAutoEncoder(L.LightningModule):
         self.skip_pretrain = False
         """Set when the model starts from a state that was already pre-trained (a kept restart)."""
         self._t0 = time.time()
+        self.neighbours: Tensor | None = None
+        """(n, k) indices of each training datum's nearest neighbours, for ``consistency_neighbours``."""
 
     # --- setup ------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -79,6 +82,10 @@ class LitAutoEncoder(L.LightningModule):
                 if next(child.parameters(), None) is not None:
                     child.compile()
             self.model._wae_compiled = True
+        mc = self.model.config
+        k = getattr(mc, "consistency_neighbours", 0)
+        if k and getattr(mc, "consistency_weight", 0) and self.train_x is not None and self.neighbours is None:
+            self.neighbours = nearest_neighbours(self.train_x, min(k, self.train_x.shape[0] - 1))
         ws = self.trainer.world_size
         if ws > 1:
             self.model.gather = all_gather_with_grad
@@ -129,6 +136,12 @@ class LitAutoEncoder(L.LightningModule):
         x = self.train_x[idx.to(self.train_x.device)]
         return random_shift(x, self.cfg.augment_shift) if self.cfg.augment_shift else x
 
+    def _neighbour_view(self, idx: Tensor) -> Tensor:
+        """One of the k nearest training neighbours of each datum of the batch, drawn anew (on the device)."""
+        nb = self.neighbours[idx.to(self.neighbours.device)]
+        pick = torch.randint(0, nb.shape[1], (nb.shape[0], 1), device=nb.device)
+        return self.train_x[nb.gather(1, pick).squeeze(1)]
+
     def _check(self, terms: dict[str, Tensor]) -> bool:
         # One fused test and one host sync per step; the per-term search only runs when something is off.
         named = {k: v.detach() for k, v in terms.items() if not k.startswith("_")}
@@ -159,7 +172,8 @@ class LitAutoEncoder(L.LightningModule):
         saved = self._save_buffers()
         if self.model.has_critic:
             return self._adversarial_step(x, saved)
-        terms = self.model.loss(x)
+        view = {} if self.neighbours is None else {"view": self._neighbour_view(idx)}
+        terms = self.model.loss(x, **view)
         if not self._check(terms):
             self._restore_buffers(saved)
             return None
