@@ -6,17 +6,26 @@ Per candidate (seed ``restart_seed(BASE_SEED, i)``, exactly as ``train.restarts`
 training objective over its last quarter of steps (``tail``), the objective of its final weights on the same 2,000
 training digits with the same warps (``loss``, ``fixed``) and its terms, the mean max_k q(k|x) on them (``conf``,
 ``confidence``), and the Hungarian accuracy on the validation split (labels read here only, to judge the criteria).
-The test set is not loaded. One JSON line per candidate; the list in runs/diag/crit-BASE.json."""
+The test set is not loaded. One JSON line per candidate; the list in runs/diag/crit-BASE.json.
+
+    python benchmarks/restart_criteria.py --picks R crit-7.json crit-8.json ...
+
+reads such lists and prints, per list, the mean validation accuracy of the candidate each criterion keeps out of
+every subset of R candidates (what ``train.restarts=R`` would keep on average): a random pick, ``tail``,
+``confidence``, ``consensus`` (the candidate whose assignments agree best, by mean NMI, with the others') and the
+best candidate (an oracle)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from wae.evaluation.clustering import hungarian_accuracy
+from wae.evaluation.clustering import hungarian_accuracy, nmi
 from wae.presets import resolve_config
 from wae.training.run import _LossTracker, fit_in_memory, load_data_for, restart_seed
 
@@ -24,7 +33,32 @@ SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "
         "restarts=1", "component_refit=false"]
 
 
+def picks(path: str, r: int) -> dict[str, float]:
+    """Mean validation accuracy of the candidate each criterion keeps, over every subset of ``r`` candidates."""
+    cands = json.loads(Path(path).read_text())
+    n = len(cands)
+    agree = np.eye(n)
+    for a, b in itertools.combinations(range(n), 2):
+        agree[a, b] = agree[b, a] = nmi(np.asarray(cands[a]["labels"]), np.asarray(cands[b]["labels"]))
+    rules = {"random": None, "tail": lambda s: min(s, key=lambda i: cands[i]["tail"]),
+             "confidence": lambda s: max(s, key=lambda i: cands[i]["conf"]),
+             "consensus": lambda s: max(s, key=lambda i: sum(agree[i, j] for j in s if j != i)),
+             "oracle": lambda s: max(s, key=lambda i: cands[i]["acc"])}
+    subsets = list(itertools.combinations(range(n), r))
+    out = {}
+    for name, rule in rules.items():
+        accs = [np.mean([cands[i]["acc"] for i in s]) if rule is None else cands[rule(s)]["acc"] for s in subsets]
+        out[name] = float(np.mean(accs))
+    return out
+
+
 def main() -> None:
+    if sys.argv[1] == "--picks":
+        r = int(sys.argv[2])
+        print(f"| candidates (best of {r}) | " + " | ".join(picks(sys.argv[3], r)) + " |")
+        for path in sys.argv[3:]:
+            print(f"| {path} | " + " | ".join(f"{v:.3f}" for v in picks(path, r).values()) + " |")
+        return
     base, n = int(sys.argv[1]), int(sys.argv[2])
     cfg = resolve_config("gm-wae", "main", "mnist-5k", None, SETS)
     data = load_data_for(cfg)
@@ -41,7 +75,8 @@ def main() -> None:
         with torch.no_grad():
             model.eval()
             assigned = model.cluster_probs(data.val.x).argmax(1).numpy()
-            conf = float(model.cluster_probs(data.train.x[idx]).max(1).values.mean())
+            probs = model.cluster_probs(data.train.x[idx])
+            conf = float(probs.max(1).values.mean())
             model.train()
             for j in range(0, 2000, 100):  # the objective and its terms on the same batches and warps
                 for k, v in model.loss(data.train.x[idx[j:j + 100]]).items():
@@ -49,7 +84,7 @@ def main() -> None:
                         terms[k] = terms.get(k, 0.0) + float(v) / 20
         acc = hungarian_accuracy(assigned, data.val.y.numpy())[0]
         rec = dict(i=i, tail=sum(tail) / len(tail), acc=acc, conf=conf, **terms)
-        out.append(rec)
+        out.append({**rec, "labels": probs.argmax(1).tolist()})  # for the consensus criterion (`--consensus`)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
     Path("runs/diag").mkdir(parents=True, exist_ok=True)
     Path(f"runs/diag/crit-{base}.json").write_text(json.dumps(out))

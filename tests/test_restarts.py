@@ -190,3 +190,26 @@ def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_c
                                              "restarts": 2, "restart_steps": 2, "restart_select": "confidence"}})
     with pytest.raises(ConfigError, match="needs a model with clusters"):
         select_start(wae_cfg, _data())
+
+
+def test_consensus_scores_are_each_partitions_mean_nmi_with_the_others():
+    from wae.training.run import consensus_scores
+
+    a = np.array([0, 0, 1, 1, 2, 2])
+    b = np.array([1, 1, 0, 0, 2, 2])  # a relabelled: NMI 1
+    c = np.array([0, 1, 0, 1, 0, 1])  # independent of a: NMI 0
+    s = consensus_scores([a, b, c])
+    assert s == pytest.approx([0.5, 0.5, 0.0])  # a: (1 + 0) / 2; c: (0 + 0) / 2
+    assert consensus_scores([a]) == [1.0]
+
+
+def test_restart_select_consensus_keeps_the_candidate_that_agrees_most_with_the_others():
+    from wae.training.run import consensus_scores, fixed_cluster_probs, select_start
+
+    cfg = _cfg(restarts=3, restart_steps=4, restart_select="consensus")
+    state, values = select_start(cfg, _data())
+    models = _replayed_candidates()
+    assigned = [fixed_cluster_probs(m, _data().train.x, seed=0).argmax(1).numpy() for m in models]
+    scores = consensus_scores(assigned)
+    assert values == pytest.approx([-s for s in scores], rel=1e-6)
+    _assert_same_state(models[int(np.argmax(scores))], state)

@@ -64,7 +64,7 @@ class DataConfig:
     """Evaluate on the test split at the end. Set it false while choosing settings: the test set is then never read."""
 
 
-RESTART_SELECT = ("tail", "fixed", "confidence")
+RESTART_SELECT = ("tail", "fixed", "confidence", "consensus")
 """How ``train.restarts`` chooses its kept start (see ``TrainConfig.restart_select``)."""
 
 
@@ -101,8 +101,10 @@ class TrainConfig:
     """How the kept start is chosen (no label is read): ``tail``, the lowest mean training objective over a
     candidate's last quarter of steps; ``fixed``, the lowest objective of its final weights on the same 2,000
     training examples with the same random warps for every candidate; ``confidence`` (mixture models), the highest
-    mean max_k q(k|x) on those examples. ``train/restart_losses`` records the values (for ``confidence``, minus the
-    confidence: the lowest is kept in every case)."""
+    mean max_k q(k|x) on those examples; ``consensus`` (mixture models), the candidate whose hard assignments of
+    those examples agree best with the other candidates' (highest mean NMI; partitions that merge or split digits
+    differ from each other in different ways, good ones agree). ``train/restart_losses`` records the values (for
+    ``confidence`` and ``consensus``, minus the score: the lowest is kept in every case)."""
     pretrain_lr: float = 1e-3
     augment_shift: int = 0
     """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero

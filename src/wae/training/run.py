@@ -444,7 +444,8 @@ def restart_seed(seed: int, i: int) -> int:
 
 
 RESTART_CRITERIA = {"tail": "training objective over the last quarter of steps",
-                    "fixed": "objective on 2,000 training examples", "confidence": "minus the mean max_k q(k|x)"}
+                    "fixed": "objective on 2,000 training examples", "confidence": "minus the mean max_k q(k|x)",
+                    "consensus": "minus the mean NMI of its assignments with the other starts'"}
 """How each ``train.restart_select`` value reads in the run's notes."""
 
 
@@ -480,33 +481,51 @@ def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed
     return total / max(count, 1)
 
 
-def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0) -> float | None:
-    """The mean over the same ``n`` examples of ``x`` of max_k q(k|x) (evaluation mode), or None for a model without
-    clusters. Label-free: how decisively the model assigns the data to its clusters."""
+def fixed_cluster_probs(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0):
+    """q(k|x) (evaluation mode, on the CPU) of the same ``n`` examples of ``x`` whatever the model, or None for a
+    model without clusters."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    out = []
     try:
         with torch.no_grad():
             for xb in _fixed_batches(x, batch_size, n, seed, next(model.parameters()).device):
                 p = model.cluster_probs(xb)
                 if p is None:
                     return None
-                total += float(p.max(dim=1).values.sum())
-                count += len(xb)
+                out.append(p.float().cpu())
     finally:
         model.train(was_training)
-    return total / max(count, 1)
+    return torch.cat(out)
+
+
+def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0) -> float | None:
+    """The mean over the same ``n`` examples of ``x`` of max_k q(k|x) (evaluation mode), or None for a model without
+    clusters. Label-free: how decisively the model assigns the data to its clusters."""
+    p = fixed_cluster_probs(model, x, batch_size, n, seed)
+    return None if p is None else float(p.max(dim=1).values.mean())
+
+
+def consensus_scores(assignments: list) -> list[float]:
+    """Each partition's mean NMI with the others (1.0 for a lone one): the ``consensus`` restart criterion."""
+    from ..evaluation.clustering import nmi
+
+    n = len(assignments)
+    if n == 1:
+        return [1.0]
+    pair = {(a, b): nmi(assignments[a], assignments[b]) for a in range(n) for b in range(a + 1, n)}
+    return [sum(pair[min(a, b), max(a, b)] for b in range(n) if b != a) / (n - 1) for a in range(n)]
 
 
 def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest training objective, with every
     candidate's value: the mean over its last quarter of steps (``restart_select`` ``tail``),
-    :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), or minus
-    :func:`mean_confidence` on them (``confidence``, mixture models). Label-free: no label is read."""
+    :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), minus
+    :func:`mean_confidence` on them (``confidence``, mixture models) or minus the mean NMI of its assignments of them
+    with the other candidates' (``consensus``, :func:`consensus_scores`). Label-free: no label is read."""
     tc = cfg.train
-    best, losses = None, []
+    best, losses, states, assigned = None, [], [], []
     for i in range(tc.restarts):
         c = copy.deepcopy(cfg)
         c.train.seed = restart_seed(tc.seed, i)
@@ -516,17 +535,24 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
         model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
         if tc.restart_select == "fixed":
             losses.append(fixed_objective(model, data.train.x, tc.batch_size, seed=tc.seed))
-        elif tc.restart_select == "confidence":
-            conf = mean_confidence(model, data.train.x, seed=tc.seed)
-            if conf is None:
-                raise ConfigError(f"train.restart_select=confidence needs a model with clusters; {cfg.model} has "
-                                  "none (use tail or fixed)")
-            losses.append(-conf)
+        elif tc.restart_select in ("confidence", "consensus"):
+            p = fixed_cluster_probs(model, data.train.x, seed=tc.seed)
+            if p is None:
+                raise ConfigError(f"train.restart_select={tc.restart_select} needs a model with clusters; "
+                                  f"{cfg.model} has none (use tail or fixed)")
+            if tc.restart_select == "consensus":  # scored once every candidate is in
+                assigned.append(p.argmax(1).numpy())
+                states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+                continue
+            losses.append(-float(p.max(dim=1).values.mean()))
         else:
             tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
             losses.append(sum(tail) / len(tail))
         if losses[-1] == min(losses):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if assigned:
+        losses = [-s for s in consensus_scores(assigned)]
+        best = states[losses.index(min(losses))]
     return best, losses
 
 
