@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+import wae.models  # noqa: F401  (registers the model configs RunConfig reads)
+from wae.config import RunConfig
+
 KEYS = ["acc_hungarian", "acc_paper", "acc_makhzani", "nmi", "ari", "active_components", "component_purity",
         "classes_covered", "recon_mse", "mmd_prior", "kmeans_acc_hungarian", "elbo"]
 
@@ -39,8 +42,9 @@ def summary(values: list[float]) -> tuple[float, float, float]:
 
 
 def comparable(cfg: dict) -> dict:
-    """A run's config without what may differ between the seeds of one setting."""
-    c = json.loads(json.dumps(cfg))
+    """A run's config without what may differ between the seeds of one setting; fields added to the configs after
+    the run was made read as their defaults (what loading the run gives them)."""
+    c = RunConfig.from_dict(json.loads(json.dumps(cfg))).to_dict()
     c.get("train", {}).pop("seed", None)
     c.get("train", {}).pop("progress", None)
     return c
