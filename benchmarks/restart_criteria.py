@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wae.evaluation.clustering import hungarian_accuracy, nmi
+from wae.evaluation.clustering import hungarian_accuracy
 from wae.presets import resolve_config
-from wae.training.run import _LossTracker, fit_in_memory, load_data_for, restart_seed
+from wae.training.run import _LossTracker, consensus_scores, fit_in_memory, load_data_for, restart_seed
 
 SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "max_steps=900", "progress=false",
         "restarts=1", "component_refit=false"]
@@ -36,15 +36,17 @@ SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "
 def picks(path: str, r: int) -> dict[str, float]:
     """Mean validation accuracy of the candidate each criterion keeps, over every subset of ``r`` candidates."""
     cands = json.loads(Path(path).read_text())
-    n = len(cands)
-    agree = np.eye(n)
-    for a, b in itertools.combinations(range(n), 2):
-        agree[a, b] = agree[b, a] = nmi(np.asarray(cands[a]["labels"]), np.asarray(cands[b]["labels"]))
+    labels = [np.asarray(c["labels"]) for c in cands]
+
+    def consensus(s):  # what train.restart_select=consensus keeps among the candidates s
+        scores = consensus_scores([labels[i] for i in s])
+        return s[scores.index(max(scores))]
+
     rules = {"random": None, "tail": lambda s: min(s, key=lambda i: cands[i]["tail"]),
              "confidence": lambda s: max(s, key=lambda i: cands[i]["conf"]),
-             "consensus": lambda s: max(s, key=lambda i: sum(agree[i, j] for j in s if j != i)),
+             "consensus": consensus,
              "oracle": lambda s: max(s, key=lambda i: cands[i]["acc"])}
-    subsets = list(itertools.combinations(range(n), r))
+    subsets = list(itertools.combinations(range(len(cands)), r))
     out = {}
     for name, rule in rules.items():
         accs = [np.mean([cands[i]["acc"] for i in s]) if rule is None else cands[rule(s)]["acc"] for s in subsets]
@@ -84,7 +86,7 @@ def main() -> None:
                         terms[k] = terms.get(k, 0.0) + float(v) / 20
         acc = hungarian_accuracy(assigned, data.val.y.numpy())[0]
         rec = dict(i=i, tail=sum(tail) / len(tail), acc=acc, conf=conf, **terms)
-        out.append({**rec, "labels": probs.argmax(1).tolist()})  # for the consensus criterion (`--consensus`)
+        out.append({**rec, "labels": probs.argmax(1).tolist()})  # for the consensus criterion (`--picks`)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
     Path("runs/diag").mkdir(parents=True, exist_ok=True)
     Path(f"runs/diag/crit-{base}.json").write_text(json.dumps(out))

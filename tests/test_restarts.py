@@ -213,3 +213,10 @@ def test_restart_select_consensus_keeps_the_candidate_that_agrees_most_with_the_
     scores = consensus_scores(assigned)
     assert values == pytest.approx([-s for s in scores], rel=1e-6)
     _assert_same_state(models[int(np.argmax(scores))], state)
+
+
+def test_every_restart_select_name_the_config_accepts_has_a_rule():
+    from wae.config import RESTART_SELECT
+    from wae.training.run import RESTART_CRITERIA
+
+    assert set(RESTART_CRITERIA) == set(RESTART_SELECT)

@@ -137,8 +137,9 @@ class LitAutoEncoder(L.LightningModule):
         return random_shift(x, self.cfg.augment_shift) if self.cfg.augment_shift else x
 
     def _neighbour_view(self, idx: Tensor) -> Tensor:
-        """One of the k nearest training neighbours of each datum of the batch, drawn anew (on the device)."""
-        nb = self.neighbours[idx.to(self.neighbours.device)]
+        """One of the k nearest training neighbours of each datum of the batch (``idx`` on the training device),
+        drawn anew on the device."""
+        nb = self.neighbours[idx]
         pick = torch.randint(0, nb.shape[1], (nb.shape[0], 1), device=nb.device)
         return self.train_x[nb.gather(1, pick).squeeze(1)]
 
@@ -168,6 +169,7 @@ class LitAutoEncoder(L.LightningModule):
         self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
 
     def training_step(self, idx: Tensor, batch_idx: int):
+        idx = idx.to(self.train_x.device)  # once: the batch and its neighbour view index with it
         x = self._batch(idx)
         saved = self._save_buffers()
         if self.model.has_critic:

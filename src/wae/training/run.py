@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -402,7 +403,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         lit.skip_pretrain = True
         steps_done, seconds_used = tc.candidate_steps, time.time() - t0
         notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} after {tc.candidate_steps} steps each "
-                     f"({RESTART_CRITERIA[tc.restart_select]}, lowest kept: "
+                     f"({RESTART_CRITERIA[tc.restart_select].describe}, lowest kept: "
                      f"{', '.join(f'{v:.4f}' for v in losses)})")
     if ckpt is not None and steps_done:
         ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses}
@@ -441,12 +442,6 @@ class _LossTracker(L.Callback):
 def restart_seed(seed: int, i: int) -> int:
     """The seed of candidate start i (the run's own seed for the first)."""
     return seed if i == 0 else (seed * 7919 + 104729 * i) % (2 ** 32)
-
-
-RESTART_CRITERIA = {"tail": "training objective over the last quarter of steps",
-                    "fixed": "objective on 2,000 training examples", "confidence": "minus the mean max_k q(k|x)",
-                    "consensus": "minus the mean NMI of its assignments with the other starts'"}
-"""How each ``train.restart_select`` value reads in the run's notes."""
 
 
 def _fixed_batches(x: torch.Tensor, batch_size: int, n: int, seed: int, dev: torch.device):
@@ -517,15 +512,56 @@ def consensus_scores(assignments: list) -> list[float]:
     return [sum(pair[min(a, b), max(a, b)] for b in range(n) if b != a) / (n - 1) for a in range(n)]
 
 
+def _needs_clusters(value, cfg: RunConfig):
+    """``value`` (a criterion of a restart candidate), refused when it is None: a model without clusters."""
+    if value is None:
+        raise ConfigError(f"train.restart_select={cfg.train.restart_select} needs a model with clusters; "
+                          f"{cfg.model} has none (use tail or fixed)")
+    return value
+
+
+def _tail(model, tracker, x, cfg) -> float:
+    tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
+    return sum(tail) / len(tail)
+
+
+@dataclass(frozen=True)
+class RestartCriterion:
+    """One ``train.restart_select`` rule: ``value(model, tracker, x, cfg)`` of each trained candidate (``tracker``
+    its per-step losses, ``x`` the training data); ``combine`` maps all candidates' values to their losses once
+    every candidate is in (None: the values are the losses). The lowest loss is kept; ``describe`` is for the notes."""
+
+    describe: str
+    value: Callable
+    combine: Callable | None = None
+
+
+RESTART_CRITERIA: dict[str, RestartCriterion] = {
+    "tail": RestartCriterion("training objective over the last quarter of steps", _tail),
+    "fixed": RestartCriterion("objective on 2,000 training examples",
+                              lambda model, tracker, x, cfg: fixed_objective(model, x, cfg.train.batch_size,
+                                                                             seed=cfg.train.seed)),
+    "confidence": RestartCriterion(
+        "minus the mean max_k q(k|x)",
+        lambda model, tracker, x, cfg: -_needs_clusters(mean_confidence(model, x, seed=cfg.train.seed), cfg)),
+    "consensus": RestartCriterion("minus the mean NMI of its assignments with the other starts'",
+                                  lambda model, tracker, x, cfg: _needs_clusters(
+                                      fixed_cluster_probs(model, x, seed=cfg.train.seed), cfg).argmax(1).numpy(),
+                                  lambda assigned: [-v for v in consensus_scores(assigned)]),
+}
+"""``train.restart_select`` → its rule (the names ``config.RESTART_SELECT`` accepts)."""
+
+
 def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
-    :func:`restart_seed`) and return the state of the one with the lowest training objective, with every
-    candidate's value: the mean over its last quarter of steps (``restart_select`` ``tail``),
-    :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), minus
+    :func:`restart_seed`) and return the state of the one with the lowest loss under ``restart_select``
+    (:data:`RESTART_CRITERIA`), with every candidate's loss: the mean training objective over its last quarter of
+    steps (``tail``), :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), minus
     :func:`mean_confidence` on them (``confidence``, mixture models) or minus the mean NMI of its assignments of them
     with the other candidates' (``consensus``, :func:`consensus_scores`). Label-free: no label is read."""
     tc = cfg.train
-    best, losses, states, assigned = None, [], [], []
+    crit = RESTART_CRITERIA[tc.restart_select]
+    best, values, states = None, [], []
     for i in range(tc.restarts):
         c = copy.deepcopy(cfg)
         c.train.seed = restart_seed(tc.seed, i)
@@ -533,25 +569,13 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
         c.train.eval_every_epochs, c.train.progress = 0, False
         tracker = _LossTracker()
         model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
-        if tc.restart_select == "fixed":
-            losses.append(fixed_objective(model, data.train.x, tc.batch_size, seed=tc.seed))
-        elif tc.restart_select in ("confidence", "consensus"):
-            p = fixed_cluster_probs(model, data.train.x, seed=tc.seed)
-            if p is None:
-                raise ConfigError(f"train.restart_select={tc.restart_select} needs a model with clusters; "
-                                  f"{cfg.model} has none (use tail or fixed)")
-            if tc.restart_select == "consensus":  # scored once every candidate is in
-                assigned.append(p.argmax(1).numpy())
-                states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-                continue
-            losses.append(-float(p.max(dim=1).values.mean()))
-        else:
-            tail = tracker.losses[-max(1, len(tracker.losses) // 4):]
-            losses.append(sum(tail) / len(tail))
-        if losses[-1] == min(losses):
+        values.append(crit.value(model, tracker, data.train.x, cfg))
+        if crit.combine is not None:  # scored once every candidate is in: keep them all
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        elif values[-1] == min(values):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if assigned:
-        losses = [-s for s in consensus_scores(assigned)]
+    losses = values if crit.combine is None else crit.combine(values)
+    if states:
         best = states[losses.index(min(losses))]
     return best, losses
 
