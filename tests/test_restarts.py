@@ -32,7 +32,7 @@ def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
     from wae.training.run import _LossTracker, fit_in_memory, restart_seed, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4)
-    state, losses = select_start(cfg, _data())
+    state, losses, _ = select_start(cfg, _data())
     assert len(losses) == 3 and all(np.isfinite(losses))
     # each candidate replayed alone: same objective values, and the kept state is the argmin's
     replay = []
@@ -129,7 +129,7 @@ def test_restart_select_fixed_keeps_the_candidate_with_the_lowest_fixed_objectiv
     from wae.training.run import fixed_objective, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="fixed")
-    state, losses = select_start(cfg, _data())
+    state, losses, _ = select_start(cfg, _data())
     models = _replayed_candidates()
     values = [fixed_objective(model, _data().train.x, 16, seed=0) for model in models]
     assert values == pytest.approx(losses, rel=1e-6)
@@ -172,7 +172,7 @@ def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_c
     from wae.training.run import mean_confidence, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
-    state, values = select_start(cfg, _data())
+    state, values, _ = select_start(cfg, _data())
     confs = []
     models = _replayed_candidates()
     for model in models:
@@ -207,7 +207,7 @@ def test_restart_select_consensus_keeps_the_candidate_that_agrees_most_with_the_
     from wae.training.run import consensus_scores, fixed_cluster_probs, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="consensus")
-    state, values = select_start(cfg, _data())
+    state, values, _ = select_start(cfg, _data())
     models = _replayed_candidates()
     assigned = [fixed_cluster_probs(m, _data().train.x, seed=0).argmax(1).numpy() for m in models]
     scores = consensus_scores(assigned)

@@ -64,7 +64,7 @@ class DataConfig:
     """Evaluate on the test split at the end. Set it false while choosing settings: the test set is then never read."""
 
 
-RESTART_SELECT = ("tail", "fixed", "confidence", "consensus")
+RESTART_SELECT = ("tail", "fixed", "confidence", "consensus", "ensemble")
 """How ``train.restarts`` chooses its kept start (see ``TrainConfig.restart_select``)."""
 
 
@@ -103,8 +103,13 @@ class TrainConfig:
     training examples with the same random warps for every candidate; ``confidence`` (mixture models), the highest
     mean max_k q(k|x) on those examples; ``consensus`` (mixture models), the candidate whose hard assignments of
     those examples agree best with the other candidates' (highest mean NMI; partitions that merge or split digits
-    differ from each other in different ways, good ones agree). ``train/restart_losses`` records the values (for
-    ``confidence`` and ``consensus``, minus the score: the lowest is kept in every case)."""
+    differ from each other in different ways, good ones agree); ``ensemble`` (mixture models), the candidate whose
+    assignments of all the training data agree best (NMI) with the consensus partition of all candidates' (k-means
+    on their one-hot labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept
+    candidate's component ids, becomes the target of ``model.pseudo_label_weight`` for the rest of training:
+    each start merges or splits different digits, and their consensus does so less than any one of them.
+    ``train/restart_losses`` records the values (for ``confidence``, ``consensus`` and ``ensemble``, minus the
+    score: the lowest is kept in every case)."""
     pretrain_lr: float = 1e-3
     augment_shift: int = 0
     """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
@@ -207,6 +212,10 @@ class RunConfig:
             (t.restarts == 1 or t.max_steps < 0 or t.candidate_steps < t.max_steps,
              f"train.restarts > 1 needs train.restart_steps < train.max_steps, got {t.candidate_steps} and "
              f"{t.max_steps} (--set restarts=1 turns restarts off)"),
+            (not getattr(self.model_config, "pseudo_label_weight", 0) or (t.restarts > 1 and
+                                                                      t.restart_select == "ensemble"),
+             ("model.pseudo_label_weight needs the targets that train.restart_select=ensemble with train.restarts > 1 "
+              f"provides (got restart_select={t.restart_select}, restarts={t.restarts})")),
             (0.0 <= self.data.val_fraction < 1.0,
              f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
             (self.data.val_size is None or self.data.val_size >= 0,

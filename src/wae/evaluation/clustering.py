@@ -38,6 +38,8 @@ __all__ = [
     "ari",
     "active_components",
     "clustering_metrics",
+    "consensus_partition",
+    "align_partition",
 ]
 
 
@@ -254,6 +256,52 @@ def active_components(assign: Any, num_clusters: int | None = None, threshold: f
     K = _num(a, num_clusters, "num_clusters")
     frac = np.bincount(a, minlength=K) / a.shape[0]
     return int(np.sum(frac >= threshold))
+
+
+# ------------------------------------------------------------------------------------------ ensembles of partitions
+def consensus_partition(assignments: list, k: int, n_init: int = 10, seed: int = 0) -> np.ndarray:
+    """The consensus of R partitions of the same n points into ``k`` clusters: k-means on the points' concatenated
+    one-hot labels (n × Σ_r K_r), i.e. K-means-based consensus clustering (Wu et al., 2015; Topchy et al., 2005).
+
+    The squared distance between two points in that space is 2 × (the number of partitions that separate them), so
+    the k-means objective is the total disagreement of the points with their clusters' label profiles; a partition
+    the R members agree on is returned as it is (relabelled). Scales to any n (no n × n co-association matrix).
+    Returns labels 0..k-1 (sklearn ``KMeans``, ``n_init`` starts, ``seed``).
+    """
+    from sklearn.cluster import KMeans
+
+    if not assignments:
+        raise WAEError("consensus_partition needs at least one partition")
+    parts = [_assign(a) for a in assignments]
+    n = parts[0].shape[0]
+    if any(p.shape[0] != n for p in parts):
+        raise WAEError(f"consensus_partition: partitions of different sizes {[p.shape[0] for p in parts]}")
+    if not 1 <= k <= n:
+        raise WAEError(f"consensus_partition: k must be in 1..{n}, got {k}")
+    onehot = np.concatenate([np.eye(int(p.max()) + 1, dtype=np.float32)[p] for p in parts], axis=1)
+    return KMeans(k, n_init=n_init, random_state=seed).fit_predict(onehot).astype(np.int64)
+
+
+def align_partition(labels: Any, reference: Any, k: int | None = None) -> np.ndarray:
+    """``labels`` renamed so that they overlap ``reference`` the most (a one-to-one matching of label ids,
+    scipy ``linear_sum_assignment`` on the contingency table): the same partition, in the reference's ids. Ids of
+    ``labels`` left unmatched (more labels than reference ids) get the reference's unused ids in order."""
+    from scipy.optimize import linear_sum_assignment
+
+    a, r = _assign(labels), _assign(reference)
+    if a.shape[0] != r.shape[0]:
+        raise WAEError(f"align_partition: {a.shape[0]} labels against {r.shape[0]} reference labels")
+    ka = int(a.max()) + 1
+    k = max(k or 0, ka, int(r.max()) + 1)
+    C = np.zeros((ka, k), dtype=np.int64)
+    np.add.at(C, (a, r), 1)
+    rows, cols = linear_sum_assignment(C, maximize=True)
+    mapping = np.full(ka, -1, dtype=np.int64)
+    mapping[rows] = cols
+    free = iter(sorted(set(range(k)) - set(cols.tolist())))
+    for i in np.flatnonzero(mapping < 0):
+        mapping[i] = next(free)
+    return mapping[a]
 
 
 def clustering_metrics(probs: Any, labels: Any, prefix: str = "test/") -> dict[str, float]:

@@ -92,6 +92,11 @@ class ConsistencyConfig(ModelConfig):
     T as above (warp, noise, dropout; none of them needed): the clusters are asked to keep near neighbours together
     (SCAN's neighbour consistency, Van Gansbeke et al. 2020). It needs a training loop that knows the data set (the
     project's does); a loss called on a bare batch falls back to T(x)."""
+    pseudo_label_weight: float = 0.0
+    """Beyond the papers (0 = off): weight of the cross-entropy −log q(ŷ_i|x_i), averaged over the batch, towards a
+    target cluster ŷ_i per training datum that the training loop provides: the consensus of several restarts
+    (``train.restart_select=ensemble``; self-labelling on an ensemble's partition, as SCAN's and DEC's self-training
+    on their own confident labels). Data without a target (ŷ = −1) add nothing; the mean stays over the batch."""
 
 
 def identity_gather(t: Tensor) -> Tensor:
@@ -277,6 +282,8 @@ class AutoEncoderModel(nn.Module):
             (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
             (c.consistency_neighbours >= 0,
              f"model.consistency_neighbours must be >= 0, got {c.consistency_neighbours}"),
+            (c.pseudo_label_weight >= 0 and math.isfinite(c.pseudo_label_weight),
+             f"model.pseudo_label_weight must be >= 0, got {c.pseudo_label_weight}"),
             (c.consistency_weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
                 c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_neighbours > 0)),
              f"model.consistency_weight warps images; for vector data (this model's have shape {self.data_shape}) "
@@ -326,6 +333,16 @@ class AutoEncoderModel(nn.Module):
         if self.config.consistency_weight and self.training:
             obj.extras["consistency"] = (self.config.consistency_weight,
                                          self.consistency_kl(log_q, x, log_q_fn, view))
+
+    def add_pseudo_labels(self, obj: Objective, log_q: Tensor, targets: Tensor | None) -> None:
+        """In training with ``pseudo_label_weight`` > 0 and ``targets`` (N ints, −1 = none) given, add the mean over
+        the batch of −log q(ŷ_i|x_i) (``log_q`` (N, K), with its gradient) to the objective's extras."""
+        w = getattr(self.config, "pseudo_label_weight", 0.0)
+        if not (w and self.training and targets is not None):
+            return
+        has = targets >= 0
+        nll = -log_q.gather(1, targets.clamp_min(0).unsqueeze(1)).squeeze(1)
+        obj.extras["pseudo_labels"] = (w, torch.where(has, nll, torch.zeros_like(nll)).mean())
 
     def output(self, logits: Tensor) -> Tensor:
         """Decoder logits → data-space mean: sigmoid for images in [0, 1], identity for vector data."""

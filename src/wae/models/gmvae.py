@@ -415,7 +415,7 @@ class GMVAE(AutoEncoderModel):
         return z_kl.mean().clamp_min(lam)
 
     def objective(self, x: Tensor, eps_x: Tensor | None = None, eps_w: Tensor | None = None,
-                  view: Tensor | None = None) -> Objective:
+                  view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
         t = self.elbo_terms(x, eps_x, eps_w)
         recon, cond, w_kl, z_kl = (t[k].mean() for k in ("recon_nll", "cond_prior_kl", "w_prior_kl", "z_prior_kl"))
         z_term = self.constrained_z_term(t["z_prior_kl"])
@@ -432,10 +432,11 @@ class GMVAE(AutoEncoderModel):
                                "z_prior_term": z_term})
         pbar = self.gather(t["_pz"].mean(0)).mean(0)  # (K,): the batch's marginal of p_β(z|x,w)
         obj.extras["usage_kl"] = (self.config.usage_weight, kl_categorical(pbar, self.log_pi))
-        if self.config.consistency_weight and self.training:
+        if (self.config.consistency_weight or self.config.pseudo_label_weight and targets is not None) and self.training:
             # q(z|y) as clustering reads it: p_β(z | means of q(x|y), q(w|y)), clean (fixed) vs warped
-            self.add_consistency(obj, self.z_posterior_log(t["_mu_x"], t["_mu_w"]), x, self._cluster_log_probs,
-                                 view)
+            log_q = self.z_posterior_log(t["_mu_x"], t["_mu_w"])
+            self.add_consistency(obj, log_q, x, self._cluster_log_probs, view)
+            self.add_pseudo_labels(obj, log_q, targets)
         if self.config.revive_threshold > 0 and self.training:
             with torch.no_grad():
                 self.usage_sum += pbar.detach()

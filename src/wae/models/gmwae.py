@@ -220,9 +220,12 @@ class GaussianMixtureAE(AutoEncoderModel):
         return self.decode(self.encode(x))
 
     # --- objectives ------------------------------------------------------------------------------------------
-    def objective(self, x: Tensor, view: Tensor | None = None) -> Objective:
-        """``view``: a neighbour of each datum for the consistency term (``consistency_neighbours``), or None."""
-        return self._wae_objective(x, view) if self.config.objective == "wae" else self._vae_objective(x, view)
+    def objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
+        """``view``: a neighbour of each datum for the consistency term (``consistency_neighbours``), or None;
+        ``targets``: a target cluster per datum (−1: none) for ``pseudo_label_weight``, or None."""
+        if self.config.objective == "wae":
+            return self._wae_objective(x, view, targets)
+        return self._vae_objective(x, view, targets)
 
     def components(self, logq: Tensor) -> tuple[Tensor | None, Tensor]:
         """The components a training step decodes per datum and their weights.
@@ -270,7 +273,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         eps = torch.randn(mu.shape[0], mu.shape[1], samples, mu.shape[2], device=mu.device, dtype=mu.dtype)
         return mu.unsqueeze(2) + (0.5 * logvar).exp().unsqueeze(2) * eps, mu, logvar
 
-    def _wae_objective(self, x: Tensor, view: Tensor | None = None) -> Objective:
+    def _wae_objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
         n = x.shape[0]
@@ -294,6 +297,7 @@ class GaussianMixtureAE(AutoEncoderModel):
             obj.logs["k_decoded"] = x.new_tensor(float(M))  # codes decoded per datum and sample this step
         self.add_entropy(obj, logq.exp())
         self.add_consistency(obj, logq, x, self.q_discrete, view)
+        self.add_pseudo_labels(obj, logq, targets)
         if cfg.moment_weight:
             comp = idx if idx is not None else torch.arange(M, device=x.device).expand(n, M)
             obj.extras["moments"] = (cfg.moment_weight, self.component_moments_loss(z[:, :, 0], comp, w))
@@ -388,7 +392,7 @@ class GaussianMixtureAE(AutoEncoderModel):
             return bernoulli_log_likelihood(logits, x)
         return gaussian_log_likelihood(self.output(logits), x, math.log(self.config.obs_var))
 
-    def _vae_objective(self, x: Tensor, view: Tensor | None = None) -> Objective:
+    def _vae_objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
         n = x.shape[0]
@@ -412,6 +416,7 @@ class GaussianMixtureAE(AutoEncoderModel):
                         elbo=-paper)
         self.add_entropy(obj, q)
         self.add_consistency(obj, logq, x, self.q_discrete, view)
+        self.add_pseudo_labels(obj, logq, targets)
         return obj
 
     def pretrain_loss(self, x: Tensor) -> Tensor:

@@ -68,6 +68,8 @@ class LitAutoEncoder(L.LightningModule):
         self._t0 = time.time()
         self.neighbours: Tensor | None = None
         """(n, k) indices of each training datum's nearest neighbours, for ``consistency_neighbours``."""
+        self.targets: Tensor | None = None
+        """(n,) a target cluster per training datum (−1: none) for ``pseudo_label_weight``: the restarts' consensus."""
 
     # --- setup ------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -86,6 +88,8 @@ class LitAutoEncoder(L.LightningModule):
         k = getattr(mc, "consistency_neighbours", 0)
         if k and getattr(mc, "consistency_weight", 0) and self.train_x is not None and self.neighbours is None:
             self.neighbours = nearest_neighbours(self.train_x, min(k, self.train_x.shape[0] - 1))
+        if self.targets is not None and self.train_x is not None:
+            self.targets = self.targets.to(self.train_x.device)
         ws = self.trainer.world_size
         if ws > 1:
             self.model.gather = all_gather_with_grad
@@ -174,8 +178,10 @@ class LitAutoEncoder(L.LightningModule):
         saved = self._save_buffers()
         if self.model.has_critic:
             return self._adversarial_step(x, saved)
-        view = {} if self.neighbours is None else {"view": self._neighbour_view(idx)}
-        terms = self.model.loss(x, **view)
+        extra = {} if self.neighbours is None else {"view": self._neighbour_view(idx)}
+        if self.targets is not None:
+            extra["targets"] = self.targets[idx]
+        terms = self.model.loss(x, **extra)
         if not self._check(terms):
             self._restore_buffers(saved)
             return None

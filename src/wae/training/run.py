@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from ..config import RunConfig, _short
@@ -261,7 +262,8 @@ def _check_resume_budget(last: Path, tc) -> dict | None:
 
 
 def _offset_of(c) -> dict | None:
-    """A checkpoint's ``wae_offset`` (steps, seconds, losses), type-checked; None when absent or malformed."""
+    """A checkpoint's ``wae_offset`` (steps, seconds, losses, targets), type-checked; None when absent or
+    malformed (targets: None when absent or malformed)."""
     o = c.get("wae_offset") if isinstance(c, dict) else None
     if not isinstance(o, dict):
         return None
@@ -270,7 +272,10 @@ def _offset_of(c) -> dict | None:
         return None
     if not (losses is None or isinstance(losses, list) and all(isinstance(v, (int, float)) for v in losses)):
         losses = None
-    return {"steps": steps, "seconds": float(seconds), "losses": losses}
+    targets = o.get("targets")
+    if not (isinstance(targets, list) and all(isinstance(v, int) for v in targets)):
+        targets = None
+    return {"steps": steps, "seconds": float(seconds), "losses": losses, "targets": targets}
 
 
 @dataclass
@@ -388,25 +393,31 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         ckpt = PeriodicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every_minutes)
         cbs.insert(0, ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
-    steps_done, seconds_used, losses = 0, 0.0, None
+    steps_done, seconds_used, losses, targets = 0, 0.0, None, None
     if offset is not None:  # a resumed run that had chosen among restarts: their steps and time still count
         steps_done, seconds_used, losses = offset["steps"], offset["seconds"], offset["losses"]
+        targets = offset.get("targets")
+        if getattr(cfg.model_config, "pseudo_label_weight", 0) and targets is not None and len(targets) == n:
+            lit.targets = torch.as_tensor(targets, dtype=torch.long)
     elif tc.restarts > 1 and resume_from is None and init_state is None:
         t0 = time.time()
         try:
-            state, losses = select_start(cfg, data)
+            state, losses, targets = select_start(cfg, data)
         except BaseException:
             if lock is not None:
                 lock.__exit__(None, None, None)
             raise
         model.load_state_dict(state)
+        if targets is not None and getattr(cfg.model_config, "pseudo_label_weight", 0):
+            lit.targets = torch.as_tensor(targets, dtype=torch.long)
         lit.skip_pretrain = True
         steps_done, seconds_used = tc.candidate_steps, time.time() - t0
         notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} after {tc.candidate_steps} steps each "
                      f"({RESTART_CRITERIA[tc.restart_select].describe}, lowest kept: "
                      f"{', '.join(f'{v:.4f}' for v in losses)})")
     if ckpt is not None and steps_done:
-        ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses}
+        ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses,
+                       "targets": None if targets is None else [int(v) for v in targets]}
     if _single_process(tc):
         # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
         # Its own generator: creating each epoch's iterator then draws nothing from the global RNG (which the
@@ -525,11 +536,44 @@ def _tail(model, tracker, x, cfg) -> float:
     return sum(tail) / len(tail)
 
 
+def all_assignments(model, x: torch.Tensor, batch_size: int = 500):
+    """argmax_k q(k|x) of every example of ``x``, in order (evaluation mode; NumPy), or None for a model without
+    clusters."""
+    was_training = model.training
+    dev = next(model.parameters()).device
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for j in range(0, len(x), batch_size):
+                p = model.cluster_probs(x[j:j + batch_size].to(dev))
+                if p is None:
+                    return None
+                out.append(p.argmax(1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def _consensus_combine(assigned: list, cfg: RunConfig):
+    return [-v for v in consensus_scores(assigned)], None
+
+
+def _ensemble_combine(assigned: list, cfg: RunConfig):
+    """Every candidate's minus NMI with the consensus partition of all of them, and that partition."""
+    from ..evaluation.clustering import consensus_partition, nmi
+
+    k = int(getattr(cfg.model_config, "num_components", 0) or max(int(a.max()) for a in assigned) + 1)
+    consensus = consensus_partition(assigned, k, seed=cfg.train.seed)
+    return [-nmi(a, consensus) for a in assigned], consensus
+
+
 @dataclass(frozen=True)
 class RestartCriterion:
     """One ``train.restart_select`` rule: ``value(model, tracker, x, cfg)`` of each trained candidate (``tracker``
-    its per-step losses, ``x`` the training data); ``combine`` maps all candidates' values to their losses once
-    every candidate is in (None: the values are the losses). The lowest loss is kept; ``describe`` is for the notes."""
+    its per-step losses, ``x`` the training data); ``combine(values, cfg)`` maps all candidates' values, once every
+    candidate is in, to their losses and a partition of the training data for ``model.pseudo_label_weight`` (or
+    None) — without ``combine`` the values are the losses. The lowest loss is kept; ``describe`` is for the notes."""
 
     describe: str
     value: Callable
@@ -547,18 +591,26 @@ RESTART_CRITERIA: dict[str, RestartCriterion] = {
     "consensus": RestartCriterion("minus the mean NMI of its assignments with the other starts'",
                                   lambda model, tracker, x, cfg: _needs_clusters(
                                       fixed_cluster_probs(model, x, seed=cfg.train.seed), cfg).argmax(1).numpy(),
-                                  lambda assigned: [-v for v in consensus_scores(assigned)]),
+                                  _consensus_combine),
+    "ensemble": RestartCriterion("minus the NMI of its assignments with the starts' consensus partition",
+                                 lambda model, tracker, x, cfg: _needs_clusters(all_assignments(model, x), cfg),
+                                 _ensemble_combine),
 }
 """``train.restart_select`` → its rule (the names ``config.RESTART_SELECT`` accepts)."""
 
 
-def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
+def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float], np.ndarray | None]:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest loss under ``restart_select``
     (:data:`RESTART_CRITERIA`), with every candidate's loss: the mean training objective over its last quarter of
     steps (``tail``), :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), minus
-    :func:`mean_confidence` on them (``confidence``, mixture models) or minus the mean NMI of its assignments of them
-    with the other candidates' (``consensus``, :func:`consensus_scores`). Label-free: no label is read."""
+    :func:`mean_confidence` on them (``confidence``, mixture models), minus the mean NMI of its assignments of them
+    with the other candidates' (``consensus``, :func:`consensus_scores`) or minus the NMI of its assignments of all
+    training data with the candidates' consensus partition (``ensemble``). Third: that consensus in the kept
+    candidate's component ids (``ensemble``; the targets of ``model.pseudo_label_weight``), else None.
+    Label-free: no label is read."""
+    from ..evaluation.clustering import align_partition
+
     tc = cfg.train
     crit = RESTART_CRITERIA[tc.restart_select]
     best, values, states = None, [], []
@@ -567,6 +619,9 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
         c.train.seed = restart_seed(tc.seed, i)
         c.train.max_steps, c.train.restarts, c.train.max_minutes = tc.candidate_steps, 1, None
         c.train.eval_every_epochs, c.train.progress = 0, False
+        c.train.restart_select = "tail"
+        if hasattr(c.model_config, "pseudo_label_weight"):
+            c.model_config.pseudo_label_weight = 0.0  # candidates have no targets yet
         tracker = _LossTracker()
         model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
         values.append(crit.value(model, tracker, data.train.x, cfg))
@@ -574,10 +629,12 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float]]:
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         elif values[-1] == min(values):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    losses = values if crit.combine is None else crit.combine(values)
+    losses, partition = (values, None) if crit.combine is None else crit.combine(values, cfg)
+    kept = losses.index(min(losses))
     if states:
-        best = states[losses.index(min(losses))]
-    return best, losses
+        best = states[kept]
+    targets = None if partition is None else align_partition(partition, values[kept])
+    return best, losses, targets
 
 
 def _single_process(tc) -> bool:
