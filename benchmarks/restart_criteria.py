@@ -13,7 +13,14 @@ The test set is not loaded. One JSON line per candidate; the list in runs/diag/c
 reads such lists and prints, per list, the mean validation accuracy of the candidate each criterion keeps out of
 every subset of R candidates (what ``train.restarts=R`` would keep on average): a random pick, ``tail``,
 ``confidence``, ``consensus`` (the candidate whose assignments agree best, by mean NMI, with the others') and the
-best candidate (an oracle)."""
+best candidate (an oracle).
+
+    python benchmarks/restart_criteria.py --ensemble R crit-7.json crit-8.json ...
+
+scores the candidates' consensus partitions (``train.restart_select=ensemble``'s target,
+``consensus_partition``) against single candidates, all on the 2,000 training digits whose assignments the lists
+hold (their labels read here only, to judge): per list and R, the mean (and worst) Hungarian accuracy of a single
+candidate, of the consensus of R candidates over every subset of R, and of the best of the R (an oracle)."""
 from __future__ import annotations
 
 import copy
@@ -54,7 +61,34 @@ def picks(path: str, r: int) -> dict[str, float]:
     return out
 
 
+def ensemble(path: str, r: int, y: np.ndarray) -> dict[str, str]:
+    """Hungarian accuracy on the 2,000 training digits: single candidates, the consensus of every subset of ``r``,
+    the best of each subset."""
+    from wae.evaluation.clustering import consensus_partition
+
+    labels = [np.asarray(c["labels"]) for c in json.loads(Path(path).read_text())]
+    single = [hungarian_accuracy(a, y)[0] for a in labels]
+    subsets = list(itertools.combinations(range(len(labels)), r))
+    cons = [hungarian_accuracy(consensus_partition([labels[i] for i in s], 10), y)[0] for s in subsets]
+    best = [max(single[i] for i in s) for s in subsets]
+    return {name: f"{np.mean(v):.3f} (worst {np.min(v):.3f})"
+            for name, v in (("single", single), (f"consensus of {r}", cons), (f"best of {r}", best))}
+
+
+def _diag_labels() -> np.ndarray:
+    """The labels of the 2,000 training digits the candidates were scored on (as ``main`` draws them)."""
+    cfg = resolve_config("gm-wae", "main", "mnist-5k", None, SETS)
+    data = load_data_for(cfg)
+    idx = torch.randperm(len(data.train.x), generator=torch.Generator().manual_seed(123))[:2000]
+    return data.train.y[idx].numpy()
+
+
 def main() -> None:
+    if sys.argv[1] == "--ensemble":
+        r, y = int(sys.argv[2]), _diag_labels()
+        for path in sys.argv[3:]:
+            print(f"| {path} | R = {r} | " + " | ".join(f"{k}: {v}" for k, v in ensemble(path, r, y).items()) + " |")
+        return
     if sys.argv[1] == "--picks":
         r = int(sys.argv[2])
         print(f"| candidates (best of {r}) | " + " | ".join(picks(sys.argv[3], r)) + " |")
@@ -64,7 +98,7 @@ def main() -> None:
     base, n = int(sys.argv[1]), int(sys.argv[2])
     cfg = resolve_config("gm-wae", "main", "mnist-5k", None, SETS)
     data = load_data_for(cfg)
-    idx = torch.randperm(len(data.train.x), generator=torch.Generator().manual_seed(123))[:2000]
+    idx = torch.randperm(len(data.train.x), generator=torch.Generator().manual_seed(123))[:2000]  # as _diag_labels
     out = []
     for i in range(n):
         c = copy.deepcopy(cfg)
