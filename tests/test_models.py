@@ -272,3 +272,10 @@ def test_every_preset_is_a_valid_run_config():
     assert (gm.model_config.consistency_weight, gm.model_config.entropy_weight) == (0.0, 0.0)
     gm_cons.model_config.consistency_weight = gm_cons.model_config.entropy_weight = 0.0
     assert gm_cons == gm  # everything else is the paper preset's
+    best = RunConfig.from_dict(load_preset("gm-wae-mnist-best"))
+    main = RunConfig.from_dict(load_preset("main"))
+    assert (best.train.restarts, best.train.restart_select, best.model_config.pseudo_label_weight) == (5, "ensemble", 1.0)
+    assert best.train.max_minutes is None
+    best.train.restarts, best.train.restart_select, best.model_config.pseudo_label_weight = 3, "tail", 0.0
+    best.train.max_minutes = main.train.max_minutes
+    assert best == main  # everything else is the main job's
