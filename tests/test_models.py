@@ -279,3 +279,12 @@ def test_every_preset_is_a_valid_run_config():
     best.train.restarts, best.train.restart_select, best.model_config.pseudo_label_weight = 3, "tail", 0.0
     best.train.max_minutes = main.train.max_minutes
     assert best == main  # everything else is the main job's
+    gmvae_best = RunConfig.from_dict(load_preset("gmvae-mnist-best"))
+    m = gmvae_best.model_config
+    assert (m.num_components, m.width, m.consistency_rotate) == (30, 0.5, 35.0)
+    assert (gmvae_best.train.max_steps, gmvae_best.data.dataset, gmvae_best.data.val_fraction) == (3000, "mnist-5k", 0.1)
+    m.num_components, m.width, m.consistency_rotate = 10, 1.0, 15.0
+    gmvae_best.train.max_steps = cons.train.max_steps
+    gmvae_best.data = cons.data
+    cons.model_config.consistency_weight = 3.0
+    assert gmvae_best == cons  # everything else is gmvae-mnist-consistency's
