@@ -273,7 +273,8 @@ def test_invariance_and_budget_settings():
     assert m.consistency_shift == pytest.approx(2.0 * 8 / 28)
     vec = GMWAEClustering(10).run_config((64,), 1000)
     assert vec.model_config.discrete_encoder == "mlp" and vec.model_config.consistency_weight > 0
-    assert vec.model_config.consistency_noise > 0
+    assert vec.model_config.consistency_noise > 0 and vec.model_config.consistency_resample == 0.3
+    assert vec.train.restart_select == "confidence"
     main = GMWAEClustering(10).run_config((1, 28, 28), 5000)
     from wae.presets import resolve_config
 
@@ -328,6 +329,26 @@ def test_vector_perturbation_statistics():
     changed = dropped != x
     assert abs(changed.float().mean().item() - 0.3) < 0.01
     assert torch.allclose(dropped[changed], x.mean(0).expand_as(x)[changed])
+
+
+def test_vector_resampling_draws_each_feature_from_its_own_column():
+    # SCARF's corruption: a replaced entry (i, j) holds feature j of some datum of the batch, never another feature's
+    # value; about p of the entries change; the replacement carries no gradient back to the lending datum.
+    torch.manual_seed(0)
+    n, d = 4000, 3
+    x = (torch.arange(n * d, dtype=torch.float32).view(n, d) * 1e-3).requires_grad_()  # every value distinct
+    out = _vector_model(consistency_noise=0.0, consistency_resample=0.25).perturb_vectors(x)
+    changed = out != x
+    assert abs(changed.float().mean().item() - 0.25 * (1 - 1 / n)) < 0.01
+    column = torch.round(out.detach() * 1e3).long() % d  # value v = 1e-3 (i·d + j): j = v·1e3 mod d
+    assert torch.equal(column, torch.arange(d).expand(n, d))
+    out.sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0}
+    assert (x.grad[changed] == 0).all()  # a replaced entry passes no gradient, to itself or to the lender
+    assert abs((x.grad == 1).float().mean().item() - 0.75) < 0.01  # the kept ones (a datum may lend to itself)
+    with pytest.raises(ConfigError, match="consistency_resample must be"):
+        _vector_model(consistency_resample=1.0)
+    _vector_model(consistency_noise=0.0, consistency_resample=0.2)  # alone it is a valid perturbation
 
 
 def test_vector_consistency_term_is_the_kl_to_the_perturbed_input():

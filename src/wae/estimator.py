@@ -27,7 +27,8 @@ Settings come from a preset, by data kind: 28×28 images get the main job's (``m
 ``cluster-*`` presets ``cost_scale`` is stated for data of MNIST's total variance and ``consistency_shift`` in pixels
 of a 28-pixel side: both are scaled to the data (:data:`REFERENCE_TOTAL_VARIANCE`, :data:`REFERENCE_SIDE`); an
 override of either (``overrides``) is used as given. The invariance term (``model.consistency_weight``) compares q(k|x) with q(k|T(x)), T a
-small random warp for images and noise + feature dropout for vectors (``model.consistency_noise`` / ``_dropout``).
+small random warp for images and noise + feature dropout for vectors (``model.consistency_noise`` / ``_dropout``;
+``model.consistency_resample`` adds SCARF's corruption: features taken from other rows of the batch).
 
 ``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X — the reconstruction cost plus
 λ·MMD between the codes of X and the mixture prior, in the model's scaled units, with the expectation over k exact and

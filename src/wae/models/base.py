@@ -86,6 +86,10 @@ class ConsistencyConfig(ModelConfig):
     vectors."""
     consistency_dropout: float = 0.0
     """Vector data: T also replaces each feature, with this probability, by the batch mean of that feature."""
+    consistency_resample: float = 0.0
+    """Vector data, beyond the papers (0 = off): T then replaces each feature, with this probability, by the same
+    feature of another datum of the batch drawn at random (SCARF's corruption, Bahri et al. 2022: a draw from the
+    feature's empirical marginal, so the corrupted vector stays in the data's range and units)."""
     consistency_neighbours: int = 0
     """Beyond the papers (0 = off): in training, the view of a datum is one of its ``consistency_neighbours``
     nearest neighbours in the training data (Euclidean in the model's input space, one drawn anew each step), then
@@ -280,14 +284,17 @@ class AutoEncoderModel(nn.Module):
             (0 <= c.consistency_noise <= 10 and math.isfinite(c.consistency_noise),
              f"model.consistency_noise must be 0-10 standard deviations, got {c.consistency_noise}"),
             (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
+            (0 <= c.consistency_resample < 1,
+             f"model.consistency_resample must be in [0, 1), got {c.consistency_resample}"),
             (c.consistency_neighbours >= 0,
              f"model.consistency_neighbours must be >= 0, got {c.consistency_neighbours}"),
             (c.pseudo_label_weight >= 0 and math.isfinite(c.pseudo_label_weight),
              f"model.pseudo_label_weight must be >= 0, got {c.pseudo_label_weight}"),
             (c.consistency_weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
-                c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_neighbours > 0)),
+                c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_resample > 0
+                or c.consistency_neighbours > 0)),
              f"model.consistency_weight warps images; for vector data (this model's have shape {self.data_shape}) "
-             "set model.consistency_noise or model.consistency_dropout > 0"),
+             "set model.consistency_noise, model.consistency_dropout or model.consistency_resample > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -315,7 +322,9 @@ class AutoEncoderModel(nn.Module):
     def perturb_vectors(self, x: Tensor) -> Tensor:
         """T for vector data (N, D): every feature j gets Gaussian noise of std ``consistency_noise`` · s_j, s_j the
         batch's standard deviation of feature j, then is replaced by the batch mean of j with probability
-        ``consistency_dropout``; batch statistics held fixed. One batched op, no loop over examples."""
+        ``consistency_dropout``, then by the same feature of a random datum of the batch with probability
+        ``consistency_resample``; batch statistics and resampled values held fixed. Batched ops, no loop over
+        examples."""
         c = self.config
         xd = x.detach()
         out = x
@@ -325,6 +334,10 @@ class AutoEncoderModel(nn.Module):
         if c.consistency_dropout > 0:
             drop = torch.rand_like(x) < c.consistency_dropout
             out = torch.where(drop, xd.mean(0, keepdim=True).expand_as(x), out)
+        if c.consistency_resample > 0:
+            rows = torch.randint(x.shape[0], x.shape, device=x.device)  # per entry: which datum lends feature j
+            swap = torch.rand_like(x) < c.consistency_resample
+            out = torch.where(swap, xd.gather(0, rows), out)
         return out
 
     def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor],
