@@ -270,6 +270,8 @@ def test_invariance_and_budget_settings():
     assert m.num_components == 12 and m.latent_dim >= 11  # K equidistant means need dim(z) ≥ K − 1
     assert m.consistency_weight == 0 and t.max_steps == 100 and t.pretrain_steps == 20 and t.lr == 5e-4
     assert m.cost_scale == pytest.approx(0.05 * 784 / 64)  # per-784-pixel cost scaled to 8×8
+    # small images: five starts whose consensus is kept and taught (validated on the sklearn digits)
+    assert (t.restarts, t.restart_select, m.pseudo_label_weight) == (5, "ensemble", 1.0)
     assert m.consistency_shift == pytest.approx(2.0 * 8 / 28)
     vec = GMWAEClustering(10).run_config((64,), 1000)
     assert vec.model_config.discrete_encoder == "mlp" and vec.model_config.consistency_weight > 0
