@@ -48,13 +48,15 @@ def shaped(X: np.ndarray, kind: str) -> np.ndarray:
     return X.reshape(-1, 8, 8) if kind == "images" else X
 
 
-def run(kind: str, seeds: list[int], final: bool, sets: list[str], max_steps: int | None, max_minutes: float | None,
-        scaling: str = "auto", everything: bool = False):
+def run(kind: str, seeds: list[int], mode: str, sets: list[str], max_steps: int | None, max_minutes: float | None,
+        scaling: str = "auto"):
+    """``mode``: ``tune`` (fit part → validation part), ``final`` (development part → test part) or ``all`` (all
+    digits, scored on the fit's own ``labels_``)."""
     Xf, yf, Xv, yv, Xt, yt = splits()
-    if everything:
+    if mode == "all":
         X_train, y_eval = load_digits(return_X_y=True)
         X_eval = X_train
-    elif final:
+    elif mode == "final":
         X_train, X_eval, y_eval = np.concatenate([Xf, Xv]), Xt, yt
     else:
         X_train, X_eval, y_eval = Xf, Xv, yv
@@ -64,7 +66,7 @@ def run(kind: str, seeds: list[int], final: bool, sets: list[str], max_steps: in
         est = GMWAEClustering(10, random_state=seed, overrides=sets or None, max_steps=max_steps,
                               max_minutes=max_minutes, scaling=scaling).fit(shaped(X_train, kind))
         wall = time.time() - t0
-        pred = est.labels_ if everything else est.predict(shaped(X_eval, kind))
+        pred = est.labels_ if mode == "all" else est.predict(shaped(X_eval, kind))
         km = KMeans(10, n_init=10, random_state=seed).fit(X_train).predict(X_eval)
         rows.append({"seed": seed, "acc": hungarian_accuracy(pred, y_eval)[0], "nmi": nmi(pred, y_eval),
                      "ari": ari(pred, y_eval), "used": len(np.unique(pred)), "steps": est.n_iter_, "wall": wall,
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
     table = ["| digits as | Hungarian acc (mean ± sd) | worst seed | NMI | ARI | k-means acc | longest fit | steps |",
              "|---|---|---|---|---|---|---|---|"]
     for kind in kinds:
-        rows = run(kind, seeds, a.final, a.set, a.max_steps, a.max_minutes, a.scaling, everything=a.all)
+        mode = "all" if a.all else "final" if a.final else "tune"
+        rows = run(kind, seeds, mode, a.set, a.max_steps, a.max_minutes, a.scaling)
         table.append(summary(kind, rows))
     print(f"\nseeds {seeds}, accuracy on the {where}" + (f", overrides {a.set}" if a.set else "")
           + (f", scaling {a.scaling}" if a.scaling != "auto" else ""))
