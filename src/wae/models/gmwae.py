@@ -33,10 +33,7 @@ reconstruction cost f and likewise for every gradient, through q_D, the heads an
 uses the same k_top + 1 codes per datum (its pairs of different data points see independent draws, so it stays
 unbiased, with the weights' normalisers held fixed: each datum's weights sum to 1 by construction). The variance
 is that of the rest's share r, which vanishes as q_D sharpens. ``k_top + 1 ≥ K`` is the exact sum; evaluation is
-always exact. Unbiased needs a code's decode not to depend on which other codes are decoded with it: the decoder's
-batch norm, in training, takes its statistics from each datum's most likely component's codes (the same rows for
-both estimators; :meth:`GaussianMixtureAE.decode_selected`), not from the whole decoded batch, whose make-up the draw of j
-changes. ``k_rest_mass`` τ > 0 makes the number of exact components adaptive (exact early, sparse later): each
+always exact. ``k_rest_mass`` τ > 0 makes the number of exact components adaptive (exact early, sparse later): each
 step takes the least m ≥ ``k_top`` whose rest mass, averaged over the batch, is ≤ τ, so the sampled share (and the
 estimator's variance) stays bounded while q_D is still soft.
 
