@@ -54,7 +54,7 @@ from torch import Tensor
 from ..divergences import DEFAULT_SCALES, kl_categorical, kl_normal_normal
 from ..errors import ConfigError
 from ..likelihoods import bernoulli_log_likelihood, clamp_logvar, gaussian_log_likelihood
-from ..networks import BatchedHeads, build_decoder, build_encoder, reference_statistics
+from ..networks import BatchedHeads, build_decoder, build_encoder
 from ..priors import build_prior
 from .base import AutoEncoderModel, ConsistencyConfig, Objective
 from .registry import register_model
@@ -230,19 +230,17 @@ class GaussianMixtureAE(AutoEncoderModel):
     def components(self, logq: Tensor) -> tuple[Tensor | None, Tensor]:
         """The components a training step decodes per datum and their weights.
 
-        Returns ``(idx, w)``: ``idx`` (n, M) component indices, column 0 always the most likely component (whose
-        codes are the decoder's batch-norm reference, see :meth:`decode_selected`), or None in eval mode (all K in
-        order); ``w`` (n, M) weights whose expectation, in value and gradient, is q_D(k|x) — q_D itself when exact;
-        with the sparse estimator the ``k_top`` largest q_D(k|x) and, for one j drawn ∝ q_D from the rest,
-        q_j·(r/q_j) with the ratio held fixed (value r, the rest's mass). Evaluation (eval mode) is always exact.
+        Returns ``(idx, w)``: ``idx`` (n, M) component indices, or None for all K in order (exact); ``w`` (n, M)
+        weights whose expectation, in value and gradient, is q_D(k|x) — q_D itself when exact; with the sparse
+        estimator the ``k_top`` largest q_D(k|x) and, for one j drawn ∝ q_D from the rest, q_j·(r/q_j) with the
+        ratio held fixed (value r, the rest's mass). Evaluation (eval mode) is always exact.
         """
         cfg, K = self.config, self.config.num_components
-        if not self.training:
+        if cfg.k_estimator == "exact" or cfg.k_top + 1 >= K or not self.training:
             return None, logq.exp()
-        m = K if cfg.k_estimator == "exact" or cfg.k_top + 1 >= K else self.exact_count(logq)
-        if m + 1 >= K:  # exact: every component, the most likely first (the decoder's reference rows)
-            order = logq.detach().argsort(-1, descending=True)
-            return order, logq.gather(-1, order).exp()
+        m = self.exact_count(logq)
+        if m + 1 >= K:
+            return None, logq.exp()
         top_lq, top = logq.topk(m, dim=-1)  # (n, m)
         rest = logq.scatter(-1, top, float("-inf"))  # log q over the components not in the top set
         log_r = torch.logsumexp(rest, -1, keepdim=True)
@@ -275,17 +273,6 @@ class GaussianMixtureAE(AutoEncoderModel):
         eps = torch.randn(mu.shape[0], mu.shape[1], samples, mu.shape[2], device=mu.device, dtype=mu.dtype)
         return mu.unsqueeze(2) + (0.5 * logvar).exp().unsqueeze(2) * eps, mu, logvar
 
-    def decode_selected(self, z: Tensor) -> Tensor:
-        """Decoder logits (n, M, S, *data) of the selected codes z (n, M, S, d) in one batch. In training the
-        decoder's batch norm takes its statistics from the codes of column 0 (each datum's most likely component,
-        the same rows for both estimators), so a code's decode does not depend on which other components were
-        drawn: the sparse estimator stays unbiased for the exact sum with batch norm active."""
-        n, M, S, d = z.shape
-        rows = z.transpose(0, 1).reshape(M * n * S, d)  # column 0's n·S codes first
-        with reference_statistics(self.decoder, n * S):
-            out = self.decoder(rows)
-        return out.view(M, n, S, *out.shape[1:]).transpose(0, 1)
-
     def _wae_objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
@@ -294,7 +281,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         idx, w = self.components(logq)
         M = w.shape[1]
         z, _, _ = self._selected_codes(x, idx, S)  # (n, M, S, d)
-        xr = self.output(self.decode_selected(z))
+        xr = self.decode(z.reshape(n * M * S, -1)).view(n, M, S, *x.shape[1:])
         err = (xr - x.unsqueeze(1).unsqueeze(1)).pow(2).flatten(3).sum(-1).mean(-1)  # (n, M)
         recon = cfg.cost_scale * (w * err).sum(-1).mean()
         weights = (w.unsqueeze(-1).expand(n, M, S) / (n * S)).reshape(-1)
@@ -414,7 +401,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         idx, w = self.components(logq)
         M = w.shape[1]
         z, mu, logvar = self._selected_codes(x, idx, S)
-        logits = self.decode_selected(z).reshape(n * M * S, *x.shape[1:])
+        logits = self.decoder(z.reshape(n * M * S, -1))
         xe = x.unsqueeze(1).expand(n, M * S, *x.shape[1:]).reshape(n * M * S, *x.shape[1:])
         ll = self.log_likelihood(logits, xe).view(n, M, S).mean(-1)  # (n, M)
         prior_mu = self.prior.means[idx] if idx is not None else self.prior.means.unsqueeze(0).expand_as(mu)
