@@ -197,11 +197,12 @@ def _gallery_parts(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, k:
     assign = probs.argmax(1)
     idx = np.flatnonzero(assign == k)
     with torch.no_grad():
-        mode = model.decode(model.prior.means[k: k + 1])
+        centre = model.component_mode(k)  # the refitted mean with component_refit: where the samples are drawn
+        mode = model.decode(centre)
         samples = model.sample_component(k, _GALLERY, generator=g)
         if idx.size:
             mu, _ = model.q_continuous(xm[idx])
-            d = (mu[:, k] - model.prior.means[k]).pow(2).sum(-1).numpy()
+            d = (mu[:, k] - centre[0]).pow(2).sum(-1).numpy()
             closest = idx[np.argsort(d, kind="stable")[:_GALLERY]]
             unsure = idx[np.argsort(probs[idx, k], kind="stable")[:_GALLERY]]
         else:

@@ -458,7 +458,9 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
 
     def sample(self, n: int = 1, cluster: int | None = None, random_state=None) -> np.ndarray:
         """``n`` draws from the model — from cluster ``cluster`` alone when given — shaped and valued like X
-        (the user's layout, the input map undone), float32."""
+        (the user's layout, the input map undone), float32. The codes come from ``model_.sample_codes`` (the
+        refitted components when the preset has ``component_refit``), the path ``wae sample`` and the report's
+        gallery take: with the same seed they draw the same samples."""
         check_is_fitted(self)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive integer, got {n!r}")
@@ -470,11 +472,8 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             if not isinstance(random_state, (int, np.integer)) else int(random_state)
         g = torch.Generator().manual_seed(seed)
         model = self.model_.eval()
-        with torch.no_grad():
-            if cluster is None:
-                z = model.prior.sample((int(n),), generator=g)
-            else:
-                z = model.prior.sample_component(int(cluster), int(n), generator=g)
+        with torch.no_grad():  # the model's own sampling path (refitted components with component_refit)
+            z = model.sample_codes(int(n), None if cluster is None else int(cluster), generator=g)
             out = self._apply(model.decode, z).double().numpy()
         out = out * self.scale_ + self.offset_
         return np.ascontiguousarray(from_model_layout(out, self.layout_), dtype=np.float32)
