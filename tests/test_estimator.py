@@ -97,7 +97,8 @@ def test_tiny_vector_fit_beats_chance_by_a_margin():
     est = GMWAEClustering(3, max_steps=150, random_state=0, device="cpu").fit(X)
     acc = hungarian_accuracy(est.labels_, y)[0]
     assert acc > 0.8, acc  # chance: 1/3
-    assert est.n_iter_ == 150 and est.labels_.dtype == np.int64
+    assert est.n_iter_kept_ == 150 and est.labels_.dtype == np.int64
+    assert est.n_iter_ == 150 + 2 * 45 and not est.clock_stopped_  # cluster-vector: two discarded starts of 45
     assert np.array_equal(est.predict(X), est.labels_)
     p = est.predict_proba(X)
     assert p.shape == (120, 3) and np.allclose(p.sum(1), 1) and np.array_equal(p.argmax(1), est.labels_)
@@ -139,6 +140,7 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(back.predict_proba(X8), est.predict_proba(X8))
     assert np.array_equal(back.transform(X8), est.transform(X8))
     assert np.array_equal(back.labels_, est.labels_) and back.n_iter_ == est.n_iter_
+    assert back.n_iter_kept_ == est.n_iter_kept_ and back.clock_stopped_ == est.clock_stopped_
     assert np.array_equal(back.sample(4, cluster=1, random_state=0), est.sample(4, cluster=1, random_state=0))
     assert back.score(X8) == est.score(X8)
     import wae

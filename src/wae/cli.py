@@ -80,7 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a finished run, "
                    "another model's, or one with a checkpoint), removing its outputs; without it that is refused")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines (the restart candidates') "
+                   "and no note on the kept start; the result lines are still printed")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")

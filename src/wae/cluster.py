@@ -503,7 +503,8 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         assign = probs.argmax(1)
         sizes = np.bincount(assign, minlength=k)
         conf = probs.max(1)
-        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_, "fit_seconds": wall,
+        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_,
+                         "steps_kept_run": est.n_iter_kept_, "clock_stopped": est.clock_stopped_, "fit_seconds": wall,
                          "mean_confidence": float(conf.mean()), "clusters_used": int((sizes > 0).sum())}
         metrics.update({f"size/{j}": int(sizes[j]) for j in range(k)})
         metrics.update({f"confidence/{j}": float(conf[assign == j].mean()) for j in range(k) if sizes[j]})
@@ -536,8 +537,10 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         facts = [("data", f"{name} — {n} examples of shape {tuple(ds.shape)}" + (", with labels" if y is not None
                                                                                else ", no labels")),
                  ("clusters", f"K = {k}" + (" (chosen by the sweep below)" if sweep else "")),
-                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} steps in "
-                           f"{wall:.0f} s"),
+                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} optimiser "
+                           f"steps ({est.n_iter_kept_} in the kept run, the rest in discarded starts) in {wall:.0f} s"
+                           + (" — stopped by the clock (--max-minutes): not reproducible" if est.clock_stopped_
+                              else "")),
                  ("mean confidence", f"{conf.mean():.3f} (mean over examples of max_k q(k|x))")]
         facts += [("input", note) for note in est.input_notes_]
         write_report(tmp, f"wae cluster: {name}", facts, metrics, sizes, figs, sweep, k, est.run_config_.to_yaml())

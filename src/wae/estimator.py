@@ -227,8 +227,10 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     preset : str or None
         A ``gm-wae`` preset (``wae presets``); None picks one from the data's shape (see the module doc).
     max_steps, max_minutes : int / float or None
-        Training budget (optimiser steps / wall minutes); None keeps the preset's. With ``max_steps`` the heads'
-        pre-training runs min(the preset's, max_steps // 5) steps.
+        Training budget (optimiser steps / wall minutes); None keeps the preset's (every preset has a clock:
+        ``main`` 9.5 minutes, ``cluster-*`` 5). ``max_steps`` bounds the kept run (its start's steps and those after
+        them); the discarded starts' steps come on top, their time counts in ``max_minutes``. With ``max_steps`` the
+        heads' pre-training runs min(the preset's, max_steps // 5) steps.
     invariance : ``"auto"`` or ``"off"``
         ``auto`` keeps the preset's cluster-consistency term (warps for images, noise and feature dropout for
         vectors); ``off`` drops it.
@@ -239,15 +241,20 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     overrides : list of str or None
         Any run-config key as ``key=value`` (e.g. ``["model.width=0.25", "train.lr=5e-4"]``), applied last.
     random_state : int, RandomState or None
-        Seeds the fit (network initialisation, batches, sampling in training): on a CPU an int makes it reproducible.
+        Seeds the fit (network initialisation, batches, sampling in training). On a CPU an int makes a fit
+        reproducible only when it ends on ``max_steps``: when the clock (``max_minutes``, set by every preset) stops
+        it first, a rerun stops at another step (``clock_stopped_`` says whether it did, with a warning).
     device : str, default ``"auto"``
         ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``mps`` for training; inference runs there too (CUDA) or on the CPU.
     verbose : bool
-        A progress bar while training, and the input notes printed.
+        Progress lines for the restart candidates (which start, its steps, the time elapsed), a progress bar for
+        the kept run, and the input notes printed. False prints nothing.
 
     Attributes
     ----------
-    labels_ : ndarray (N,) of the training data's clusters · ``n_iter_`` : optimiser steps taken ·
+    labels_ : ndarray (N,) of the training data's clusters · ``n_iter_`` : every optimiser step taken (all
+    restart candidates', the discarded ones' included) · ``n_iter_kept_`` : the kept run's (its start's and those
+    after it) · ``clock_stopped_`` : whether ``max_minutes`` ended the fit before ``max_steps`` ·
     ``model_`` : the trained :class:`~wae.models.gmwae.GaussianMixtureAE` · ``run_config_`` : its
     :class:`~wae.config.RunConfig` · ``input_shape_`` / ``layout_`` : one example's shape and layout as given ·
     ``offset_`` / ``scale_`` : the input map · ``input_notes_`` : what was done to the values ·
@@ -413,10 +420,13 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
                 warnings.filterwarnings("ignore", pat)
             model, steps = fit_in_memory(cfg, RunData(Dataset("array", xt, None), None, None),
                                          quiet=not self.verbose)
+        if steps.clock_stopped:
+            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=2)
         # the fitted attributes, all at once: a fit that fails leaves none behind (the estimator stays unfitted)
         self.layout_, self.input_shape_ = layout, tuple(int(s) for s in arr.shape[1:])
         self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
-        self.model_, self.n_iter_, self.run_config_ = model, int(steps), cfg
+        self.model_, self.run_config_ = model, cfg
+        self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
         self.labels_ = self._apply(model.cluster_probs, xt).argmax(1).numpy().astype(np.int64)
         return self
 
@@ -503,6 +513,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             params["random_state"] = None  # a RandomState object is not data; the fit's seed is in config.yaml
         meta = {"estimator": type(self).__name__, "wae_version": __version__, "params": params,
                 "input_shape": list(self.input_shape_), "layout": self.layout_, "n_iter": int(self.n_iter_),
+                "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_),
                 "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
                 "feature_names_in": [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_")
                 else None}
@@ -524,6 +535,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             meta = yaml.safe_load(meta_path.read_text())
             params, shape, layout = dict(meta["params"]), tuple(int(s) for s in meta["input_shape"]), meta["layout"]
             n_iter, n_features, notes = int(meta["n_iter"]), int(meta["n_features_in"]), list(meta["input_notes"])
+            n_kept, clock = int(meta.get("n_iter_kept", n_iter)), bool(meta.get("clock_stopped", False))
             names = meta.get("feature_names_in")
         except (yaml.YAMLError, KeyError, TypeError, ValueError, OSError) as e:
             raise WAEError(f"{meta_path} is corrupt ({type(e).__name__})") from None
@@ -540,6 +552,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         est.offset_, est.scale_ = arrays["offset"].numpy(), arrays["scale"].numpy()
         est.labels_ = arrays["labels"].numpy()
         est.layout_, est.input_shape_, est.n_iter_, est.n_features_in_ = layout, shape, n_iter, n_features
+        est.n_iter_kept_, est.clock_stopped_ = n_kept, clock
         est.input_notes_ = notes
         if names is not None:
             est.feature_names_in_ = np.asarray(names, dtype=object)

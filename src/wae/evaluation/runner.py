@@ -196,7 +196,11 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
             metrics = json.loads(mpath.read_text())
         except (OSError, json.JSONDecodeError):
             metrics = {}
-    metrics.update({k: v for k, v in (extra or {}).items() if v is not None})
+    for k, v in (extra or {}).items():  # None removes what an earlier evaluation of the run wrote
+        if v is None:
+            metrics.pop(k, None)
+        else:
+            metrics[k] = v
     for name, ds in data.evaluated():
         metrics.update(evaluate_model(model, ds, seed=cfg.train.seed, prefix=f"{name}/"))
         if model.has_discrete_latent and ds.y is not None:
