@@ -210,7 +210,8 @@ def cmd_train(a) -> int:
     if metrics:
         split = metrics.get("eval_split", "test")
         keys = [k for k in (f"{split}/recon_mse", f"{split}/mmd_prior", f"{split}/acc_hungarian", f"{split}/nmi",
-                            f"{split}/active_components", f"{split}/component_purity", f"{split}/elbo",
+                            f"{split}/active_components", f"{split}/component_purity",
+                            f"{split}/sample_cluster_agreement", f"{split}/elbo",
                             "train/wall_seconds") if k in metrics]
         print("  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
         if metrics.get("eval_note"):
