@@ -18,8 +18,9 @@ Without ``--k``, K is chosen by a sweep over ``--k-range``: for each K the estim
 and the other 20 % are assigned; the K whose held-out assignments have the highest silhouette (Rousseeuw 1987;
 Euclidean, in the model's scaled input space — a criterion of the partition alone, comparable across K, no labels)
 is then fitted on all the data (so a sweep costs one fit per K, plus one). The page also shows, per K, the held-out
-``score`` (the opposite of the GM-WAE objective) and the mean confidence. On sklearn's digits (validation part,
-K = 6…14) the silhouette peaked at the true K = 10 where the held-out score did not (benchmarks/README.md).
+``score`` (the opposite of the GM-WAE objective; not comparable across K) and the mean confidence. On sklearn's
+digits (validation part, K = 6…14) the silhouette peaked at the true K = 10 where the held-out score did not
+(benchmarks/README.md).
 
 Bad input — images under 4 pixels a side, NaN or infinite values, a folder of images of different sizes (without
 ``--size``) or with images both at the top level and in class folders, a CSV with text columns, fewer examples than
@@ -380,8 +381,9 @@ def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: d
                   f"<p>Each K was fitted on 80 % of the data; the other 20 % were assigned, and K was chosen by the "
                   f"silhouette of those assignments (how much closer each point is to its own cluster than to the "
                   f"next, −1…1, higher is better; no labels used). Chosen: K = {chosen} (highlighted), then fitted on "
-                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective) and the mean "
-                  f"confidence max_k q(k|x).</p>",
+                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective; not "
+                  f"comparable across K, whose prior, latent size and cost scale differ) and the mean confidence "
+                  f"max_k q(k|x).</p>",
                   _table(["K", "held-out silhouette", "held-out score", "mean confidence", "clusters used"], rows,
                          chosen_i)]
         if "k_sweep" in figures:

@@ -33,6 +33,10 @@ small random warp for images and noise + feature dropout for vectors (``model.co
 ``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X — the reconstruction cost plus
 λ·MMD between the codes of X and the mixture prior, in the model's scaled units, with the expectation over k exact and
 a fixed random stream — as ``KMeans.score`` is the opposite of the k-means objective: label-free, higher is better.
+It compares fits of one objective only: the same ``n_clusters``, preset and ``overrides`` (fits that differ in seed
+or budget), on data of one scale. It cannot compare different K — the prior (K modes), the latent size (≥ K − 1)
+and, in the ``cluster-*`` presets, ``cost_scale`` change with ``n_clusters`` and the data — so it does not choose K:
+``wae cluster``'s sweep uses the held-out silhouette (:func:`wae.cluster.sweep_criterion`).
 """
 from __future__ import annotations
 
@@ -452,7 +456,11 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         return z.astype(arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64)
 
     def score(self, X, y=None) -> float:
-        """The opposite of the GM-WAE objective (Eq. 4) on X — higher is better, labels ignored (module doc)."""
+        """The opposite of the GM-WAE objective (Eq. 4) on X — higher is better, labels ignored (module doc).
+
+        Comparable only between fits of the same objective (the same ``n_clusters``, preset and overrides: seeds,
+        budgets): not across ``n_clusters``, whose prior, latent size and cost scale differ — K is chosen by the
+        held-out silhouette (:func:`wae.cluster.sweep_criterion`), not by this."""
         check_is_fitted(self)
         x = self._model_x(self._validate(X, reset=False))
         n = x.shape[0]
