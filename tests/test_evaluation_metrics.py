@@ -497,7 +497,7 @@ def test_precision_recall_known_cases():
         precision_recall(real, real[:, :2])
 
 
-# --- cluster → class maps from the data each paper uses; k-means with the run's K; the paper's row (issue 34, 3) ------
+# --- cluster → class maps from the data each paper uses; k-means with the run's K; the paper's row (issue 34, 3) --
 
 
 def test_makhzani_map_from_a_labelled_validation_set_by_hand():
