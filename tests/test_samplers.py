@@ -146,3 +146,22 @@ def test_estimator_wae_sample_and_gallery_draw_from_the_same_refitted_components
             np.testing.assert_allclose(mode.numpy(), model.decode(model.refit_means[cluster: cluster + 1]).numpy(),
                                        rtol=1e-6)
             assert samples.shape == (8, 6)
+
+
+def test_gmvae_sampling_with_a_scaled_spread_takes_its_own_generative_path():
+    """``wae sample --std-scale`` without a component decoded the prior over w as if it were x (a shape error, or
+    noise when the sizes agree); now GMVAE's codes are its ancestral x, as ``sample`` draws them."""
+    from wae.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("gmvae", (1, 28, 28), architecture="mnist", latent_dim=6, w_dim=4, num_components=3,
+                     width=0.0625).eval()
+    with torch.no_grad():
+        s = draw("prior", m, 4, None, std_scale=0.5, generator=torch.Generator().manual_seed(1))
+        assert s.shape == (4, 1, 28, 28) and torch.isfinite(s).all()
+        a = m.sample(4, torch.Generator().manual_seed(2))
+        b = m.decode(m.sample_codes(4, generator=torch.Generator().manual_seed(2)))
+        assert torch.equal(a, b)
+        c = m.sample_component(1, 3, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(c, m.decode(m.sample_codes(3, 1, generator=torch.Generator().manual_seed(3))))
+        assert torch.equal(m.decode(m.component_mode(2)), m.sample_component_mean(2))
