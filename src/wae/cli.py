@@ -438,7 +438,7 @@ def cmd_evaluate(a) -> int:
                            "(data.evaluate_test=false); add --eval-dataset NAME[:split] to evaluate on a test set")
     data = load_data_for(cfg, need_test=need_test)
     metrics = evaluate_run(model, a.run_dir, data, cfg, figures=not a.no_figures, sample_metrics=names,
-                           n=a.n, inception_n=a.inception_n)
+                           n=a.n, inception_n=a.inception_n, progress=lambda line: print(line, flush=True))
     for k in sorted(metrics):
         if k.startswith(f"{metrics['eval_split']}/"):
             print(f"{k:32s} {metrics[k]:.5g}" if isinstance(metrics[k], float) else f"{k:32s} {metrics[k]}")

@@ -187,14 +187,17 @@ def _applicable(model, eval_ds, names: list[str]) -> list[str]:
 
 
 def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: bool = True,
-                 sample_metrics: list[str] | None = None, n: int = 2000, inception_n: int | None = None) -> dict:
+                 sample_metrics: list[str] | None = None, n: int = 2000, inception_n: int | None = None,
+                 progress=None) -> dict:
     """Metrics (+ figures and report) of a finished run on its held-out splits; merges into an existing metrics.json.
 
     ``data`` is the run's :class:`~wae.data.splits.RunData`. Every split of ``data.evaluated()`` gets the
     reconstruction, prior-MMD, model-specific and clustering metrics under its own prefix (``val/``, ``test/``;
     ``train/`` only for a data set with neither); the sample-quality metrics (``sample_metrics``) and the figures use
-    the split the run is judged on (``data.held_out``: the test split when there is one).
+    the split the run is judged on (``data.held_out``: the test split when there is one). ``progress``: called
+    with a line as each phase starts (``print``; None says nothing).
     """
+    say = progress or (lambda line: None)
     run_dir = Path(run_dir)
     metrics: dict = {}
     mpath = run_dir / "metrics.json"
@@ -209,6 +212,7 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
         else:
             metrics[k] = v
     for name, ds in data.evaluated():
+        say(f"evaluating on the {name} split ({len(ds):,} examples)")
         val = data.val if name == "test" and data.val is not None and data.val.y is not None else None
         metrics.update(evaluate_model(model, ds, seed=cfg.train.seed, prefix=f"{name}/", map_ds=val))
         if model.has_discrete_latent and ds.y is not None:
@@ -216,6 +220,8 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
                                            prefix=f"{name}/", map_ds=val))
     split, held = data.held_out
     if sample_metrics:
+        say(f"sample metrics ({', '.join(sample_metrics)}; the domain classifier is trained once per data set, "
+            "then cached)")
         # the domain classifier learns from the data set's whole training split (cached per data set)
         clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
         metrics.update(sample_quality.sample_quality_metrics(
@@ -240,6 +246,7 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
         metrics["val_examples"] = len(data.val)
     write_json(mpath, metrics)
     if figures:
+        say("figures and report")
         make_figures(model, run_dir, held, seed=cfg.train.seed)
         write_run_report(run_dir, cfg, metrics)
     return metrics

@@ -766,8 +766,9 @@ def fit(prep: Prepared, trainer: L.Trainer, quiet: bool = False) -> float:
     return time.time() - t0
 
 
-def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
-    """Export the model, evaluate it on its held-out splits, write metrics, figures and the report (rank 0)."""
+def finalise(prep: Prepared, trainer: L.Trainer, wall: float, quiet: bool = False) -> dict:
+    """Export the model, evaluate it on its held-out splits, write metrics, figures and the report (rank 0); unless
+    ``quiet``, a line as each phase of the evaluation starts."""
     from ..evaluation.runner import evaluate_run
 
     last, ckpt_cb, tc = prep.last, prep.ckpt, prep.cfg.train
@@ -781,6 +782,7 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
         raise TrainingStopped(f"stopped by SIGTERM during the final evaluation; {after}")
 
     count = step_count(prep, trainer)
+    progress = None if quiet else (lambda line: print(line, flush=True))
     with on_sigterm(_stop):
         model.after_fit(prep.data.train.x)
         save_model(model, prep.run_dir, prep.cfg)
@@ -791,7 +793,7 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
             "train_note": count.note(tc), "train/epochs": trainer.current_epoch,
             "train/restart_losses": prep.restart_losses,
             "train/pretrain_final": prep.lit.pretrain_history[-1] if prep.lit.pretrain_history else None,
-        }, figures=tc.figures, sample_metrics=list(tc.sample_metrics))
+        }, figures=tc.figures, sample_metrics=list(tc.sample_metrics), progress=progress)
 
 
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False, callbacks=None,
@@ -812,7 +814,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
         wall = fit(prep, trainer, quiet)
         if not trainer.is_global_zero:
             return ({}, prep.lit.model) if return_model else {}
-        metrics = finalise(prep, trainer, wall)
+        metrics = finalise(prep, trainer, wall, quiet)
     finally:
         prep.close()
     return (metrics, prep.lit.model) if return_model else metrics
