@@ -648,6 +648,9 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     crit = RESTART_CRITERIA[tc.restart_select]
     best, values, states, steps, pre = None, [], [], [], []
     t0 = time.monotonic()
+    if not quiet and _rank() == 0:
+        print(f"{tc.restarts} candidate starts of {tc.candidate_steps} steps each; kept: the lowest "
+              f"{crit.describe}", flush=True)
     for i in range(tc.restarts):
         c = copy.deepcopy(cfg)
         c.train.seed = restart_seed(tc.seed, i)
