@@ -268,7 +268,8 @@ def test_wae_train_shows_the_starts_progress_and_quiet_hides_it(tmp_path, capfd)
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     out = capfd.readouterr().out
     for text in ("2 candidate starts of 3 steps each", "start 1 of 2: training 3 steps",
-                 "start 2 of 2: training 3 steps", "start 2 of 2: done, 3 steps", "kept start", "evaluating on the val split (12 examples)"):  # and the final evaluation's phases
+                 "start 2 of 2: training 3 steps", "start 2 of 2: done, 3 steps", "kept start",
+                 "evaluating on the val split (12 examples)"):  # and the final evaluation's phases
         assert text in out, out
     assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     out = capfd.readouterr().out
