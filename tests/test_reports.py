@@ -205,7 +205,7 @@ def test_clustering_report_opens_with_held_out_numbers_beside_paper_and_kmeans_t
     md = (tmp_path / "report.md").read_text()
     head = md[md.index("## Clustering on held-out data"): md.index("## Metrics")]
     assert "| this run on mnist-5k:test (10000 examples — the official MNIST test set) | 0.912 | 0.91 |" in head
-    assert "| k-means on raw pixels, same split | 0.54 | – | 0.5 |" in head
+    assert "| k-means on raw pixels, same split, scored the same ways | 0.54 | – | 0.5 |" in head
     assert "GM-WAE paper" in head and "| 0.76 |" in head
     assert head.index("cluster_gallery") < head.index("cluster_heatmap")
     html = (tmp_path / "report.html").read_text()

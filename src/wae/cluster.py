@@ -18,8 +18,9 @@ Without ``--k``, K is chosen by a sweep over ``--k-range``: for each K the estim
 and the other 20 % are assigned; the K whose held-out assignments have the highest silhouette (Rousseeuw 1987;
 Euclidean, in the model's scaled input space — a criterion of the partition alone, comparable across K, no labels)
 is then fitted on all the data (so a sweep costs one fit per K, plus one). The page also shows, per K, the held-out
-``score`` (the opposite of the GM-WAE objective) and the mean confidence. On sklearn's digits (validation part,
-K = 6…14) the silhouette peaked at the true K = 10 where the held-out score did not (benchmarks/README.md).
+``score`` (the opposite of the GM-WAE objective; not comparable across K) and the mean confidence. On sklearn's
+digits (validation part, K = 6…14) the silhouette peaked at the true K = 10 where the held-out score did not
+(benchmarks/README.md).
 
 Bad input — images under 4 pixels a side, NaN or infinite values, a folder of images of different sizes (without
 ``--size``) or with images both at the top level and in class folders, a CSV with text columns, fewer examples than
@@ -197,11 +198,12 @@ def _gallery_parts(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, k:
     assign = probs.argmax(1)
     idx = np.flatnonzero(assign == k)
     with torch.no_grad():
-        mode = model.decode(model.prior.means[k: k + 1])
+        centre = model.component_mode(k)  # the refitted mean with component_refit: where the samples are drawn
+        mode = model.decode(centre)
         samples = model.sample_component(k, _GALLERY, generator=g)
         if idx.size:
             mu, _ = model.q_continuous(xm[idx])
-            d = (mu[:, k] - model.prior.means[k]).pow(2).sum(-1).numpy()
+            d = (mu[:, k] - centre[0]).pow(2).sum(-1).numpy()
             closest = idx[np.argsort(d, kind="stable")[:_GALLERY]]
             unsure = idx[np.argsort(probs[idx, k], kind="stable")[:_GALLERY]]
         else:
@@ -379,8 +381,9 @@ def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: d
                   f"<p>Each K was fitted on 80 % of the data; the other 20 % were assigned, and K was chosen by the "
                   f"silhouette of those assignments (how much closer each point is to its own cluster than to the "
                   f"next, −1…1, higher is better; no labels used). Chosen: K = {chosen} (highlighted), then fitted on "
-                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective) and the mean "
-                  f"confidence max_k q(k|x).</p>",
+                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective; not "
+                  f"comparable across K, whose prior, latent size and cost scale differ) and the mean confidence "
+                  f"max_k q(k|x).</p>",
                   _table(["K", "held-out silhouette", "held-out score", "mean confidence", "clusters used"], rows,
                          chosen_i)]
         if "k_sweep" in figures:
@@ -502,7 +505,8 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         assign = probs.argmax(1)
         sizes = np.bincount(assign, minlength=k)
         conf = probs.max(1)
-        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_, "fit_seconds": wall,
+        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_,
+                         "steps_kept_run": est.n_iter_kept_, "clock_stopped": est.clock_stopped_, "fit_seconds": wall,
                          "mean_confidence": float(conf.mean()), "clusters_used": int((sizes > 0).sum())}
         metrics.update({f"size/{j}": int(sizes[j]) for j in range(k)})
         metrics.update({f"confidence/{j}": float(conf[assign == j].mean()) for j in range(k) if sizes[j]})
@@ -535,8 +539,10 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         facts = [("data", f"{name} — {n} examples of shape {tuple(ds.shape)}" + (", with labels" if y is not None
                                                                                else ", no labels")),
                  ("clusters", f"K = {k}" + (" (chosen by the sweep below)" if sweep else "")),
-                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} steps in "
-                           f"{wall:.0f} s"),
+                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} optimiser "
+                           f"steps ({est.n_iter_kept_} in the kept run, the rest in discarded starts) in {wall:.0f} s"
+                           + (" — stopped by the clock (--max-minutes): not reproducible" if est.clock_stopped_
+                              else "")),
                  ("mean confidence", f"{conf.mean():.3f} (mean over examples of max_k q(k|x))")]
         facts += [("input", note) for note in est.input_notes_]
         write_report(tmp, f"wae cluster: {name}", facts, metrics, sizes, figs, sweep, k, est.run_config_.to_yaml())

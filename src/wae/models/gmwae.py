@@ -361,19 +361,28 @@ class GaussianMixtureAE(AutoEncoderModel):
         eps = torch.randn(k.shape[0], d, generator=generator).to(self.refit_means)
         return self.refit_means[k] + std_scale * torch.einsum("nij,nj->ni", self.refit_tril[k], eps)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_codes(self, n: int, component: int | None = None, std_scale: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """With ``component_refit``: codes of the refitted components (k ~ their weights, or ``component``; each
+        Gaussian's spread scaled by ``std_scale``), else the prior's."""
         if not self.config.component_refit:
-            return super().sample(n, generator)
-        k = torch.multinomial(self.refit_weights.cpu(), n, replacement=True, generator=generator)
-        return self.decode(self._refit_codes(k.to(self.refit_means.device), 1.0, generator))
+            return super().sample_codes(n, component, std_scale, generator)
+        if component is None:
+            k = torch.multinomial(self.refit_weights.cpu(), n, replacement=True, generator=generator)
+            return self._refit_codes(k.to(self.refit_means.device), std_scale, generator)
+        if not 0 <= component < self.config.num_components:
+            raise ConfigError(f"component {component} out of range: the model has {self.config.num_components} "
+                              "components")
+        kk = torch.full((n,), component, dtype=torch.long, device=self.refit_means.device)
+        return self._refit_codes(kk, std_scale, generator)
 
-    def sample_component(self, k: int, n: int, std_scale: float = 1.0, generator=None) -> Tensor:
+    def component_mode(self, k: int) -> Tensor:
+        """With ``component_refit``: the refitted mean of component k, else the prior's μ_k."""
         if not self.config.component_refit:
-            return super().sample_component(k, n, std_scale, generator)
+            return super().component_mode(k)
         if not 0 <= k < self.config.num_components:
             raise ConfigError(f"component {k} out of range: the model has {self.config.num_components} components")
-        kk = torch.full((n,), k, dtype=torch.long, device=self.refit_means.device)
-        return self.decode(self._refit_codes(kk, std_scale, generator))
+        return self.refit_means[k: k + 1]
 
     def component_moments_loss(self, z: Tensor, comp: Tensor, w: Tensor) -> Tensor:
         """Σ_k (W_k/ΣW)(mean‖m_k − μ⁰_k‖² + mean‖C_k − σ₀²I‖²) for codes z (n, M, d) of components ``comp`` (n, M)
