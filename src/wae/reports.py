@@ -40,25 +40,41 @@ _HEAD_COLS = [("acc_hungarian", "accuracy (Hungarian)"), ("acc_paper", "accuracy
               ("classes_covered", "classes drawn")]
 
 
+def _baseline_row(metrics: dict, split: str, name: str, label: str, cols: list) -> list[str] | None:
+    """The headline row of baseline ``name`` (``kmeans``, ``umap_gmm``): its scores and seconds; None when it has
+    neither scores nor a note (a note without scores — e.g. umap-learn missing — is the row's one line)."""
+    pre = f"{split}/{name}_"
+    note = metrics.get(pre + "note")
+    if pre + "acc_hungarian" not in metrics:
+        return [f"{label}: {note}", *("–" for _ in cols), "–"] if note else None
+    cells = [_fmt(metrics[pre + k]) if metrics.get(pre + k) is not None else "–" for k, _ in cols]
+    secs = metrics.get(pre + "seconds")
+    return [label + (f" ({note})" if note else ""), *cells, f"{secs:.0f}" if secs is not None else "–"]
+
+
 def clustering_headline(metrics: dict, model: str | None = None) -> tuple[list[str], list[list[str]]] | None:
     """(header, rows) of the table a clustering run's report opens with: this run on its held-out split, the
-    paper's number, and k-means on the same split; None for runs without clustering metrics."""
+    paper's number, k-means and UMAP → GMM on the same split, each with the seconds it took; None for runs without
+    clustering metrics."""
     split = metrics.get("eval_split", "test")
     if f"{split}/acc_hungarian" not in metrics:
         return None
     cols = [(k, name) for k, name in _HEAD_COLS if f"{split}/{k}" in metrics]
     where = metrics.get("eval_dataset", split)
     note = f" — {metrics['eval_note']}" if metrics.get("eval_note") else ""
-    header = ["", *(name for _, name in cols)]
+    header = ["", *(name for _, name in cols), "seconds"]
+    wall = metrics.get("train/wall_seconds")
     rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",
-             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols)]]
-    if f"{split}/kmeans_acc_hungarian" in metrics:
-        km = {"acc_hungarian": metrics[f"{split}/kmeans_acc_hungarian"], "nmi": metrics.get(f"{split}/kmeans_nmi")}
-        rows.append(["k-means on raw pixels, same split", *(_fmt(km[k]) if km.get(k) is not None else "–"
-                                                             for k, _ in cols)])
+             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols), f"{wall:.0f}" if wall is not None else "–"]]
+    for name, label in (("kmeans", "k-means on raw pixels, same split"),
+                        ("umap_gmm", "UMAP (10-d) → Gaussian mixture on raw pixels, fitted on this split's "
+                                     "pixels (no labels)")):
+        row = _baseline_row(metrics, split, name, label, cols)
+        if row:
+            rows.append(row)
     paper = PAPER_CLUSTERING.get(model or metrics.get("model", ""))
     if paper:
-        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols)])
+        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols), "–"])
     return header, rows
 
 
