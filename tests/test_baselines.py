@@ -45,6 +45,21 @@ def test_umap_gmm_recovers_known_clusters_and_is_deterministic():
     assert digits["umap_gmm_nmi"] > km["kmeans_nmi"]
 
 
+def test_exact_neighbours_match_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    from wae.evaluation.baselines import _exact_knn
+
+    x = np.random.default_rng(3).normal(size=(300, 7)).astype(np.float32)
+    x[17] = x[4]  # a duplicate: each of the two still comes first in its own list
+    idx, dist = _exact_knn(x, 6, chunk=64)  # several chunks, the last one short
+    d_ref, i_ref = NearestNeighbors(n_neighbors=6).fit(x).kneighbors(x)
+    assert np.array_equal(idx[:, 0], np.arange(300)) and idx[4, 1] == 17 and idx[17, 1] == 4
+    keep = ~np.isin(i_ref, [4, 17]).any(1)  # lists holding the twins may order them either way
+    assert keep.sum() > 250 and np.array_equal(idx[keep], i_ref[keep])
+    np.testing.assert_allclose(dist, d_ref, atol=1e-3)
+
+
 def test_without_umap_one_line_and_no_metric(monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` now raises ImportError
     x, y = separated_blobs(n_per=5)

@@ -81,8 +81,8 @@ def test_mnist_5k_is_judged_on_the_official_test_set(tmp_path):
     # the practitioner's baseline on each split, named like k-means', with its seconds (when umap-learn is there)
     pre = "test/umap_gmm_" if "test/umap_gmm_acc_hungarian" in m else None
     if pre:
-        assert 0 <= m[pre + "acc_hungarian"] <= 1 and 0 <= m["val/umap_gmm_nmi"] <= 1 and m[pre + "seconds"] > 0
-        assert "UMAP (10-d) → Gaussian mixture" in (run / "report.md").read_text()
+        assert 0 <= m[pre + "acc_hungarian"] <= 1 and 0 <= m[pre + "nmi"] <= 1 and m[pre + "seconds"] > 0
+        assert not [k for k in m if k.startswith("val/umap_gmm")]  # the judged split only
     else:
         assert "umap-learn is not installed" in m["test/umap_gmm_note"]
 

@@ -11,7 +11,9 @@ a failure leaves R as it was):
   ``config.yaml``, ``estimator.yaml`` + ``estimator.safetensors`` (``GMWAEClustering.load(R)``);
 * ``report.html`` (self-contained) and ``figures/``: per cluster the decoded mode, the real members closest to the
   mode, the least confident members and samples drawn from the cluster; the cluster sizes; with labels, accuracy
-  (Hungarian), NMI and ARI beside k-means and the class × cluster heat map; after a sweep, the criterion against K;
+  (Hungarian), NMI and ARI beside k-means and UMAP → Gaussian mixture on the same inputs as the model (its scaled
+  data; seconds each; :mod:`wae.evaluation.baselines`) and the class × cluster heat map; after a sweep, the criterion
+  against K;
 * ``metrics.json`` — the numbers of the page.
 
 Without ``--k``, K is chosen by a sweep over ``--k-range``: for each K the estimator is fitted on 80 % of the data

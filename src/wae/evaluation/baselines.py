@@ -44,6 +44,26 @@ def _umap_module():
     return umap
 
 
+def _exact_knn(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances), each (n, k): the k nearest points of every point by Euclidean distance, itself first,
+    nearest first (brute force in float32, ``chunk`` rows at a time). UMAP's own search (pynndescent) costs tens of
+    seconds of numba compilation per process; this costs about as much as one matrix product."""
+    sq = np.einsum("ij,ij->i", x, x)
+    idx = np.empty((len(x), k), dtype=np.int64)
+    dist = np.empty((len(x), k), dtype=np.float32)
+    for i in range(0, len(x), chunk):
+        rows = np.arange(i, min(i + chunk, len(x)))
+        d = sq[rows, None] + sq[None, :] - 2.0 * (x[rows] @ x.T)
+        np.maximum(d, 0.0, out=d)
+        d[np.arange(len(rows)), rows] = -1.0  # itself first, even among duplicates
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        pd = np.take_along_axis(d, part, 1)
+        order = np.argsort(pd, axis=1, kind="stable")
+        idx[rows] = np.take_along_axis(part, order, 1)
+        dist[rows] = np.sqrt(np.maximum(np.take_along_axis(pd, order, 1), 0.0))
+    return idx, dist
+
+
 @dataclass
 class UmapGmm:
     """The outcome of :func:`umap_gmm_baseline`: ``labels`` (a cluster id per point), ``seconds`` (its wall time) and
@@ -57,14 +77,14 @@ class UmapGmm:
 def umap_gmm_baseline(x, k: int, seed: int = 0, max_fit: int = UMAP_MAX_FIT, n_neighbors: int = 20,
                       n_components: int = 10, n_init: int = 3) -> UmapGmm:
     """UMAP → Gaussian mixture clustering of the points ``x`` (n × …, flattened to vectors), the N2D recipe on the
-    raw inputs: UMAP to ``n_components`` dimensions (``n_neighbors`` neighbours, ``min_dist=0``, Euclidean), then
+    raw inputs: UMAP to ``n_components`` dimensions (``n_neighbors`` exact Euclidean neighbours, ``min_dist=0``), then
     scikit-learn's ``GaussianMixture`` with ``k`` full-covariance components (``n_init`` starts) fitted on the
     embeddings; each point gets its most probable component. The points are clustered as they are (transductive, as
     k-means on the same data): no labels are read.
 
     Deterministic for a ``seed`` (UMAP with a ``random_state`` runs on one thread). More than ``max_fit`` points:
-    UMAP is fitted on a seeded subsample of ``max_fit`` of them and the others are embedded with ``transform`` (said
-    in ``note``). Raises :class:`ImportError` when umap-learn is not installed (see :func:`umap_gmm_scores`)."""
+    UMAP (with its own approximate neighbours) is fitted on a seeded subsample of ``max_fit`` of them and the others
+    are embedded with ``transform`` (said in ``note``). Raises :class:`ImportError` when umap-learn is not installed (see :func:`umap_gmm_scores`)."""
     umap = _umap_module()
     if umap is None:
         raise ImportError(UMAP_MISSING)
@@ -77,11 +97,12 @@ def umap_gmm_baseline(x, k: int, seed: int = 0, max_fit: int = UMAP_MAX_FIT, n_n
         raise WAEError(f"UMAP → GMM needs at least 3 points and k in 1..n; got {n} points and k = {k}")
     n_components = min(n_components, n - 2)  # UMAP's spectral start needs n_components + 1 < n
     note = ""
+    n_neighbors = max(2, min(n_neighbors, n - 1))
+    settings = dict(n_components=n_components, n_neighbors=n_neighbors, min_dist=0.0, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # umap's "n_jobs overridden by random_state", numba's notes
-        reducer = umap.UMAP(n_components=n_components, n_neighbors=max(2, min(n_neighbors, n - 1)), min_dist=0.0,
-                            random_state=seed)
-        if n > max_fit:
+        if n > max_fit:  # UMAP's own neighbour index, which transform needs
+            reducer = umap.UMAP(**settings)
             sub = np.sort(np.random.default_rng(seed).choice(n, max_fit, replace=False))
             rest = np.setdiff1d(np.arange(n), sub)
             emb = np.empty((n, n_components), dtype=np.float32)
@@ -89,8 +110,9 @@ def umap_gmm_baseline(x, k: int, seed: int = 0, max_fit: int = UMAP_MAX_FIT, n_n
             emb[rest] = reducer.transform(xf[rest])
             note = (f"UMAP fitted on a seeded subsample of {max_fit:,} of the {n:,} points, the other "
                     f"{n - max_fit:,} transformed")
-        else:
-            emb = reducer.fit_transform(xf)
+        else:  # exact neighbours handed to UMAP: its graph without its search's compile time
+            knn_idx, knn_dist = _exact_knn(xf, n_neighbors)
+            emb = umap.UMAP(**settings, precomputed_knn=(knn_idx, knn_dist, None)).fit_transform(xf)
     gmm = GaussianMixture(k, covariance_type="full", n_init=n_init, random_state=seed).fit(emb)
     return UmapGmm(gmm.predict(emb).astype(np.int64), time.time() - t0, note)
 
