@@ -84,7 +84,8 @@ def umap_gmm_baseline(x, k: int, seed: int = 0, max_fit: int = UMAP_MAX_FIT, n_n
 
     Deterministic for a ``seed`` (UMAP with a ``random_state`` runs on one thread). More than ``max_fit`` points:
     UMAP (with its own approximate neighbours) is fitted on a seeded subsample of ``max_fit`` of them and the others
-    are embedded with ``transform`` (said in ``note``). Raises :class:`ImportError` when umap-learn is not installed (see :func:`umap_gmm_scores`)."""
+    are embedded with ``transform`` (said in ``note``). Raises :class:`ImportError` when umap-learn is not installed
+    (see :func:`umap_gmm_scores`)."""
     umap = _umap_module()
     if umap is None:
         raise ImportError(UMAP_MISSING)
