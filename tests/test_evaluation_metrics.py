@@ -527,7 +527,7 @@ def test_kmeans_baseline_uses_the_runs_k_and_scores_it_the_same_ways():
     from sklearn.cluster import KMeans
 
     from wae.data import Dataset
-    from wae.evaluation.runner import kmeans_baseline
+    from wae.evaluation.baselines import kmeans_baseline
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 4)) * 5
@@ -537,8 +537,8 @@ def test_kmeans_baseline_uses_the_runs_k_and_scores_it_the_same_ways():
         return Dataset("b", torch.tensor(centres[y] + rng.normal(size=(n, 4)), dtype=torch.float32), torch.tensor(y))
 
     train, test, val = blobs(300), blobs(90), blobs(30)
-    out = kmeans_baseline(train, test, 6, seed=0, prefix="test/", map_ds=val)
-    assert set(out) == {f"test/kmeans_{k}" for k in ("acc_hungarian", "acc_paper", "acc_makhzani",
+    out = kmeans_baseline(train.x, test.x, test.y, 6, seed=0, prefix="test/", map_x=val.x, map_y=val.y)
+    assert set(out) == {f"test/kmeans_{k}" for k in ("acc_hungarian", "acc_paper", "acc_makhzani", "ari", "seconds",
                                                       "acc_makhzani_valmap", "acc_majority", "nmi")}
     km = KMeans(n_clusters=6, n_init=3, random_state=0).fit(train.x.numpy().astype(np.float64))
     xt, yt = test.x.numpy().astype(np.float64), test.y.numpy()

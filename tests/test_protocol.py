@@ -78,6 +78,13 @@ def test_mnist_5k_is_judged_on_the_official_test_set(tmp_path):
     assert m["eval_dataset"] == "mnist-5k:test" and "official MNIST test set" in m["eval_note"]
     assert m["val_examples"] == 500 and m["train_examples"] == 200
     assert 0 <= m["test/kmeans_acc_hungarian"] <= 1 and 0 <= m["val/kmeans_acc_hungarian"] <= 1
+    # the practitioner's baseline on each split, named like k-means', with its seconds (when umap-learn is there)
+    pre = "test/umap_gmm_" if "test/umap_gmm_acc_hungarian" in m else None
+    if pre:
+        assert 0 <= m[pre + "acc_hungarian"] <= 1 and 0 <= m[pre + "nmi"] <= 1 and m[pre + "seconds"] > 0
+        assert not [k for k in m if k.startswith("val/umap_gmm")]  # the judged split only
+    else:
+        assert "umap-learn is not installed" in m["test/umap_gmm_note"]
 
 
 def test_figures_of_a_small_held_out_split(tmp_path):

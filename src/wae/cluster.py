@@ -11,7 +11,9 @@ a failure leaves R as it was):
   ``config.yaml``, ``estimator.yaml`` + ``estimator.safetensors`` (``GMWAEClustering.load(R)``);
 * ``report.html`` (self-contained) and ``figures/``: per cluster the decoded mode, the real members closest to the
   mode, the least confident members and samples drawn from the cluster; the cluster sizes; with labels, accuracy
-  (Hungarian), NMI and ARI beside k-means and the class × cluster heat map; after a sweep, the criterion against K;
+  (Hungarian), NMI and ARI beside k-means and UMAP → Gaussian mixture on the same inputs as the model (its scaled
+  data; seconds each; :mod:`wae.evaluation.baselines`) and the class × cluster heat map; after a sweep, the criterion
+  against K;
 * ``metrics.json`` — the numbers of the page.
 
 Without ``--k``, K is chosen by a sweep over ``--k-range``: for each K the estimator is fitted on 80 % of the data
@@ -49,7 +51,7 @@ from .data.custom import _image_files
 from .errors import DataError, WAEError
 from .estimator import GMWAEClustering, check_image_size, default_preset
 from .evaluation.clustering import ari, class_cluster_matrix, hungarian_accuracy, nmi
-from .evaluation.runner import kmeans_baseline
+from .evaluation.baselines import kmeans_baseline, umap_gmm_scores
 from .files import write_json
 from .plots import figures as F
 
@@ -364,13 +366,21 @@ def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: d
              "<body>", "<main>", f"<h1>{_e(title)}</h1>",
              "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in facts) + "</ul>"]
     if "acc_hungarian" in metrics:
-        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"]]]
-        if "kmeans_acc_hungarian" in metrics:
-            rows.append(["k-means, same data and K", metrics["kmeans_acc_hungarian"], metrics["kmeans_nmi"], "–"])
+        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"],
+                 round(metrics["fit_seconds"])]]
+        for name, label in (("kmeans", "k-means, same data and K"),
+                            ("umap_gmm", "UMAP (10-d) → Gaussian mixture, same data and K")):
+            note = metrics.get(f"{name}_note")
+            if f"{name}_acc_hungarian" in metrics:
+                rows.append([label + (f" ({note})" if note else ""), *(metrics.get(f"{name}_{m}", "–") for m in
+                                                                       ("acc_hungarian", "nmi", "ari")),
+                             round(metrics[f"{name}_seconds"])])
+            elif note:
+                rows.append([f"{label}: {note}", "–", "–", "–", "–"])
         parts += ["<h2>Agreement with the labels</h2>",
                   "<p>The labels were not used to fit: they only score the clusters. Accuracy matches clusters to "
-                  "classes one-to-one (Hungarian).</p>",
-                  _table(["", "accuracy (Hungarian)", "NMI", "ARI"], rows)]
+                  "classes one-to-one (Hungarian). The baselines cluster the same inputs the model sees.</p>",
+                  _table(["", "accuracy (Hungarian)", "NMI", "ARI", "seconds"], rows)]
         if "cluster_heatmap" in figures:
             parts.append(_figure(figures["cluster_heatmap"], "class × cluster: mean q(k|x) over the examples of each "
                                                              "class"))
@@ -511,10 +521,13 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         metrics.update({f"size/{j}": int(sizes[j]) for j in range(k)})
         metrics.update({f"confidence/{j}": float(conf[assign == j].mean()) for j in range(k) if sizes[j]})
         y = ds.y.numpy() if ds.y is not None else None
+        xm = est._model_x(x)  # the model's input: the estimator's scaling applied
         if y is not None:
             metrics.update({"acc_hungarian": float(hungarian_accuracy(assign, y)[0]), "nmi": float(nmi(assign, y)),
                             "ari": float(ari(assign, y))})
-            metrics.update(kmeans_baseline(ds, ds, k, seed=seed, prefix=""))
+            metrics.update(kmeans_baseline(xm, xm, y, k, seed=seed, prefix=""))  # the model's input
+            say("baseline: UMAP → Gaussian mixture on the same data …")
+            metrics.update(umap_gmm_scores(xm, y, k, seed=seed))
         if sweep:
             metrics["sweep"] = sweep
         # everything below is written into tmp, then renamed to out in one step
@@ -523,7 +536,6 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         fig_dir = tmp / "figures"
         fig_dir.mkdir()
         figs: dict[str, Path] = {}
-        xm = est._model_x(x)  # the model's input: the estimator's scaling applied
         if ds.is_image:
             figs["cluster_gallery"] = gallery_figure(est, xm, probs, fig_dir / "cluster_gallery.png", seed)
         else:

@@ -70,27 +70,44 @@ _HEAD_COLS = [("acc_hungarian", "accuracy (Hungarian: one-to-one map from this s
               ("classes_covered", "classes drawn")]
 
 
+def _baseline_row(metrics: dict, split: str, name: str, label: str, cols: list) -> list[str] | None:
+    """The headline row of baseline ``name`` (``kmeans``, ``umap_gmm``): its scores and seconds; None when it has
+    neither scores nor a note (a note without scores — e.g. umap-learn missing — is the row's one line)."""
+    pre = f"{split}/{name}_"
+    note = metrics.get(pre + "note")
+    if pre + "acc_hungarian" not in metrics:
+        return [f"{label}: {note}", *("–" for _ in cols), "–"] if note else None
+    cells = [_fmt(metrics[pre + k]) if metrics.get(pre + k) is not None else "–" for k, _ in cols]
+    secs = metrics.get(pre + "seconds")
+    return [label + (f" ({note})" if note else ""), *cells, f"{secs:.0f}" if secs is not None else "–"]
+
+
 def clustering_headline(metrics: dict, model: str | None = None, K: int | None = None,
                         M: int = 1) -> tuple[list[str], list[list[str]]] | None:
     """(header, rows) of the table a clustering run's report opens with: this run (K clusters, M samples for GMVAE)
-    on its held-out split, k-means with the same K on the same split scored the same ways, and the paper's number for
-    the same K; None for runs without clustering metrics. The column captions say which data label the clusters."""
+    on its held-out split, k-means with the same K and UMAP → GMM on the same split (each with the seconds it took),
+    and the paper's number for the same K; None for runs without clustering metrics. The column captions say which
+    data label the clusters."""
     split = metrics.get("eval_split", "test")
     if f"{split}/acc_hungarian" not in metrics:
         return None
     cols = [(k, name) for k, name in _HEAD_COLS if f"{split}/{k}" in metrics]
     where = metrics.get("eval_dataset", split)
     note = f" — {metrics['eval_note']}" if metrics.get("eval_note") else ""
-    header = ["", *(name for _, name in cols)]
+    header = ["", *(name for _, name in cols), "seconds"]
+    wall = metrics.get("train/wall_seconds")
     rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",
-             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols)]]
-    if f"{split}/kmeans_acc_hungarian" in metrics:
-        km = {k: metrics.get(f"{split}/kmeans_{k}") for k, _ in cols}
-        rows.append([f"k-means on raw pixels{f' with K = {K}' if K else ''}, same split, scored the same ways",
-                     *(_fmt(km[k]) if km.get(k) is not None else "–" for k, _ in cols)])
+             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols), f"{wall:.0f}" if wall is not None else "–"]]
+    for name, label in (("kmeans", f"k-means on raw pixels{f' with K = {K}' if K else ''}, same split, scored the "
+                                   "same ways"),
+                        ("umap_gmm", "UMAP (10-d) → Gaussian mixture on raw pixels, fitted on this split's "
+                                     "pixels (no labels)")):
+        row = _baseline_row(metrics, split, name, label, cols)
+        if row:
+            rows.append(row)
     paper = paper_clustering(model or metrics.get("model", ""), K, M)
     if paper:
-        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols)])
+        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols), "–"])
     return header, rows
 
 
