@@ -229,3 +229,14 @@ def test_encode_errors_are_one_line(gm_run, tmp_path):
     assert "not found" in _one_line_error(wae("encode", str(gm_run), "--dataset", f"npz:{tmp_path}/none.npz",
                                                "--out", str(tmp_path / "c.npz")))
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_version_comes_from_the_package(capsys, monkeypatch):
+    import wae
+    from wae import cli
+
+    monkeypatch.setattr(cli, "__version__", "9.9.9-test")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == "wae 9.9.9-test"  # not a literal in cli.py
+    assert wae.__version__ in (Path(__file__).parents[1] / "pyproject.toml").read_text()

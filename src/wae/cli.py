@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._version import __version__
+from .config import MAX_SEED
 from .errors import TrainingError, TrainingStopped, WAEError
 from .presets import MAIN_MODEL, MAIN_PRESET, main_job_dataset, main_job_sets, resolve_config
 
@@ -19,10 +21,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"wae: error: {message} (see `{self.prog} --help`)\n")
-
-
-MAX_SEED = 2 ** 32 - 1
-"""Seeds from 0 to 2^32 − 1 (NumPy's range; Lightning's too)."""
 
 
 def _int_arg(lo: int | None = None, hi: int | None = None):
@@ -54,7 +52,7 @@ def _positive_float(text: str) -> float:
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="wae", description="Wasserstein auto-encoders with mixture and hierarchical latents: train, "
                 "evaluate, sample, and reproduce the WAE, GM-WAE, StackedWAE and GMVAE papers.")
-    p.add_argument("--version", action="version", version="wae 0.1.0")
+    p.add_argument("--version", action="version", version=f"wae {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model into a run directory (no arguments: the main job)")
