@@ -49,6 +49,7 @@ def clustering_headline(metrics: dict, model: str | None = None) -> tuple[list[s
     cols = [(k, name) for k, name in _HEAD_COLS if f"{split}/{k}" in metrics]
     where = metrics.get("eval_dataset", split)
     note = f" — {metrics['eval_note']}" if metrics.get("eval_note") else ""
+    note += f" — {metrics['sample_note']}" if metrics.get("sample_note") else ""
     header = ["", *(name for _, name in cols)]
     rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",
              *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols)]]
