@@ -159,6 +159,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "cluster-vector)")
     cl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     cl.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:i, mps")
+    cl.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                    help="assignments.csv (default) or assignments.parquet (needs pyarrow), written in chunks")
     cl.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
 
     sub.add_parser("datasets", help="list data sets and whether they are available locally")

@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_json", "TableWriter", "TABLE_FORMATS",
+           "parquet_available"]
 
 
 def _umask() -> int:
@@ -82,3 +83,94 @@ def _jsonable(v):
 def write_json(path, data: dict) -> Path:
     clean = {k: _jsonable(v) for k, v in data.items()}
     return atomic_write_text(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
+
+
+TABLE_FORMATS = ("csv", "parquet")
+
+
+def parquet_available() -> bool:
+    """Whether Parquet tables can be written (pyarrow is installed)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+class TableWriter:
+    """A table written chunk by chunk, so that memory holds one chunk whatever the number of rows: CSV (cells
+    formatted by :meth:`write`'s caller or here: floats ``%.6g``) or Parquet (typed columns; needs pyarrow). Rows go
+    into a temporary file beside ``path``, renamed into place by :meth:`close` (atomic, like :func:`atomic_write_with`);
+    :meth:`abort` removes it. Use as a context manager: an exception aborts."""
+
+    def __init__(self, path: str | Path, columns: list[str], fmt: str = "csv", lineterminator: str = "\n"):
+        if fmt not in TABLE_FORMATS:
+            raise ValueError(f"table format must be one of {TABLE_FORMATS}, got {fmt!r}")
+        self.path, self.columns, self.fmt, self.rows = Path(path), list(columns), fmt, 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._pq = None
+        if fmt == "csv":
+            import csv
+
+            self._f = open(self.tmp, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._f, lineterminator=lineterminator)
+            self._csv.writerow(self.columns)
+
+    def write(self, cols: list) -> None:
+        """One chunk: a 1-D array (or list) per column, in the order of ``columns``, all of one length. CSV cells:
+        strings as given, floats ``%.6g``, other values ``str``."""
+        if self.fmt == "csv":
+            import numpy as np
+
+            cells = [c if isinstance(c, list) else (np.char.mod("%.6g", c) if c.dtype.kind == "f" else c.astype(str))
+                     .tolist() for c in cols]
+            self._csv.writerows(zip(*cells))
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.table({name: pa.array(c) for name, c in zip(self.columns, cols)})
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(self.tmp, table.schema)
+            self._pq.write_table(table)
+        self.rows += len(cols[0]) if cols else 0
+
+    def close(self) -> Path:
+        """Finish the file and move it into place."""
+        if self.fmt == "csv":
+            self._f.close()
+        elif self._pq is not None:
+            self._pq.close()
+        else:  # no rows: an empty table with the columns
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({name: pa.array([], pa.string()) for name in self.columns}), self.tmp)
+        mode = 0o666 & ~_umask()
+        with open(self.tmp, "rb+") as f:
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written (the file in place, if any, is left as it was)."""
+        try:
+            if self.fmt == "csv":
+                self._f.close()
+            elif self._pq is not None:
+                self._pq.close()
+        finally:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -244,12 +244,13 @@ class Source:
 
     # --- a streaming pass ---------------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """One pass over every row in chunks (memory: one chunk): ``finite`` (no NaN or infinity), ``min``, ``max``,
-        and per feature (float64) ``sum`` and ``sumsq`` of the values this source gives; ``n`` rows. Cached."""
+        """One pass over every row in chunks (memory: one chunk): ``n`` rows, ``finite`` (no NaN or infinity),
+        ``min``, ``max``, and per feature (float64) ``mean`` and ``m2`` (the sum of squared deviations from the mean,
+        chunks merged as Chan et al. do) of the values this source gives. Cached."""
         if self._stats is None:
             n, d = len(self), math.prod(self.reader.example_shape)
             chunk = max(1, STATS_CHUNK_BYTES // max(1, d * 8))
-            s, ss = np.zeros(d), np.zeros(d)
+            count, mean, m2 = 0, np.zeros(d), np.zeros(d)
             lo, hi, finite = math.inf, -math.inf, True
             for i in range(0, n, chunk):
                 x = self[i: i + chunk].flatten(1).double().numpy()
@@ -257,9 +258,13 @@ class Source:
                     finite = False
                     break
                 lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-                s += x.sum(0)
-                ss += np.einsum("ij,ij->j", x, x)
-            self._stats = {"n": n, "finite": finite, "min": lo, "max": hi, "sum": s, "sumsq": ss}
+                k, cm = len(x), x.mean(0)
+                cm2 = np.einsum("ij,ij->j", x - cm, x - cm)
+                delta, total = cm - mean, count + k
+                mean = mean + delta * (k / total)
+                m2 = m2 + cm2 + delta * delta * (count * k / total)
+                count = total
+            self._stats = {"n": n, "finite": finite, "min": lo, "max": hi, "mean": mean, "m2": m2}
         return self._stats
 
 
