@@ -1,5 +1,5 @@
 """Atomic file writes: a crash leaves the old file or the new one, never a partial one (the ground floor: no model,
-no training engine)."""
+no training engine); tables and arrays written chunk by chunk (:class:`TableWriter`, :class:`NpzWriter`)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_json", "TableWriter", "TABLE_FORMATS",
-           "parquet_available"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "write_json", "TableWriter", "NpzWriter",
+           "TABLE_FORMATS", "parquet_available"]
 
 
 def _umask() -> int:
@@ -167,6 +167,73 @@ class TableWriter:
                 pass
 
     def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class NpzWriter:
+    """Arrays of ``n`` rows written chunk by chunk into an uncompressed ``.npz`` (``numpy.load`` reads it as it reads
+    ``numpy.savez``'s): each array's rows are appended to a ``.npy`` file of their own beside ``path`` (memory: one
+    chunk), stored into the zip by :meth:`close` in the order the arrays first came, and the zip renamed into place
+    (atomic); :meth:`abort` removes everything. Use as a context manager: an exception aborts."""
+
+    def __init__(self, path: str | Path, n: int):
+        self.path, self.n = Path(path), int(n)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self._files: dict = {}
+        self._rows: dict[str, int] = {}
+
+    def write(self, **chunks) -> None:
+        """The next rows of each named array (all chunks of one array share its dtype and row shape)."""
+        import numpy as np
+
+        for name, chunk in chunks.items():
+            chunk = np.ascontiguousarray(chunk)
+            if name not in self._files:
+                f = open(self.dir / f"{name}.npy", "wb")
+                np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(chunk.dtype),
+                                                         "fortran_order": False,
+                                                         "shape": (self.n, *chunk.shape[1:])})
+                self._files[name], self._rows[name] = f, 0
+            self._files[name].write(chunk.tobytes())
+            self._rows[name] += len(chunk)
+
+    def close(self) -> Path:
+        import zipfile
+
+        for name, f in self._files.items():
+            f.close()
+            if self._rows[name] != self.n:
+                raise ValueError(f"{self.path}: array {name} got {self._rows[name]} rows of {self.n}")
+
+        def zip_them(tmp):
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name in self._files:
+                    zf.write(self.dir / f"{name}.npy", f"{name}.npy")
+
+        try:
+            atomic_write_with(self.path, zip_them)
+        finally:
+            self._cleanup()
+        return self.path
+
+    def _cleanup(self) -> None:
+        import shutil
+
+        for f in self._files.values():
+            f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def abort(self) -> None:
+        self._cleanup()
+
+    def __enter__(self) -> "NpzWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
