@@ -197,12 +197,15 @@ class Source:
     def read(self, key) -> torch.Tensor:
         """Raw rows ``key`` (positions in this source) in the order given: uint8 or float32, the model's layout."""
         rows = self._base_rows(_positions(key, len(self)))
-        if rows.size == 0:
-            return torch.from_numpy(self.reader.read(rows))
-        if np.all(np.diff(rows) > 0):
-            return torch.from_numpy(self.reader.read(rows))
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        return torch.from_numpy(np.ascontiguousarray(self.reader.read(uniq)[inverse]))
+        if rows.size == 0 or np.all(np.diff(rows) > 0):
+            out = self.reader.read(rows)
+        else:
+            uniq, inverse = np.unique(rows, return_inverse=True)
+            out = self.reader.read(uniq)[inverse]
+        t = torch.from_numpy(np.ascontiguousarray(out))
+        # the strides of a fresh tensor: NumPy may give a size-1 axis (one channel) any stride, and a tensor whose
+        # strides also read as channels-last gets other convolution kernels (results differing in the last bit)
+        return t.reshape(-1).view(t.shape)
 
     def decode(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw rows (on any device) → float32 values: ``raw / div``, then the affine map when there is one."""
