@@ -436,7 +436,8 @@ def _parse_name(name: str, split: str) -> tuple[_Entry, str, dict]:
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, **kw) -> Dataset:
-    """Load split ``split`` of data set ``name``, whole, in memory.
+    """Load split ``split`` of data set ``name``: in memory, or streamed from disk when its loader finds it too large
+    (:func:`in_memory_bytes`; ``ds.streamed``).
 
     Names: ``mnist``; ``mnist:test`` (the suffix overrides ``split``; with several suffixes the last wins);
     ``npz:/path/file.npz`` or ``folder:/path/dir``, optionally followed by ``:split``. Unknown names, splits or

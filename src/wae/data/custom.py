@@ -248,8 +248,8 @@ def _streamed_x(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype
 
 
 def _stream_note(what: str, n: int, need: int) -> None:
-    log.warning("%s: %s examples (%s in memory as float32) are read from disk in batches: more than the %s held "
-                "in memory (WAE_IN_MEMORY_BYTES sets it)", what, f"{n:,}", format_bytes(need),
+    log.warning("%s: %s examples (%s in memory with their float32 copy) are read from disk in batches: more than "
+                "the %s held in memory (WAE_IN_MEMORY_BYTES sets it)", what, f"{n:,}", format_bytes(need),
                 format_bytes(in_memory_bytes()))
 
 
