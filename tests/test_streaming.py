@@ -194,8 +194,6 @@ def test_a_streamed_run_resumes_exactly(tmp_path, streamed):
 
 
 def test_neighbour_views_are_refused_on_streamed_data(tmp_path, streamed):
-    from wae.cli import main
-
     x, _ = digits(60)
     np.save(tmp_path / "d.npy", x)
     args = _train_args(f"npy:{tmp_path / 'd.npy'}", tmp_path / "r", 6) + ["--set", "consistency_weight=1", "--set",
@@ -245,8 +243,9 @@ def test_encode_writes_in_chunks_and_its_memory_does_not_grow_with_n(tmp_path, m
     for n in (2_000, 20_000):
         big = np.resize(x, (n, 28, 28))
         np.save(tmp_path / f"n{n}.npy", big)
-        peaks[n] = _peak(lambda: main(["encode", str(run), "--dataset", f"npy:{tmp_path / f'n{n}.npy'}", "--out",
-                                       str(tmp_path / f"n{n}.csv"), "--batch-size", "256", "--quiet"]))
+        args = ["encode", str(run), "--dataset", f"npy:{tmp_path / f'n{n}.npy'}", "--out", str(tmp_path / f"n{n}.csv"),
+                "--batch-size", "256", "--quiet"]
+        peaks[n] = _peak(lambda a=args: main(a))
         assert len((tmp_path / f"n{n}.csv").read_text().splitlines()) == n + 1
     assert peaks[20_000] < peaks[2_000] + 2 ** 20, peaks
 

@@ -53,7 +53,7 @@ from .data.core import DATASETS
 from .data.custom import _image_files
 from .errors import DataError, WAEError
 from .estimator import GMWAEClustering, check_image_size, default_preset
-from .evaluation.clustering import ari, class_cluster_matrix, hungarian_accuracy, nmi
+from .evaluation.clustering import ari, hungarian_accuracy, nmi
 from .evaluation.runner import kmeans_baseline
 from .files import TABLE_FORMATS, TableWriter, parquet_available, write_json
 from .plots import figures as F
