@@ -187,6 +187,7 @@ def test_a_streamed_run_resumes_exactly(tmp_path, streamed):
     x, y = digits(200)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     data = f"npz:{tmp_path / 'd.npz'}"
+    assert load_dataset(data).streamed
     assert main(_train_args(data, tmp_path / "a", 9)) == 0
     assert main(_train_args(data, tmp_path / "b", 5)) == 0
     assert main(_train_args(data, tmp_path / "b", 9) + ["--resume"]) == 0
