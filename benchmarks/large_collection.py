@@ -8,7 +8,10 @@ Training: the main job's model (preset ``main``, one start, no pre-training) for
 images/s = steps after the first ``--warmup`` × batch × processes / their wall time. Encoding (rank 0, one device):
 codes and q(k|x) of the first ``--encode-n`` examples, read in batches of 4,096 and decoded on the device.
 Peak memory: the device's ``max_memory_allocated`` (the largest over the processes), and each process's peak
-resident set (``ru_maxrss``). One Markdown row is appended to ``--table``.
+resident set (``ru_maxrss``). On shared CPUs wall-clock rates depend on the other jobs: each rate also comes per
+CPU-second of the (first) process. The file is streamed when the loader says so (above 1 GiB with its float32
+copy, or with ``WAE_IN_MEMORY_BYTES=0``), else held in memory: the "data" column says which. One Markdown row is
+appended to ``--table``.
 
   python benchmarks/large_collection.py --devices 2 --accelerator gpu --table runs/gpu/large.md
 """
@@ -26,9 +29,9 @@ import lightning as L
 import numpy as np
 import torch
 
-HEADER = ("| devices | accelerator | examples | batch per process | steps | train images/s | peak device memory "
-          "(train) | encode images/s | peak device memory (encode) | peak RSS per process |\n"
-          "|---|---|---|---|---|---|---|---|---|---|\n")
+HEADER = ("| devices | accelerator | data | examples | batch per process | steps | train images/s (per CPU-s) | "
+          "peak device memory (train) | encode images/s (per CPU-s) | peak device memory (encode) | peak RSS per "
+          "process |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 
 
 def make_data(path: Path, n: int, seed: int = 0) -> None:
@@ -61,7 +64,7 @@ class Meter(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup and self.t0 is None:
             self._sync(pl_module)
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.t0 is not None:
@@ -70,15 +73,16 @@ class Meter(L.Callback):
     def on_train_end(self, trainer, pl_module):
         self._sync(pl_module)
         wall = time.perf_counter() - self.t0 if self.t0 is not None else float("nan")
+        cpu = time.process_time() - self.c0 if self.t0 is not None else float("nan")
         dev = pl_module.device
         peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"meter.rank{trainer.global_rank}.json").write_text(json.dumps(
-            {"steps": self.steps, "wall": wall, "peak_device": peak, "world": trainer.world_size,
+            {"steps": self.steps, "wall": wall, "cpu": cpu, "peak_device": peak, "world": trainer.world_size,
              "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
 
-def encode_throughput(model, data: str, n: int, device: torch.device) -> tuple[float, int | None]:
+def encode_throughput(model, data: str, n: int, device: torch.device) -> tuple[float, float, int | None]:
     from wae.data import load_dataset
     from wae.data.source import batches
 
@@ -87,15 +91,15 @@ def encode_throughput(model, data: str, n: int, device: torch.device) -> tuple[f
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for xb in batches(ds.x, 4096, device=device):
             model.encode(xb)
             model.cluster_probs(xb)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    wall = time.perf_counter() - t0
-    return len(ds) / wall, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return len(ds) / wall, len(ds) / cpu, (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
 
 
 def _mib(v) -> str:
@@ -139,12 +143,16 @@ def main(argv=None) -> int:
     ranks = [json.loads(f.read_text()) for f in sorted(out.glob("meter.rank*.json"))]
     world = ranks[0]["world"]
     train_ips = a.batch_size * world * ranks[0]["steps"] / ranks[0]["wall"]
+    train_cpu = a.batch_size * ranks[0]["steps"] / ranks[0]["cpu"]
     dev = torch.device("cuda" if a.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu")
-    enc_ips, enc_peak = encode_throughput(model, f"npy:{path}", a.encode_n, dev)
+    enc_ips, enc_cpu, enc_peak = encode_throughput(model, f"npy:{path}", a.encode_n, dev)
     peaks = [r["peak_device"] for r in ranks if r["peak_device"] is not None]
-    row = (f"| {world} | {a.accelerator} | {a.n:,} | {a.batch_size} | {ranks[0]['steps']} (after {meter.warmup}) | "
-           f"{train_ips:,.0f} | {_mib(max(peaks) if peaks else None)} | {enc_ips:,.0f} | {_mib(enc_peak)} | "
-           f"{_mib(max(r['rss'] for r in ranks))} |")
+    from wae.data import load_dataset
+
+    kind = "streamed" if load_dataset(f"npy:{path}").streamed else "in memory"
+    row = (f"| {world} | {a.accelerator} | {kind} | {a.n:,} | {a.batch_size} | {ranks[0]['steps']} (after "
+           f"{meter.warmup}) | {train_ips:,.0f} ({train_cpu:,.0f}) | {_mib(max(peaks) if peaks else None)} | "
+           f"{enc_ips:,.0f} ({enc_cpu:,.0f}) | {_mib(enc_peak)} | {_mib(max(r['rss'] for r in ranks))} |")
     print(f"large_collection: devices={world} train {train_ips:,.0f} images/s, encode {enc_ips:,.0f} images/s "
           f"(total {time.time() - t0:.0f} s, train/steps={metrics.get('train/steps')})", flush=True)
     if a.table:
