@@ -1,8 +1,8 @@
 """A large collection streamed from disk (issue 36): training and encoding throughput (images/s) and peak memory
 for one configuration of devices; ``gpu.sh`` runs it for 1, 2 and 4 GPUs when present.
 
-The data: ``--n`` 28×28 uint8 digits in a ``.npy`` file (mnist-5k's digits shifted by up to ±2 px, with noise;
-written once, in chunks, if the file is missing) — 784 MB for a million, streamed (``npy:``) whatever its size.
+The data: ``--n`` 28×28 uint8 digits in a ``.npy`` file (mnist-5k's digits drawn at random, each chunk of 50,000
+shifted by up to ±2 px, noise of ±12 levels; written once, in chunks, if the file is missing) — 784 MB for a million, streamed (``npy:``) whatever its size.
 Training: the main job's model (preset ``main``, one start, no pre-training) for ``--steps`` optimiser steps with
 ``--batch-size`` per process (under DDP: one process per device, each reading its own shard of every epoch);
 images/s = steps after the first ``--warmup`` × batch × processes / their wall time. Encoding (rank 0, one device):
@@ -41,10 +41,11 @@ def make_data(path: Path, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     tmp = path.with_suffix(".tmp.npy")
     x = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 28, 28))
-    for i in range(0, n, 50_000):
+    for i in range(0, n, 50_000):  # chunks of 50,000 digits, each chunk shifted by one (dy, dx)
         m = min(50_000, n - i)
+        src = base[rng.integers(0, len(base), m)]
         dy, dx = (int(v) for v in rng.integers(-2, 3, 2))
-        img = np.roll(base[rng.integers(0, len(base), m)], (dy, dx), axis=(1, 2)).astype(np.int16)
+        img = np.roll(src, (dy, dx), axis=(1, 2)).astype(np.int16)
         x[i:i + m] = np.clip(img + rng.integers(-12, 13, img.shape, dtype=np.int16), 0, 255).astype(np.uint8)
     x.flush()
     del x
