@@ -32,7 +32,8 @@ import wae.models  # noqa: F401  (registers the model configs RunConfig reads)
 from wae.config import RunConfig
 
 KEYS = ["acc_hungarian", "acc_paper", "acc_makhzani", "nmi", "ari", "active_components", "component_purity",
-        "classes_covered", "recon_mse", "mmd_prior", "kmeans_acc_hungarian", "elbo"]
+        "classes_covered", "recon_mse", "mmd_prior", "kmeans_acc_hungarian", "kmeans_nmi", "umap_gmm_acc_hungarian",
+        "umap_gmm_nmi", "umap_gmm_seconds", "elbo"]
 
 
 def summary(values: list[float]) -> tuple[float, float, float]:

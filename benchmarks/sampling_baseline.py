@@ -6,7 +6,7 @@ after training (ex-post density estimation, as the RAE paper; ``wae sample --sam
 For each run, on the test split of its data (the official MNIST test set for mnist-5k), with the data set's domain
 classifier (``wae.evaluation.classifier``):
 - clustering of the held-out digits: GM-WAE by q(k|x); WAE + GMM by the mixture's p(k | code) — Hungarian
-  accuracy and NMI;
+  accuracy and NMI, beside UMAP → GMM on the test digits' pixels (``wae.evaluation.baselines``; no samples);
 - per-cluster samples: for each component k, 200 samples drawn from it (GM-WAE: prior mode k; WAE + GMM: mixture
   component k) classified by the domain classifier — purity (share of k's samples in k's majority class, mean over
   k) and the number of distinct majority classes (classes drawn);
@@ -24,6 +24,7 @@ import torch
 
 import wae
 from wae.data import load_dataset
+from wae.evaluation.baselines import umap_gmm_scores
 from wae.evaluation.classifier import get_domain_classifier
 from wae.evaluation.clustering import hungarian_accuracy, nmi
 from wae.evaluation.distances import fid_from_features, precision_recall
@@ -89,6 +90,14 @@ def main():
             v = np.array([s[c] for s in scores])
             stats.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
         rows.append(f"| {name} ({len(runs)} runs) | " + " | ".join(stats) + " |")
+    test = load_data_for(load_run_config(Path(a.gm[0]) / "config.yaml"), need_test=True).test
+    um = umap_gmm_scores(test.x, test.y, a.components)
+    if "umap_gmm_acc_hungarian" in um:
+        rows.append(f"| UMAP → GMM on the test digits' pixels ({um['umap_gmm_seconds']:.0f} s) | "
+                    f"{um['umap_gmm_acc_hungarian']:.3f} | {um['umap_gmm_nmi']:.3f} | " + " | ".join(
+                        "–" for _ in cols[2:]) + " |")
+    else:
+        rows.append(f"| {um['umap_gmm_note']} | " + " | ".join("–" for _ in cols) + " |")
     text = "\n".join([f"`python benchmarks/sampling_baseline.py --gm {' '.join(a.gm)} --wae {' '.join(a.wae)}`", "",
                       "On the test split (clustering) and against 2,000 test digits (FID, precision, recall); purity "
                       "and classes drawn from 200 samples per component.", "",

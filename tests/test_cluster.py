@@ -6,12 +6,14 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from wae.cli import main
 from wae.estimator import GMWAEClustering
+from wae.evaluation.baselines import UMAP_MISSING
 
 FAST = ["--max-steps", "40", "--quiet", "--device", "cpu"]
 MODEL_FILES = {"model.safetensors", "model.yaml", "config.yaml", "estimator.yaml", "estimator.safetensors"}
@@ -67,10 +69,13 @@ def test_cluster_npz_images(tmp_path, capsys):
     assert main(["cluster", f"npz:{tmp_path / 'd.npz'}", "--k", "3", "--out", str(out), *FAST]) == 0
     header, rows, cluster, metrics = check_output(out, 60, 3, labels=True)
     assert [r[0] for r in rows] == [str(i) for i in range(60)]
-    assert {"acc_hungarian", "nmi", "ari", "kmeans_acc_hungarian"} <= set(metrics)
+    assert {"acc_hungarian", "nmi", "ari", "kmeans_acc_hungarian", "kmeans_seconds"} <= set(metrics)
     assert (out / "figures" / "cluster_gallery.png").exists() and (out / "figures" / "cluster_heatmap.png").exists()
     page = (out / "report.html").read_text()
     assert "Agreement with the labels" in page and "closest to the mode" in page
+    if "umap_gmm_acc_hungarian" in metrics:  # umap-learn installed: the practitioner's baseline beside k-means
+        assert 0 <= metrics["umap_gmm_acc_hungarian"] <= 1 and metrics["umap_gmm_seconds"] > 0
+        assert "UMAP (10-d) → Gaussian mixture, same data and K</td><td class=num>" in page
     est = GMWAEClustering.load(out)  # the saved model reproduces the assignments
     assert np.array_equal(est.predict(x[:, None]), cluster)
     import wae
@@ -93,7 +98,8 @@ def test_cluster_folder_of_pngs(tmp_path):
     assert [int(r[-1]) for r in rows] == sorted(y.tolist())
 
 
-def test_cluster_csv_and_tsv(tmp_path):
+def test_cluster_csv_and_tsv(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # umap-learn missing: one line in the report, no crash
     v, y = blobs()
     p = tmp_path / "t.csv"
     with open(p, "w") as f:
@@ -105,6 +111,8 @@ def test_cluster_csv_and_tsv(tmp_path):
     _, rows, _, metrics = check_output(out, 60, 3, labels=True)
     assert (out / "figures" / "cluster_profiles.png").exists()
     assert metrics["acc_hungarian"] > 0.6  # three well-separated blobs; chance 1/3
+    assert metrics["umap_gmm_note"] == UMAP_MISSING and not any(k.startswith("umap_gmm_acc") for k in metrics)
+    assert (out / "report.html").read_text().count("umap-learn is not installed") == 1
     tsv = tmp_path / "t.tsv"
     np.savetxt(tsv, v, delimiter="\t")
     assert main(["cluster", str(tsv), "--k", "3", "--out", str(tmp_path / "R2"), *FAST]) == 0

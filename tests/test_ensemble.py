@@ -136,7 +136,7 @@ def test_ensemble_keeps_the_start_closest_to_the_consensus_and_returns_it_in_tha
     from wae.training.run import _LossTracker, all_assignments, fit_in_memory, restart_seed, select_start
 
     cfg = _run_cfg(pseudo_label_weight=1.0)
-    state, values, targets = select_start(cfg, _data())
+    state, values, targets = select_start(cfg, _data())[:3]
     assigned = []
     for i in range(3):  # each candidate alone, as select_start trains it (no pseudo-labels yet)
         c = _run_cfg()

@@ -82,11 +82,38 @@ def test_pipeline_and_grid_search_with_label_free_scorers():
         labels = est.predict(X)
         return silhouette_score(X, labels) if len(np.unique(labels)) > 1 else -1.0
 
-    for scoring in (None, silhouette):  # None: the estimator's own score (the opposite of its objective)
-        gs = GridSearchCV(GMWAEClustering(**FAST), {"n_clusters": [2, 3]}, cv=2, scoring=scoring).fit(X)
-        assert gs.best_params_["n_clusters"] in (2, 3)
+    # K by a criterion of the partition; the estimator's own score (None: the opposite of its objective) only between
+    # fits of one K (score's doc): here two seeds
+    for scoring, grid in ((silhouette, {"n_clusters": [2, 3]}), (None, {"random_state": [0, 1]})):
+        gs = GridSearchCV(GMWAEClustering(3, **{**FAST, "random_state": None}), grid, cv=2, scoring=scoring).fit(X)
+        assert gs.best_params_[next(iter(grid))] in next(iter(grid.values()))
         assert np.isfinite(gs.cv_results_["mean_test_score"]).all()
         assert gs.predict(X).shape == (90,)
+
+
+def test_score_is_documented_to_compare_fits_of_one_k_only_and_does():
+    """score() is the objective of the fit's own K: the docs (class, module, README) say it compares fits of one K,
+    not different K (whose objective differs: K prior modes, latent size ≥ K − 1); between budgets of one K and
+    seed, the longer fit scores higher."""
+    from pathlib import Path
+
+    import wae.estimator as E
+
+    flat = lambda t: " ".join(t.split())  # noqa: E731
+    assert "not across ``n_clusters``" in flat(GMWAEClustering.score.__doc__)
+    assert "silhouette" in GMWAEClustering.score.__doc__
+    assert "It cannot compare different K" in flat(E.__doc__)
+    readme = flat((Path(__file__).parents[1] / "README.md").read_text())
+    assert "so model selection needs no labels" not in readme and "not different K" in readme
+    # the objective itself changes with K: the prior's modes and the latent size
+    a, b = GMWAEClustering(3).run_config((5,), 120), GMWAEClustering(12).run_config((5,), 120)
+    assert (a.model_config.num_components, b.model_config.num_components) == (3, 12)
+    assert b.model_config.latent_dim == 11 > a.model_config.latent_dim == 10
+    X, _ = blobs()
+    one = dict(random_state=0, device="cpu", overrides=["train.restarts=1"])
+    short = GMWAEClustering(3, max_steps=2, **one).fit(X)
+    long = GMWAEClustering(3, max_steps=150, **one).fit(X)
+    assert long.score(X) > short.score(X)
 
 
 # --- clustering that works -----------------------------------------------------------------------------------------
@@ -97,7 +124,8 @@ def test_tiny_vector_fit_beats_chance_by_a_margin():
     est = GMWAEClustering(3, max_steps=150, random_state=0, device="cpu").fit(X)
     acc = hungarian_accuracy(est.labels_, y)[0]
     assert acc > 0.8, acc  # chance: 1/3
-    assert est.n_iter_ == 150 and est.labels_.dtype == np.int64
+    assert est.n_iter_kept_ == 150 and est.labels_.dtype == np.int64
+    assert est.n_iter_ == 150 + 2 * 45 and not est.clock_stopped_  # cluster-vector: two discarded starts of 45
     assert np.array_equal(est.predict(X), est.labels_)
     p = est.predict_proba(X)
     assert p.shape == (120, 3) and np.allclose(p.sum(1), 1) and np.array_equal(p.argmax(1), est.labels_)
@@ -139,6 +167,7 @@ def test_save_load_round_trip(tmp_path):
     assert np.array_equal(back.predict_proba(X8), est.predict_proba(X8))
     assert np.array_equal(back.transform(X8), est.transform(X8))
     assert np.array_equal(back.labels_, est.labels_) and back.n_iter_ == est.n_iter_
+    assert back.n_iter_kept_ == est.n_iter_kept_ and back.clock_stopped_ == est.clock_stopped_
     assert np.array_equal(back.sample(4, cluster=1, random_state=0), est.sample(4, cluster=1, random_state=0))
     assert back.score(X8) == est.score(X8)
     import wae

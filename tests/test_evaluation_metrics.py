@@ -495,3 +495,77 @@ def test_precision_recall_known_cases():
         precision_recall(real, real[:3], k=3)
     with pytest.raises(WAEError):
         precision_recall(real, real[:, :2])
+
+
+# --- cluster → class maps from the data each paper uses; k-means with the run's K; the paper's row (issue 34, 3) --
+
+
+def test_makhzani_map_from_a_labelled_validation_set_by_hand():
+    """Makhzani et al. label each cluster by its most confident *validation* point, then score the test points;
+    the default (the GMVAE paper's reading) takes that point from the test points themselves."""
+    test_p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    test_y = np.array([0, 1, 1, 1])
+    val_p = np.array([[0.6, 0.4], [0.95, 0.05], [0.2, 0.8], [0.1, 0.9]])
+    val_y = np.array([0, 1, 0, 2])
+    # by hand: k0's most confident validation point is row 1 (0.95, label 1), k1's row 3 (0.9, label 2)
+    acc, mapping = makhzani_accuracy(test_p, test_y, val_p, val_y)
+    assert mapping.tolist() == [1, 2]
+    assert acc == pytest.approx(1 / 4)  # test argmax [0, 0, 1, 1] -> [1, 1, 2, 2] against [0, 1, 1, 1]
+    # from the test points themselves: k0 <- row 0 (label 0), k1 <- row 2 (label 1)
+    acc, mapping = makhzani_accuracy(test_p, test_y)
+    assert mapping.tolist() == [0, 1] and acc == pytest.approx(3 / 4)
+    out = clustering_metrics(test_p, test_y, val_probs=val_p, val_labels=val_y)
+    assert out["test/acc_makhzani"] == pytest.approx(3 / 4) and out["test/acc_makhzani_valmap"] == pytest.approx(1 / 4)
+    assert "test/acc_makhzani_valmap" not in clustering_metrics(test_p, test_y)
+    with pytest.raises(WAEError, match="both"):
+        makhzani_accuracy(test_p, test_y, val_p)
+
+
+def test_kmeans_baseline_uses_the_runs_k_and_scores_it_the_same_ways():
+    """k-means with K clusters scored by every map the model gets; its "most confident" point of a cluster is the
+    one nearest its centroid (checked against a brute-force map from sklearn's own fit)."""
+    from sklearn.cluster import KMeans
+
+    from wae.data import Dataset
+    from wae.evaluation.baselines import kmeans_baseline
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 4)) * 5
+
+    def blobs(n):
+        y = rng.integers(0, 3, n)
+        return Dataset("b", torch.tensor(centres[y] + rng.normal(size=(n, 4)), dtype=torch.float32), torch.tensor(y))
+
+    train, test, val = blobs(300), blobs(90), blobs(30)
+    out = kmeans_baseline(train.x, test.x, test.y, 6, seed=0, prefix="test/", map_x=val.x, map_y=val.y)
+    assert set(out) == {f"test/kmeans_{k}" for k in ("acc_hungarian", "acc_paper", "acc_makhzani", "ari", "seconds",
+                                                      "acc_makhzani_valmap", "acc_majority", "nmi")}
+    km = KMeans(n_clusters=6, n_init=3, random_state=0).fit(train.x.numpy().astype(np.float64))
+    xt, yt = test.x.numpy().astype(np.float64), test.y.numpy()
+    pred = km.predict(xt)
+    for xs, ys, key in ((xt, yt, "acc_makhzani"), (val.x.numpy().astype(np.float64), val.y.numpy(),
+                                                    "acc_makhzani_valmap")):
+        nearest = [int(np.argmin(((xs - c) ** 2).sum(1))) for c in km.cluster_centers_]
+        mapping = ys[nearest]
+        assert out[f"test/kmeans_{key}"] == pytest.approx(np.mean(mapping[pred] == yt))
+    # six clusters of three blobs: one-to-one maps leave three clusters unlabelled, many-to-one ones do not
+    assert out["test/kmeans_acc_hungarian"] < 0.9 < out["test/kmeans_acc_makhzani"]
+    assert out["test/kmeans_acc_majority"] == pytest.approx(1.0)
+
+
+def test_the_report_puts_the_papers_row_for_the_runs_k_beside_it():
+    from wae.reports import GMVAE_TABLE1, clustering_headline, paper_clustering
+
+    metrics = {"eval_split": "test", "model": "gmvae", "test/acc_hungarian": 0.6, "test/acc_makhzani": 0.93,
+               "test/acc_makhzani_valmap": 0.92, "test/kmeans_acc_hungarian": 0.32, "test/kmeans_acc_makhzani": 0.75,
+               "test/kmeans_acc_makhzani_valmap": 0.74}
+    header, rows = clustering_headline(metrics, "gmvae", K=30, M=1)
+    cap = [h for h in header if "most confident" in h]
+    assert any("this split" in h for h in cap) and any("validation" in h for h in cap)  # the map's data named
+    paper = rows[-1]
+    assert "K = 30" in paper[0] and "0.9277" in paper and "0.7778" not in paper  # not the K = 10 row
+    km = rows[1]
+    assert "K = 30" in km[0] and "0.75" in km and "0.74" in km  # k-means with the run's K, same maps
+    assert paper_clustering("gmvae", 10, 1)[1] == {"acc_makhzani": GMVAE_TABLE1[(10, 1)][1] / 100}
+    assert paper_clustering("gmvae", 20, 1)[1] == {}  # no Table 1 row for K = 20: nothing beside the run
+    assert paper_clustering("gm-wae", 10)[1] == {"acc_paper": 0.76} and paper_clustering("gm-wae", 30)[1] == {}

@@ -2,6 +2,7 @@
 against a brute-force product kernel; GM-VAE's ELBO without its extras."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -203,9 +204,7 @@ def test_gm_wae_with_joint_mmd_labels_codes_by_component():
     finally:
         base.mmd = orig
     assert seen["label_weight"] == 1.0
-    # the K codes of each datum, most likely component first
-    order = m.q_discrete(x).detach().argsort(-1, descending=True)
-    assert seen["x_labels"].tolist() == order.flatten().tolist()
+    assert seen["x_labels"].tolist() == list(range(5)) * 4  # the K codes of each datum, in order
     assert seen["y_labels"].tolist() == list(range(5)) * 4  # one prior draw per mode per group
 
 
@@ -370,7 +369,7 @@ def test_rest_mass_rule_takes_the_least_top_set_whose_mean_rest_is_below_tau():
 def test_rest_mass_rule_is_exact_while_q_is_soft_and_sparse_once_it_is_sharp():
     m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.05).train()
     idx, w = m.components(torch.full((4, 5), 0.2, dtype=torch.float64).log())
-    assert idx.shape == (4, 5) and torch.allclose(w, torch.full((4, 5), 0.2, dtype=torch.float64))
+    assert idx is None and torch.allclose(w, torch.full((4, 5), 0.2, dtype=torch.float64))
     sharp = torch.full((4, 5), 0.001, dtype=torch.float64)
     sharp[:, 2] = 0.996
     idx, w = m.components(sharp.log())
@@ -388,7 +387,7 @@ def test_rest_mass_rule_agrees_across_processes_through_the_gathered_means():
     m.gather = lambda t: torch.cat([t, torch.cat([(1 - soft.exp().cumsum(-1)).clamp_min(0).sum(0),
                                                   t.new_tensor([1.0])]).unsqueeze(0)])
     assert m.exact_count(sharp) == 5
-    assert m.components(sharp)[0].shape == (1, 5)  # every component, the most likely first
+    assert m.components(sharp)[0] is None
 
 
 def _mean_codes(m):
@@ -402,22 +401,24 @@ def _mean_codes(m):
     m._selected_codes = codes
 
 
-@pytest.mark.parametrize("name,shape", [("gm-wae", (6,)), ("gm-wae", (1, 8, 8)), ("gm-vae", (6,))])
-def test_sparse_is_unbiased_for_exact_with_the_decoders_batch_norm_in_training_mode(name, shape, monkeypatch):
-    """Batch norm active, as in training: the expectation of the sparse estimate over every joint draw of the
-    sampled components (enumerated exactly: 4 choices per datum, 3 data), weighted by their probabilities q_j / r,
-    equals the exact sum over k in value and in the gradient of every parameter (float64). Before the decoder took
-    its statistics from a fixed set of codes, the value was off by ~1 % and gradients by several %."""
+def _enumerated_sparse_vs_exact(name, shape, freeze_decoder_norm, monkeypatch):
+    """(exact value, exact gradients, E_j[sparse value], E_j[sparse gradients]): the expectation over every joint
+    draw of the sampled components (4 choices per datum, 3 data), weighted by their probabilities q_j / r, taken
+    exactly; codes are the heads' means and the MMD's prior draws fixed, so the draw of j is the only randomness."""
     torch.manual_seed(0)
     kw = dict(latent_dim=4, num_components=5, width=0.05, head_hidden=4)
     exact = create_model(name, shape, **kw).double().train()
     sparse = create_model(name, shape, k_estimator="sparse", k_top=1, **kw).double().train()
     sparse.load_state_dict(exact.state_dict())
     torch.manual_seed(7)
-    reference = exact.prior.reference_sample(10)  # one set of prior draws for every call: the MMD's prior side fixed
+    reference = exact.prior.reference_sample(10)
     for m in (exact, sparse):
         _mean_codes(m)
         m.prior.reference_sample = lambda n: reference
+        if freeze_decoder_norm:
+            for mod in m.decoder.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
     x = torch.rand(3, *shape, dtype=torch.float64)
     params = [p for p in exact.parameters() if p.requires_grad]
 
@@ -430,7 +431,6 @@ def test_sparse_is_unbiased_for_exact_with_the_decoders_batch_norm_in_training_m
     with torch.no_grad():
         q = exact.q_discrete(x).exp()
     top = q.argmax(-1)
-    rests = [[j for j in range(5) if j != int(top[i])] for i in range(3)]
     forced = {}
 
     def exponential_(t):  # Gumbel-max with Exp(1) draws that make the forced j the argmax
@@ -440,46 +440,38 @@ def test_sparse_is_unbiased_for_exact_with_the_decoders_batch_norm_in_training_m
 
     monkeypatch.setattr(torch.Tensor, "exponential_", exponential_)
     v_sum, g_sum, p_sum = 0.0, [torch.zeros_like(p) for p in params], 0.0
-    for j0 in rests[0]:
-        for j1 in rests[1]:
-            for j2 in rests[2]:
-                j = torch.tensor([j0, j1, j2])
-                forced["j"] = j
-                p = float(torch.prod(q[torch.arange(3), j] / (1 - q[torch.arange(3), top])))
-                v, g = value_and_grads(sparse)
-                v_sum += p * v
-                g_sum = [a + p * b for a, b in zip(g_sum, g)]
-                p_sum += p
+    rests = [[j for j in range(5) if j != int(top[i])] for i in range(3)]
+    for js in itertools.product(*rests):
+        forced["j"] = torch.tensor(js)
+        p = float(torch.prod(q[torch.arange(3), forced["j"]] / (1 - q[torch.arange(3), top])))
+        v, g = value_and_grads(sparse)
+        v_sum += p * v
+        g_sum = [a + p * b for a, b in zip(g_sum, g)]
+        p_sum += p
     assert p_sum == pytest.approx(1.0, abs=1e-12)
+    return v_exact, g_exact, v_sum, g_sum
+
+
+@pytest.mark.parametrize("name,shape", [("gm-wae", (6,)), ("gm-wae", (1, 8, 8)), ("gm-vae", (6,))])
+def test_sparse_is_unbiased_for_exact_by_exact_enumeration_when_the_decoder_normalises_with_fixed_statistics(
+        name, shape, monkeypatch):
+    v_exact, g_exact, v_sum, g_sum = _enumerated_sparse_vs_exact(name, shape, True, monkeypatch)
     assert v_sum == pytest.approx(v_exact, rel=1e-10)
     for a, b in zip(g_sum, g_exact):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (12, 5)), ("BatchNorm2d", (12, 3, 4, 4))])
-def test_reference_statistics_normalise_every_row_with_the_reference_rows_statistics(cls, shape):
-    """Against torch's own batch norm: the first r rows as a batch of their own give the statistics, the running
-    estimates and the reference rows' outputs; every other row is normalised with those statistics."""
-    from wae import networks
+@pytest.mark.parametrize("shape", [(6,), (1, 8, 8)])
+def test_with_batch_norm_in_training_mode_the_sparse_estimate_is_biased_as_documented(shape, monkeypatch):
+    """Batch norm in training mode normalises over the decoded batch, whose make-up the draw of j changes, so the
+    sparse estimate is not unbiased for the exact sum: the bias is real (exact enumeration) and small, and the
+    docs say so instead of calling the estimator unbiased."""
+    from wae.models import gmwae
 
-    torch.manual_seed(0)
-    ours = getattr(networks, cls)(shape[1]).double()
-    ref = getattr(torch.nn, cls)(shape[1]).double()
-    with torch.no_grad():
-        ours.weight.uniform_(0.5, 2), ours.bias.uniform_(-1, 1)
-    ref.load_state_dict(ours.state_dict())
-    x = torch.randn(*shape, dtype=torch.float64) * 3 + 1
-    with networks.reference_statistics(ours, 4):
-        y = ours(x)
-    y_ref = ref(x[:4])
-    torch.testing.assert_close(y[:4], y_ref)
-    torch.testing.assert_close(ours.running_mean, ref.running_mean)
-    torch.testing.assert_close(ours.running_var, ref.running_var)
-    dims = [0, *range(2, x.dim())]
-    mean, var = x[:4].mean(dims, keepdim=True), x[:4].var(dims, unbiased=False, keepdim=True)
-    view = (1, -1) + (1,) * (x.dim() - 2)
-    torch.testing.assert_close(y[4:], (x[4:] - mean) / (var + ours.eps).sqrt() * ours.weight.view(view)
-                               + ours.bias.view(view))
-    assert ours.reference_rows is None  # outside the block: plain batch norm
-    torch.testing.assert_close(ours(x), torch.nn.functional.batch_norm(
-        x, None, None, ours.weight, ours.bias, training=True, eps=ours.eps))
+    v_exact, g_exact, v_sum, g_sum = _enumerated_sparse_vs_exact("gm-wae", shape, False, monkeypatch)
+    rel = abs(v_sum - v_exact) / abs(v_exact)
+    assert 1e-6 < rel < 0.02
+    g_rel = max(float((a - b).norm() / b.norm()) for a, b in zip(g_sum, g_exact) if float(b.norm()) > 1e-8)
+    assert g_rel > 1e-4
+    doc = " ".join((gmwae.__doc__ or "").split())
+    assert "batch norm" in doc and "biased" in doc.replace("unbiased", "")

@@ -78,6 +78,13 @@ def test_mnist_5k_is_judged_on_the_official_test_set(tmp_path):
     assert m["eval_dataset"] == "mnist-5k:test" and "official MNIST test set" in m["eval_note"]
     assert m["val_examples"] == 500 and m["train_examples"] == 200
     assert 0 <= m["test/kmeans_acc_hungarian"] <= 1 and 0 <= m["val/kmeans_acc_hungarian"] <= 1
+    # the practitioner's baseline on each split, named like k-means', with its seconds (when umap-learn is there)
+    pre = "test/umap_gmm_" if "test/umap_gmm_acc_hungarian" in m else None
+    if pre:
+        assert 0 <= m[pre + "acc_hungarian"] <= 1 and 0 <= m[pre + "nmi"] <= 1 and m[pre + "seconds"] > 0
+        assert not [k for k in m if k.startswith("val/umap_gmm")]  # the judged split only
+    else:
+        assert "umap-learn is not installed" in m["test/umap_gmm_note"]
 
 
 def test_figures_of_a_small_held_out_split(tmp_path):
@@ -93,3 +100,23 @@ def test_figures_of_a_small_held_out_split(tmp_path):
     ds = Dataset("tiny:test", torch.rand(12, 1, 28, 28), torch.arange(12) % 3)
     names = {p.name for p in make_figures(m, tmp_path, ds)}
     assert {"reconstructions.png", "interpolations.png", "cluster_gallery.png", "cluster_heatmap.png"} <= names
+
+
+def test_evaluate_with_eval_dataset_on_a_run_that_never_read_its_test_split(tmp_path, capsys):
+    """An explicit ``wae evaluate --eval-dataset`` on a run trained with data.evaluate_test=false is honoured and
+    said so (before: silently ignored, the validation split scored again); ``--eval-limit`` alone is refused."""
+    data = _blobs(tmp_path / "d.npz", test=True)
+    other = _blobs(tmp_path / "e.npz", test=True, seed=1)
+    run = tmp_path / "run"
+    assert main(["train", "gm-wae", "--dataset", f"npz:{data}", "--out", str(run), "--set",
+                 "data.evaluate_test=false", "--set", "train.sample_metrics=[]", *TINY]) == 0
+    assert _metrics(run)["eval_split"] == "val"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--eval-dataset", f"npz:{other}", "--no-figures", "--metrics", "w2_latent"]) == 0
+    out = capsys.readouterr().out
+    assert "data.evaluate_test=false" in out and "as asked" in out
+    m = _metrics(run)
+    assert m["eval_split"] == "test" and m["eval_dataset"] == f"npz:{other}:test" and m["eval_examples"] == 40
+    assert "test/acc_hungarian" in m and "test/w2_latent" in m
+    assert main(["evaluate", str(run), "--eval-limit", "10", "--no-figures"]) == 2  # one line, exit code 2
+    assert "--eval-limit limits the test data" in capsys.readouterr().err

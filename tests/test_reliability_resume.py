@@ -123,7 +123,8 @@ def test_a_run_ended_mid_epoch_by_max_steps_continues_exactly_with_a_larger_budg
     assert main([*common, "--set", "max_steps=5", "--out", str(tmp_path / "b")]) == 0  # mid-epoch (6 per epoch)
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "b"), "--resume"]) == 0
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
-    assert a["train/steps"] == b["train/steps"] == 7
+    assert a["train/steps_kept_run"] == b["train/steps_kept_run"] == 7
+    assert a["train/steps"] == b["train/steps"] == 7 + 2 * (restarts - 1)  # and the discarded start's 2
     wa, wb = (load_file(str(tmp_path / r / "model.safetensors")) for r in "ab")
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k

@@ -200,12 +200,27 @@ def test_clustering_report_opens_with_held_out_numbers_beside_paper_and_kmeans_t
     metrics = {"eval_split": "test", "eval_dataset": "mnist-5k:test", "eval_examples": 10000,
                "eval_note": "the official MNIST test set", "model": "gm-wae",
                "test/acc_hungarian": 0.912, "test/acc_paper": 0.91, "test/nmi": 0.85, "test/active_components": 10.0,
-               "test/kmeans_acc_hungarian": 0.54, "test/kmeans_nmi": 0.5, "test/recon_mse": 20.0}
+               "test/kmeans_acc_hungarian": 0.54, "test/kmeans_nmi": 0.5, "test/kmeans_seconds": 1.2,
+               "test/umap_gmm_acc_hungarian": 0.81, "test/umap_gmm_nmi": 0.83, "test/umap_gmm_seconds": 41.3,
+               "train/wall_seconds": 570.4, "test/recon_mse": 20.0}
     write_run_report(tmp_path, RunConfig(), metrics)
     md = (tmp_path / "report.md").read_text()
     head = md[md.index("## Clustering on held-out data"): md.index("## Metrics")]
     assert "| this run on mnist-5k:test (10000 examples — the official MNIST test set) | 0.912 | 0.91 |" in head
-    assert "| k-means on raw pixels, same split | 0.54 | – | 0.5 |" in head
+    assert "| k-means on raw pixels, same split, scored the same ways | 0.54 | – | 0.5 | – | 1 |" in head  # … NMI, clusters used, seconds
+    assert "| UMAP (10-d) → Gaussian mixture on raw pixels, fitted on this split's pixels (no labels) | 0.81 | – | " \
+           "0.83 | – | 41 |" in head
+    row = next(r for r in head.splitlines() if r.startswith("| this run"))
+    assert row.endswith("| 0.85 | 10 | 570 |")  # this run's row ends with its training seconds
+    html = (tmp_path / "report.html").read_text()
+    assert "<td class=num>0.81</td>" in html and "<td class=num>41</td>" in html
+    # without umap-learn: the note is the row's one line, no numbers
+    del metrics["test/umap_gmm_acc_hungarian"], metrics["test/umap_gmm_nmi"], metrics["test/umap_gmm_seconds"]
+    metrics["test/umap_gmm_note"] = "UMAP → GMM baseline not computed: umap-learn is not installed"
+    write_run_report(tmp_path, RunConfig(), metrics)
+    md = (tmp_path / "report.md").read_text()
+    head = md[md.index("## Clustering on held-out data"): md.index("## Metrics")]
+    assert head.count("umap-learn is not installed") == 1 and "| 0.81 |" not in head
     assert "GM-WAE paper" in head and "| 0.76 |" in head
     assert head.index("cluster_gallery") < head.index("cluster_heatmap")
     html = (tmp_path / "report.html").read_text()

@@ -32,7 +32,7 @@ def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
     from wae.training.run import _LossTracker, fit_in_memory, restart_seed, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4)
-    state, losses, _ = select_start(cfg, _data())
+    state, losses, _ = select_start(cfg, _data())[:3]
     assert len(losses) == 3 and all(np.isfinite(losses))
     # each candidate replayed alone: same objective values, and the kept state is the argmin's
     replay = []
@@ -42,7 +42,7 @@ def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
         model, steps = fit_in_memory(c, _data(), callbacks=[tr], refit=False)
         tail = tr.losses[-1:]
         replay.append((sum(tail) / len(tail), model.state_dict()))
-        assert steps == 4
+        assert steps.total == steps.kept == 4 and steps.pretrain == 2 and not steps.clock_stopped
     assert [r[0] for r in replay] == pytest.approx(losses, rel=1e-6)
     best = int(np.argmin(losses))
     for k, v in replay[best][1].items():
@@ -50,7 +50,9 @@ def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
     assert restart_seed(5, 0) == 5 and len({restart_seed(5, i) for i in range(10)}) == 10
 
 
-def test_a_run_with_restarts_counts_the_kept_starts_steps_and_records_the_objectives(tmp_path):
+def test_a_run_with_restarts_counts_every_optimiser_step_and_records_the_objectives(tmp_path):
+    """``train/steps`` is every optimiser step (the discarded start's 3 too: 7 + 3), ``train/steps_kept_run`` the kept
+    run's (its start's 3 and 4 after them: max_steps), ``train/pretrain_steps`` both starts' pre-training."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 120)
     np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
@@ -61,7 +63,8 @@ def test_a_run_with_restarts_counts_the_kept_starts_steps_and_records_the_object
                  "--set", "restarts=2", "--set", "restart_steps=3", "--set", "figures=false",
                  "--set", "checkpoint_every_minutes=0"]) == 0
     m = json.loads((run / "metrics.json").read_text())
-    assert m["train/steps"] == 7 and len(m["train/restart_losses"]) == 2
+    assert m["train/steps"] == 10 and m["train/steps_kept_run"] == 7 and m["train/pretrain_steps"] == 4
+    assert m["train/clock_stopped"] is False and "train_note" not in m and len(m["train/restart_losses"]) == 2
 
 
 def test_restart_settings_are_checked():
@@ -129,7 +132,7 @@ def test_restart_select_fixed_keeps_the_candidate_with_the_lowest_fixed_objectiv
     from wae.training.run import fixed_objective, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="fixed")
-    state, losses, _ = select_start(cfg, _data())
+    state, losses, _ = select_start(cfg, _data())[:3]
     models = _replayed_candidates()
     values = [fixed_objective(model, _data().train.x, 16, seed=0) for model in models]
     assert values == pytest.approx(losses, rel=1e-6)
@@ -151,10 +154,11 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
               "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--set", "max_steps=5", "--out", str(tmp_path / "b")]) == 0
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train/steps"] == 5
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train/steps_kept_run"] == 5
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "b"), "--resume"]) == 0
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
-    assert b["train/steps"] == a["train/steps"] == 7
+    assert b["train/steps_kept_run"] == a["train/steps_kept_run"] == 7
+    assert b["train/steps"] == a["train/steps"] == 10 and b["train/pretrain_steps"] == a["train/pretrain_steps"] == 4
     assert b["train/restart_losses"] == pytest.approx(a["train/restart_losses"])
     from safetensors.torch import load_file
 
@@ -172,7 +176,7 @@ def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_c
     from wae.training.run import mean_confidence, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
-    state, values, _ = select_start(cfg, _data())
+    state, values, _ = select_start(cfg, _data())[:3]
     confs = []
     models = _replayed_candidates()
     for model in models:
@@ -207,7 +211,7 @@ def test_restart_select_consensus_keeps_the_candidate_that_agrees_most_with_the_
     from wae.training.run import consensus_scores, fixed_cluster_probs, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="consensus")
-    state, values, _ = select_start(cfg, _data())
+    state, values, _ = select_start(cfg, _data())[:3]
     models = _replayed_candidates()
     assigned = [fixed_cluster_probs(m, _data().train.x, seed=0).argmax(1).numpy() for m in models]
     scores = consensus_scores(assigned)
@@ -220,3 +224,89 @@ def test_every_restart_select_name_the_config_accepts_has_a_rule():
     from wae.training.run import RESTART_CRITERIA
 
     assert set(RESTART_CRITERIA) == set(RESTART_SELECT)
+
+
+# --- progress during the starts, quiet means quiet, the clock (issue 34, items 4 and 5) ------------------------------
+
+
+def test_start_progress_lines_come_at_the_start_and_then_at_most_every_interval():
+    """A fake clock: one line when the start begins (before its pre-training), then one at the first step ending
+    ``every`` seconds or more after the last line, one at the end; each says which start, its step, the time."""
+    from types import SimpleNamespace
+
+    from wae.training.run import StartProgress
+
+    now, lines = [100.0], []
+    p = StartProgress("start 2 of 3", 50, t0=95.0, every=20.0, clock=lambda: now[0],
+                      out=lambda s, flush=False: lines.append((now[0], s)))
+    trainer = SimpleNamespace(global_step=0)
+    p.on_fit_start(trainer, None)
+    for step in range(1, 51):  # 3 s a step
+        now[0] += 3.0
+        trainer.global_step = step
+        p.on_train_batch_end(trainer, None, None, None, step - 1)
+    p.on_fit_end(trainer, None)
+    assert lines[0] == (100.0, "start 2 of 3: training 50 steps (0:05 elapsed)")
+    assert lines[1] == (121.0, "start 2 of 3: step 7/50 (0:26 elapsed)")  # the first step ending ≥ 20 s later
+    assert lines[-1] == (250.0, "start 2 of 3: done, 50 steps (2:35 elapsed)")
+    times = [t for t, _ in lines]
+    assert all(20.0 <= b - a < 23.0 for a, b in zip(times[:-2], times[1:-1]))  # every 20-23 s (steps of 3 s)
+
+
+def _npz(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
+    return ["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--set", "model.width=0.05",
+            "--set", "num_components=3", "--set", "latent_dim=3", "--set", "batch_size=16", "--set", "pretrain_steps=2",
+            "--set", "max_steps=7", "--set", "restarts=2", "--set", "restart_steps=3", "--set", "figures=false",
+            "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
+
+
+def test_wae_train_shows_the_starts_progress_and_quiet_hides_it(tmp_path, capfd):
+    args = _npz(tmp_path)
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capfd.readouterr().out
+    for text in ("2 candidate starts of 3 steps each", "start 1 of 2: training 3 steps",
+                 "start 2 of 2: training 3 steps", "start 2 of 2: done, 3 steps", "kept start",
+                 "evaluating on the val split (12 examples)"):  # and the final evaluation's phases
+        assert text in out, out
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    out = capfd.readouterr().out
+    assert not any(t in out for t in ("candidate starts", "start 1 of", "kept start", "evaluating on")), out
+
+
+def test_estimator_verbose_false_prints_nothing_and_verbose_shows_the_starts(capfd):
+    from wae.estimator import GMWAEClustering
+
+    X = _data().train.x.numpy().astype(np.float64)  # vectors: preset cluster-vector, three starts
+    GMWAEClustering(3, max_steps=10, random_state=0, device="cpu", verbose=False).fit(X)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    est = GMWAEClustering(3, max_steps=10, random_state=0, device="cpu", verbose=True).fit(X)
+    out = capfd.readouterr().out
+    assert "start 1 of 3: training 3 steps" in out and "start 3 of 3: done" in out and "kept start" in out, out
+    # every optimiser step counted: three starts of 3 steps, the kept one continued to max_steps
+    assert (est.n_iter_, est.n_iter_kept_, est.clock_stopped_) == (10 + 2 * 3, 10, False)
+
+
+def test_a_clock_stopped_fit_says_so_and_is_counted(tmp_path):
+    from wae.estimator import GMWAEClustering
+    from wae.training.run import fit_in_memory
+
+    model, count = fit_in_memory(_cfg(restarts=1, max_steps=100_000, max_minutes=1e-5), _data(), refit=False)
+    assert count.clock_stopped and count.kept == count.total < 100_000
+    assert "not reproducible" in count.note(_cfg(max_minutes=1e-5).train)
+    model, count = fit_in_memory(_cfg(restarts=1, max_steps=6), _data(), refit=False)
+    assert not count.clock_stopped and count.note(_cfg().train) is None
+    X = _data().train.x.numpy().astype(np.float64)
+    with pytest.warns(UserWarning, match="not reproducible"):
+        est = GMWAEClustering(3, max_steps=100_000, max_minutes=1e-5, random_state=0, device="cpu",
+                              overrides=["train.restarts=1"]).fit(X)  # candidate starts run without a clock
+    assert est.clock_stopped_ and est.n_iter_kept_ < 100_000
+    run = tmp_path / "run"
+    assert main([*_npz(tmp_path), "--out", str(run), "--quiet", "--set", "max_steps=100000",
+                 "--set", "train.max_minutes=1e-5"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["train/clock_stopped"] is True and "not reproducible" in m["train_note"]
+    assert m["train/steps_kept_run"] < 100_000

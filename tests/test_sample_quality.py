@@ -328,3 +328,45 @@ def test_sample_quality_metrics_trains_the_classifier_once(tmp_path, monkeypatch
     assert (tmp_path / "toy2.safetensors").exists()
     _, info = get_domain_classifier("toy2", train, cache_dir=tmp_path)
     assert info["from_cache"] and out["test/domain_classifier_acc"] == info["test_accuracy"]
+
+
+class StubMixture(StubModel):
+    """A mixture whose held-out assignments are given: q(k|x) one-hot on ``assign_fn(x)``."""
+
+    has_discrete_latent = True
+
+    def __init__(self, component_classes, assign_fn):
+        super().__init__(images(10, 0), torch.randn(10, 2), num_components=len(component_classes),
+                         component_classes=component_classes)
+        self.assign_fn = assign_fn
+
+    def cluster_probs(self, x):
+        return torch.nn.functional.one_hot(self.assign_fn(x), self.prior.num_components).float()
+
+
+def test_sample_cluster_agreement_checks_samples_against_the_data_assigned_to_each_component():
+    """Purity cannot see it: every component draws one class (purity 1), but component k draws class (k + 1) mod 3
+    while the model assigns the digits of class k to it; agreement is then 0, and 1 once the draws match."""
+    y = torch.arange(30) % 3
+    x = ((y.float() + 0.5) / 10).view(30, 1, 1, 1).expand(30, 1, H, W).clone()  # class y by intensity
+    eval_ds = Dataset("toy:test", x, y)
+    by_class = lambda t: (t.flatten(1).mean(1) * 10).floor().long()  # noqa: E731 - the assignment: component = class
+    shifted = StubMixture({0: [1], 1: [2], 2: [0]}, by_class)
+    clf = IntensityClassifier()
+    assert component_purity(shifted, clf, per_component=20)["mean_purity"] == 1.0
+    out = sq.sample_cluster_agreement(shifted, clf, eval_ds, per_component=20)
+    assert out["agreement"] == [0.0, 0.0, 0.0] and out["member_class"] == [0, 1, 2] and out["mean_agreement"] == 0.0
+    matched = StubMixture({0: [0], 1: [1, 1, 1, 2], 2: [2]}, by_class)
+    out = sq.sample_cluster_agreement(matched, clf, eval_ds, per_component=20)
+    assert out["agreement"] == [1.0, 0.75, 1.0] and out["mean_agreement"] == pytest.approx(2.75 / 3)
+    # a component without members is left out (None), the mean is over the others
+    two = StubMixture({0: [0], 1: [2], 2: [2]}, lambda t: by_class(t).clamp(max=1))  # 1 holds classes 1 and 2
+    out = sq.sample_cluster_agreement(two, clf, eval_ds, per_component=20)
+    assert out["member_class"] == [0, 1, -1]  # a tie of 10 and 10: the lower class
+    assert out["agreement"] == [1.0, 0.0, None] and out["components"] == 2 and out["mean_agreement"] == 0.5
+    # in the metrics, next to purity, with what trained the classifier
+    got = sample_quality_metrics(shifted, eval_ds, None, n=30, metrics=["component_purity"], classifier=clf,
+                                 classifier_info={"test_accuracy": 0.9, "dataset": "toy", "n_train": 90,
+                                                  "n_examples": 100, "n_holdout": 10})
+    assert got["test/component_purity"] == 1.0 and got["test/sample_cluster_agreement"] == 0.0
+    assert got["domain_classifier_data"].startswith("toy's training split: trained on 90 of its 100 examples")

@@ -92,3 +92,76 @@ def test_wae_sample_with_the_gmm_sampler_on_a_trained_wae(tmp_path):
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
     assert main(["sample", str(run), "--sampler", "gmm", "--gmm-components", "4", "--component", "9", "--n", "2",
                  "--out", str(tmp_path / "x.npz")]) == 2  # no such component: one line, exit 2
+
+
+# --- one sampling path (issue 34, item 2) -------------------------------------------------------------------------
+
+
+def _refitted_estimator():
+    """A GM-WAE with ``component_refit`` whose refitted components sit far from the prior's modes (so that a draw
+    from the prior and one from the refitted component cannot agree), wrapped as a fitted estimator (vectors,
+    identity input map)."""
+    from wae.estimator import GMWAEClustering
+    from wae.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05, component_refit=True).eval()
+    with torch.no_grad():
+        model.refit_means.copy_(model.prior.means + 7.0)
+        model.refit_tril.copy_(torch.eye(3).repeat(3, 1, 1) * 0.1)
+        model.refit_weights.copy_(torch.tensor([0.7, 0.2, 0.1]))
+    est = GMWAEClustering(3)
+    est.model_, est.layout_, est.input_shape_ = model, "vector", (6,)
+    est.offset_, est.scale_, est.n_features_in_ = np.zeros(6), np.ones(6), 6
+    return est, model
+
+
+@pytest.mark.parametrize("cluster", [None, 0, 2])
+def test_estimator_wae_sample_and_gallery_draw_from_the_same_refitted_components(cluster):
+    """The estimator's ``sample`` (before: from the prior's component), ``wae sample``'s sampler and the model's
+    ``sample_component`` / ``sample`` (the cluster gallery, the run's figures) give the same draws for one seed, and
+    those are decodes of the refitted Gaussians."""
+    from wae.cluster import _gallery_parts
+
+    est, model = _refitted_estimator()
+    ours = est.sample(5, cluster=cluster, random_state=11)
+    cli = draw("prior", model, 5, cluster, generator=torch.Generator().manual_seed(11)).numpy()
+    np.testing.assert_allclose(ours, cli, rtol=1e-6, atol=1e-6)
+    direct = (model.sample(5, torch.Generator().manual_seed(11)) if cluster is None else
+              model.sample_component(cluster, 5, generator=torch.Generator().manual_seed(11)))
+    np.testing.assert_allclose(ours, direct.detach().numpy(), rtol=1e-6, atol=1e-6)
+    # by hand: the refitted component's mean + its Cholesky factor × the same normal draws
+    g = torch.Generator().manual_seed(11)
+    k = torch.full((5,), cluster) if cluster is not None else \
+        torch.multinomial(model.refit_weights, 5, replacement=True, generator=g)
+    z = model.refit_means[k] + torch.einsum("nij,nj->ni", model.refit_tril[k], torch.randn(5, 3, generator=g))
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, model.decode(z).numpy(), rtol=1e-6, atol=1e-6)
+        prior_z = model.prior.sample_component(cluster or 0, 5, generator=torch.Generator().manual_seed(11))
+        assert not np.allclose(ours, model.decode(prior_z).numpy(), atol=1e-3)  # the prior's draw differs
+    if cluster is not None:  # the gallery's decoded mode is the refitted mean's, its samples the same component's
+        probs = np.full((4, 3), 1 / 3)
+        with torch.no_grad():
+            mode, _, _, samples = _gallery_parts(est, torch.zeros(4, 6), probs, cluster, torch.Generator())
+            np.testing.assert_allclose(mode.numpy(), model.decode(model.refit_means[cluster: cluster + 1]).numpy(),
+                                       rtol=1e-6)
+            assert samples.shape == (8, 6)
+
+
+def test_gmvae_sampling_with_a_scaled_spread_takes_its_own_generative_path():
+    """``wae sample --std-scale`` without a component decoded the prior over w as if it were x (a shape error, or
+    noise when the sizes agree); now GMVAE's codes are its ancestral x, as ``sample`` draws them."""
+    from wae.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("gmvae", (1, 28, 28), architecture="mnist", latent_dim=6, w_dim=4, num_components=3,
+                     width=0.0625).eval()
+    with torch.no_grad():
+        s = draw("prior", m, 4, None, std_scale=0.5, generator=torch.Generator().manual_seed(1))
+        assert s.shape == (4, 1, 28, 28) and torch.isfinite(s).all()
+        a = m.sample(4, torch.Generator().manual_seed(2))
+        b = m.decode(m.sample_codes(4, generator=torch.Generator().manual_seed(2)))
+        assert torch.equal(a, b)
+        c = m.sample_component(1, 3, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(c, m.decode(m.sample_codes(3, 1, generator=torch.Generator().manual_seed(3))))
+        assert torch.equal(m.decode(m.component_mode(2)), m.sample_component_mean(2))

@@ -81,7 +81,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a finished run, "
                    "another model's, or one with a checkpoint), removing its outputs; without it that is refused")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or progress lines (the restart candidates') "
+                   "and no note on the kept start; the result lines are still printed")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
@@ -127,7 +128,8 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-n", type=_int_arg(2), help="images per side for Inception FID (default: --n on a GPU, "
                    "500 on a CPU)")
     e.add_argument("--eval-limit", type=_int_arg(1), help="test examples for the reconstruction/clustering metrics")
-    e.add_argument("--eval-dataset", help="override the test data, NAME[:split]")
+    e.add_argument("--eval-dataset", help="override the test data, NAME[:split] (also for a run trained with "
+                   "data.evaluate_test=false, which otherwise reads no test data)")
     e.add_argument("--data-dir")
     e.add_argument("--no-figures", action="store_true")
 
@@ -213,7 +215,8 @@ def cmd_train(a) -> int:
     if metrics:
         split = metrics.get("eval_split", "test")
         keys = [k for k in (f"{split}/recon_mse", f"{split}/mmd_prior", f"{split}/acc_hungarian", f"{split}/nmi",
-                            f"{split}/active_components", f"{split}/component_purity", f"{split}/elbo",
+                            f"{split}/active_components", f"{split}/component_purity",
+                            f"{split}/sample_cluster_agreement", f"{split}/elbo",
                             "train/wall_seconds") if k in metrics]
         print("  ".join(f"{k}={metrics[k]:.4g}" for k in keys))
         if metrics.get("eval_note"):
@@ -438,9 +441,18 @@ def cmd_evaluate(a) -> int:
     names = [m.strip() for m in a.metrics.split(",") if m.strip()] if a.metrics else default_sample_metrics()
     if a.inception_n is not None and a.inception_n < 2:
         raise WAEError("--inception-n must be >= 2")
-    data = load_data_for(cfg)
+    need_test = None
+    if not cfg.data.evaluate_test:  # a run trained while choosing settings: its test split was never read
+        if a.eval_dataset:  # asked for by name: evaluated, and said so
+            print(f"note: {a.run_dir} was trained with data.evaluate_test=false; evaluating on --eval-dataset "
+                  f"{a.eval_dataset} as asked (its metrics are test/…)")
+            need_test = True
+        elif a.eval_limit:
+            raise WAEError(f"--eval-limit limits the test data, which {a.run_dir} does not read "
+                           "(data.evaluate_test=false); add --eval-dataset NAME[:split] to evaluate on a test set")
+    data = load_data_for(cfg, need_test=need_test)
     metrics = evaluate_run(model, a.run_dir, data, cfg, figures=not a.no_figures, sample_metrics=names,
-                           n=a.n, inception_n=a.inception_n)
+                           n=a.n, inception_n=a.inception_n, progress=lambda line: print(line, flush=True))
     for k in sorted(metrics):
         if k.startswith(f"{metrics['eval_split']}/"):
             print(f"{k:32s} {metrics[k]:.5g}" if isinstance(metrics[k], float) else f"{k:32s} {metrics[k]}")

@@ -13,7 +13,9 @@ failure leaves R as it was):
   ``config.yaml``, ``estimator.yaml`` + ``estimator.safetensors`` (``GMWAEClustering.load(R)``);
 * ``report.html`` (self-contained) and ``figures/``: per cluster the decoded mode, the real members closest to the
   mode, the least confident members and samples drawn from the cluster; the cluster sizes; with labels, accuracy
-  (Hungarian), NMI and ARI beside k-means and the class × cluster heat map; after a sweep, the criterion against K;
+  (Hungarian), NMI and ARI beside k-means and UMAP → Gaussian mixture on the same inputs as the model (its scaled
+  data; seconds each; :mod:`wae.evaluation.baselines`) and the class × cluster heat map; after a sweep, the criterion
+  against K;
 * ``metrics.json`` — the numbers of the page.
 
 Memory: beyond the data (none of it when streamed) and the model, a pass keeps 8 bytes per example (its cluster).
@@ -25,8 +27,9 @@ Without ``--k``, K is chosen by a sweep over ``--k-range``: for each K the estim
 and the other 20 % are assigned; the K whose held-out assignments have the highest silhouette (Rousseeuw 1987;
 Euclidean, in the model's scaled input space — a criterion of the partition alone, comparable across K, no labels)
 is then fitted on all the data (so a sweep costs one fit per K, plus one). The page also shows, per K, the held-out
-``score`` (the opposite of the GM-WAE objective) and the mean confidence. On sklearn's digits (validation part,
-K = 6…14) the silhouette peaked at the true K = 10 where the held-out score did not (benchmarks/README.md).
+``score`` (the opposite of the GM-WAE objective; not comparable across K) and the mean confidence. On sklearn's
+digits (validation part, K = 6…14) the silhouette peaked at the true K = 10 where the held-out score did not
+(benchmarks/README.md).
 
 Bad input — images under 4 pixels a side, NaN or infinite values, a folder of images of different sizes (without
 ``--size``) or with images both at the top level and in class folders, a CSV with text columns, fewer examples than
@@ -54,7 +57,7 @@ from .data.custom import _image_files
 from .errors import DataError, WAEError
 from .estimator import GMWAEClustering, check_image_size, default_preset
 from .evaluation.clustering import ari, hungarian_accuracy, nmi
-from .evaluation.runner import kmeans_baseline
+from .evaluation.baselines import kmeans_baseline, umap_gmm_scores
 from .files import TABLE_FORMATS, TableWriter, parquet_available, write_json
 from .plots import figures as F
 
@@ -204,11 +207,12 @@ def _gallery_parts(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, k:
     assign = probs.argmax(1)
     idx = np.flatnonzero(assign == k)
     with torch.no_grad():
-        mode = model.decode(model.prior.means[k: k + 1])
+        centre = model.component_mode(k)  # the refitted mean with component_refit: where the samples are drawn
+        mode = model.decode(centre)
         samples = model.sample_component(k, _GALLERY, generator=g)
         if idx.size:
             mu, _ = model.q_continuous(xm[idx])
-            d = (mu[:, k] - model.prior.means[k]).pow(2).sum(-1).numpy()
+            d = (mu[:, k] - centre[0]).pow(2).sum(-1).numpy()
             closest = idx[np.argsort(d, kind="stable")[:_GALLERY]]
             unsure = idx[np.argsort(probs[idx, k], kind="stable")[:_GALLERY]]
         else:
@@ -369,13 +373,21 @@ def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: d
              "<body>", "<main>", f"<h1>{_e(title)}</h1>",
              "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in facts) + "</ul>"]
     if "acc_hungarian" in metrics:
-        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"]]]
-        if "kmeans_acc_hungarian" in metrics:
-            rows.append(["k-means, same data and K", metrics["kmeans_acc_hungarian"], metrics["kmeans_nmi"], "–"])
+        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"],
+                 round(metrics["fit_seconds"])]]
+        for name, label in (("kmeans", "k-means, same data and K"),
+                            ("umap_gmm", "UMAP (10-d) → Gaussian mixture, same data and K")):
+            note = metrics.get(f"{name}_note")
+            if f"{name}_acc_hungarian" in metrics:
+                rows.append([label + (f" ({note})" if note else ""), *(metrics.get(f"{name}_{m}", "–") for m in
+                                                                       ("acc_hungarian", "nmi", "ari")),
+                             round(metrics[f"{name}_seconds"])])
+            elif note:
+                rows.append([f"{label}: {note}", "–", "–", "–", "–"])
         parts += ["<h2>Agreement with the labels</h2>",
                   "<p>The labels were not used to fit: they only score the clusters. Accuracy matches clusters to "
-                  "classes one-to-one (Hungarian).</p>",
-                  _table(["", "accuracy (Hungarian)", "NMI", "ARI"], rows)]
+                  "classes one-to-one (Hungarian). The baselines cluster the same inputs the model sees.</p>",
+                  _table(["", "accuracy (Hungarian)", "NMI", "ARI", "seconds"], rows)]
         if "cluster_heatmap" in figures:
             parts.append(_figure(figures["cluster_heatmap"], "class × cluster: mean q(k|x) over the examples of each "
                                                              "class"))
@@ -386,8 +398,9 @@ def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: d
                   f"<p>Each K was fitted on 80 % of the data; the other 20 % were assigned, and K was chosen by the "
                   f"silhouette of those assignments (how much closer each point is to its own cluster than to the "
                   f"next, −1…1, higher is better; no labels used). Chosen: K = {chosen} (highlighted), then fitted on "
-                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective) and the mean "
-                  f"confidence max_k q(k|x).</p>",
+                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective; not "
+                  f"comparable across K, whose prior, latent size and cost scale differ) and the mean confidence "
+                  f"max_k q(k|x).</p>",
                   _table(["K", "held-out silhouette", "held-out score", "mean confidence", "clusters used"], rows,
                          chosen_i)]
         if "k_sweep" in figures:
@@ -566,7 +579,8 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         est.labels_ = res.assign
         sizes = res.sizes
         mean_conf = float(res.conf_sum.sum() / n)
-        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_, "fit_seconds": wall,
+        metrics: dict = {"data": name, "examples": n, "clusters": k, "steps": est.n_iter_,
+                         "steps_kept_run": est.n_iter_kept_, "clock_stopped": est.clock_stopped_, "fit_seconds": wall,
                          "assign_seconds": assign_seconds, "mean_confidence": mean_conf,
                          "clusters_used": int((sizes > 0).sum())}
         metrics.update({f"size/{j}": int(sizes[j]) for j in range(k)})
@@ -575,11 +589,15 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         if sampled:
             metrics["sample_examples"] = len(sample_idx)
         sample = _rows(ds, x, sample_idx) if sampled else X
+        xm = est._model_x(sample)  # the model's input (the estimator's scaling applied) of the examples drawn
         if y is not None:
             metrics.update({"acc_hungarian": float(hungarian_accuracy(res.assign, y)[0]),
                             "nmi": float(nmi(res.assign, y)), "ari": float(ari(res.assign, y))})
-            km_ds = ds if not streamed else ds._take(torch.from_numpy(sample_idx)).in_memory()
-            metrics.update(kmeans_baseline(km_ds, km_ds, k, seed=seed, prefix=""))
+            # the baselines on the model's input: all of it in memory, the sample of data streamed from disk
+            xb, yb = (est._model_x(x), y) if not streamed else (xm, y[sample_idx])
+            metrics.update(kmeans_baseline(xb, xb, yb, k, seed=seed, prefix=""))
+            say("baseline: UMAP → Gaussian mixture on the same data …")
+            metrics.update(umap_gmm_scores(xb, yb, k, seed=seed))
         if sweep:
             metrics["sweep"] = sweep
         # everything below is written into tmp, then renamed to out in one step
@@ -587,7 +605,6 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         fig_dir = tmp / "figures"
         fig_dir.mkdir()
         figs: dict[str, Path] = {}
-        xm = est._model_x(sample)  # the model's input: the estimator's scaling applied
         probs = res.sample_probs
         if ds.is_image:
             figs["cluster_gallery"] = gallery_figure(est, xm, probs, fig_dir / "cluster_gallery.png", seed)
@@ -606,8 +623,10 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
                                                                                else ", no labels")
                   + (" — read from disk in batches (too large to hold in memory)" if streamed else "")),
                  ("clusters", f"K = {k}" + (" (chosen by the sweep below)" if sweep else "")),
-                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} steps in "
-                           f"{wall:.0f} s"),
+                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} optimiser "
+                           f"steps ({est.n_iter_kept_} in the kept run, the rest in discarded starts) in {wall:.0f} s"
+                           + (" — stopped by the clock (--max-minutes): not reproducible" if est.clock_stopped_
+                              else "")),
                  ("mean confidence", f"{mean_conf:.3f} (mean over examples of max_k q(k|x))")]
         facts += [("input", note) for note in est.input_notes_]
         facts += [("sample", note) for note in _sample_notes(est, n, len(sample_idx), streamed, y is not None,
@@ -630,7 +649,7 @@ def _sample_notes(est: GMWAEClustering, n: int, m: int, streamed: bool, labels: 
     out = []
     if m < n:
         out.append(f"the figures and the members shown per cluster come from a random sample of {m:,} of the {n:,} "
-                   f"examples" + ("; so does the k-means baseline" if streamed and labels else ""))
+                   f"examples" + ("; so do the k-means and UMAP baselines" if streamed and labels else ""))
     if streamed:
         cfg = est.run_config_
         if getattr(cfg.model_config, "component_refit", False) and n > REFIT_SAMPLE:

@@ -76,7 +76,9 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int = -1
     max_minutes: float | None = None
-    """Stop training after this many minutes (the main job uses 7 to fit its 10-minute budget)."""
+    """Stop training after this many minutes (the main job uses 9.5 to fit its 10-minute budget). A run the clock
+    stops is not reproducible (a rerun with the same seed stops at another step): ``train/clock_stopped`` and
+    ``train_note`` in metrics.json say so."""
     batch_size: int = 100
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
@@ -93,8 +95,9 @@ class TrainConfig:
     restarts: int = 1
     """Beyond the papers (1 = off): train this many candidate starts (different seeds; the first is ``seed``) for
     ``restart_steps`` steps each, in memory, keep the best by ``restart_select`` — no label is read — and continue it
-    to the budget (its steps count towards ``max_steps``, the others' time towards ``max_minutes``). A mixture model
-    settles on its partition of the data early, and keeps it."""
+    to the budget (its steps count towards ``max_steps``, the others' time towards ``max_minutes``; ``train/steps``
+    counts every start's steps, ``train/steps_kept_run`` the kept run's). The candidates run without the clock. A
+    mixture model settles on its partition of the data early, and keeps it."""
     restart_steps: int = 0
     """Steps of each candidate start (pre-training included before them); must be below ``max_steps``. 0: the
     fraction ``restart_fraction`` of ``max_steps`` (so a shorter ``--max-steps`` shortens the starts with it)."""

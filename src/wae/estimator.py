@@ -33,6 +33,10 @@ small random warp for images and noise + feature dropout for vectors (``model.co
 ``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X — the reconstruction cost plus
 λ·MMD between the codes of X and the mixture prior, in the model's scaled units, with the expectation over k exact and
 a fixed random stream — as ``KMeans.score`` is the opposite of the k-means objective: label-free, higher is better.
+It compares fits of one objective only: the same ``n_clusters``, preset and ``overrides`` (fits that differ in seed
+or budget), on data of one scale. It cannot compare different K — the prior (K modes), the latent size (≥ K − 1)
+and, in the ``cluster-*`` presets, ``cost_scale`` change with ``n_clusters`` and the data — so it does not choose K:
+``wae cluster``'s sweep uses the held-out silhouette (:func:`wae.cluster.sweep_criterion`).
 """
 from __future__ import annotations
 
@@ -236,8 +240,10 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     preset : str or None
         A ``gm-wae`` preset (``wae presets``); None picks one from the data's shape (see the module doc).
     max_steps, max_minutes : int / float or None
-        Training budget (optimiser steps / wall minutes); None keeps the preset's. With ``max_steps`` the heads'
-        pre-training runs min(the preset's, max_steps // 5) steps.
+        Training budget (optimiser steps / wall minutes); None keeps the preset's (every preset has a clock:
+        ``main`` 9.5 minutes, ``cluster-*`` 5). ``max_steps`` bounds the kept run (its start's steps and those after
+        them); the discarded starts' steps come on top, their time counts in ``max_minutes``. With ``max_steps`` the
+        heads' pre-training runs min(the preset's, max_steps // 5) steps.
     invariance : ``"auto"`` or ``"off"``
         ``auto`` keeps the preset's cluster-consistency term (warps for images, noise and feature dropout for
         vectors); ``off`` drops it.
@@ -248,15 +254,20 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     overrides : list of str or None
         Any run-config key as ``key=value`` (e.g. ``["model.width=0.25", "train.lr=5e-4"]``), applied last.
     random_state : int, RandomState or None
-        Seeds the fit (network initialisation, batches, sampling in training): on a CPU an int makes it reproducible.
+        Seeds the fit (network initialisation, batches, sampling in training). On a CPU an int makes a fit
+        reproducible only when it ends on ``max_steps``: when the clock (``max_minutes``, set by every preset) stops
+        it first, a rerun stops at another step (``clock_stopped_`` says whether it did, with a warning).
     device : str, default ``"auto"``
         ``auto``, ``cpu``, ``cuda``, ``cuda:i`` or ``mps`` for training; inference runs there too (CUDA) or on the CPU.
     verbose : bool
-        A progress bar while training, and the input notes printed.
+        Progress lines for the restart candidates (which start, its steps, the time elapsed), a progress bar for
+        the kept run, and the input notes printed. False prints nothing.
 
     Attributes
     ----------
-    labels_ : ndarray (N,) of the training data's clusters · ``n_iter_`` : optimiser steps taken ·
+    labels_ : ndarray (N,) of the training data's clusters · ``n_iter_`` : every optimiser step taken (all
+    restart candidates', the discarded ones' included) · ``n_iter_kept_`` : the kept run's (its start's and those
+    after it) · ``clock_stopped_`` : whether ``max_minutes`` ended the fit before ``max_steps`` ·
     ``model_`` : the trained :class:`~wae.models.gmwae.GaussianMixtureAE` · ``run_config_`` : its
     :class:`~wae.config.RunConfig` · ``input_shape_`` / ``layout_`` : one example's shape and layout as given ·
     ``offset_`` / ``scale_`` : the input map · ``input_notes_`` : what was done to the values ·
@@ -473,10 +484,13 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
                 warnings.filterwarnings("ignore", pat)
             model, steps = fit_in_memory(cfg, RunData(Dataset("array", xt, None), None, None),
                                          quiet=not self.verbose)
+        if steps.clock_stopped:
+            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=2)
         # the fitted attributes, all at once: a fit that fails leaves none behind (the estimator stays unfitted)
         self.layout_, self.input_shape_ = layout, tuple(int(s) for s in arr.shape[1:])
         self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
-        self.model_, self.n_iter_, self.run_config_ = model, int(steps), cfg
+        self.model_, self.run_config_ = model, cfg
+        self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
         self.labels_ = self._apply(model.cluster_probs, xt).argmax(1).numpy().astype(np.int64)
         return self
 
@@ -521,10 +535,13 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
                 warnings.filterwarnings("ignore", pat)
             model, steps = fit_in_memory(cfg, RunData(Dataset("array", mapped, None), None, None),
                                          quiet=not self.verbose)
+        if steps.clock_stopped:
+            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=2)
         self.layout_, self.input_shape_ = ("nchw" if is_image else "vector"), shape
         self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
         self.n_features_in_ = int(shape[0])
-        self.model_, self.n_iter_, self.run_config_ = model, int(steps), cfg
+        self.model_, self.run_config_ = model, cfg
+        self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
         if labels:
             self.labels_ = np.concatenate([p.argmax(1).numpy() for p in self._chunks(model.cluster_probs, ds)]
                                           ).astype(np.int64)
@@ -560,7 +577,11 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         return z.astype(np.float64 if getattr(X, "dtype", None) == np.float64 else np.float32)
 
     def score(self, X, y=None) -> float:
-        """The opposite of the GM-WAE objective (Eq. 4) on X — higher is better, labels ignored (module doc)."""
+        """The opposite of the GM-WAE objective (Eq. 4) on X — higher is better, labels ignored (module doc).
+
+        Comparable only between fits of the same objective (the same ``n_clusters``, preset and overrides: seeds,
+        budgets): not across ``n_clusters``, whose prior, latent size and cost scale differ — K is chosen by the
+        held-out silhouette (:func:`wae.cluster.sweep_criterion`), not by this."""
         check_is_fitted(self)
         x = self._dataset_input(X) if isinstance(X, Dataset) else self._model_x(self._validate(X, reset=False))
         n = x.shape[0]
@@ -576,7 +597,9 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
 
     def sample(self, n: int = 1, cluster: int | None = None, random_state=None) -> np.ndarray:
         """``n`` draws from the model — from cluster ``cluster`` alone when given — shaped and valued like X
-        (the user's layout, the input map undone), float32."""
+        (the user's layout, the input map undone), float32. The codes come from ``model_.sample_codes`` (the
+        refitted components when the preset has ``component_refit``), the path ``wae sample`` and the report's
+        gallery take: with the same seed they draw the same samples."""
         check_is_fitted(self)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise InputError(f"n must be a positive integer, got {n!r}")
@@ -588,11 +611,8 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             if not isinstance(random_state, (int, np.integer)) else int(random_state)
         g = torch.Generator().manual_seed(seed)
         model = self.model_.eval()
-        with torch.no_grad():
-            if cluster is None:
-                z = model.prior.sample((int(n),), generator=g)
-            else:
-                z = model.prior.sample_component(int(cluster), int(n), generator=g)
+        with torch.no_grad():  # the model's own sampling path (refitted components with component_refit)
+            z = model.sample_codes(int(n), None if cluster is None else int(cluster), generator=g)
             out = self._apply(model.decode, z).double().numpy()
         out = out * self.scale_ + self.offset_
         return np.ascontiguousarray(from_model_layout(out, self.layout_), dtype=np.float32)
@@ -622,6 +642,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             params["random_state"] = None  # a RandomState object is not data; the fit's seed is in config.yaml
         meta = {"estimator": type(self).__name__, "wae_version": __version__, "params": params,
                 "input_shape": list(self.input_shape_), "layout": self.layout_, "n_iter": int(self.n_iter_),
+                "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_),
                 "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
                 "feature_names_in": [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_")
                 else None}
@@ -643,6 +664,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             meta = yaml.safe_load(meta_path.read_text())
             params, shape, layout = dict(meta["params"]), tuple(int(s) for s in meta["input_shape"]), meta["layout"]
             n_iter, n_features, notes = int(meta["n_iter"]), int(meta["n_features_in"]), list(meta["input_notes"])
+            n_kept, clock = int(meta.get("n_iter_kept", n_iter)), bool(meta.get("clock_stopped", False))
             names = meta.get("feature_names_in")
         except (yaml.YAMLError, KeyError, TypeError, ValueError, OSError) as e:
             raise WAEError(f"{meta_path} is corrupt ({type(e).__name__})") from None
@@ -659,6 +681,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         est.offset_, est.scale_ = arrays["offset"].numpy(), arrays["scale"].numpy()
         est.labels_ = arrays["labels"].numpy()
         est.layout_, est.input_shape_, est.n_iter_, est.n_features_in_ = layout, shape, n_iter, n_features
+        est.n_iter_kept_, est.clock_stopped_ = n_kept, clock
         est.input_notes_ = notes
         if names is not None:
             est.feature_names_in_ = np.asarray(names, dtype=object)

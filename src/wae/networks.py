@@ -7,8 +7,7 @@ model applies a sigmoid for the mean image or uses the logits for a Bernoulli li
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,60 +28,7 @@ __all__ = [
     "build_encoder",
     "build_decoder",
     "scaled",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "reference_statistics",
 ]
-
-
-class _ReferenceBatchNorm:
-    """Batch norm whose training-mode statistics can come from a fixed leading part of the batch.
-
-    With ``reference_rows`` = r set (by :func:`reference_statistics`), a training-mode forward computes the batch
-    mean and variance over the first r rows only (and updates the running statistics from them), then normalises
-    every row with them: the output for row i depends on row i and the r reference rows, not on the other rows in
-    the batch. Unset (the default) or in eval mode it is plain batch norm; parameters and buffers are nn.BatchNorm's,
-    so checkpoints and exports are unchanged.
-    """
-
-    reference_rows: int | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        r = self.reference_rows
-        if r is None or not self.training or r >= x.shape[0]:
-            return super().forward(x)
-        ref = x[:r]
-        out = super().forward(ref)  # the reference rows, and the running statistics updated from them
-        dims = [0, *range(2, x.dim())]
-        var, mean = torch.var_mean(ref, dim=dims, correction=0, keepdim=True)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        rest = (x[r:] - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            rest = rest * self.weight.view(shape) + self.bias.view(shape)
-        return torch.cat([out, rest])
-
-
-class BatchNorm1d(_ReferenceBatchNorm, nn.BatchNorm1d):
-    """:class:`torch.nn.BatchNorm1d` that can take its statistics from reference rows (:func:`reference_statistics`)."""
-
-
-class BatchNorm2d(_ReferenceBatchNorm, nn.BatchNorm2d):
-    """:class:`torch.nn.BatchNorm2d` that can take its statistics from reference rows (:func:`reference_statistics`)."""
-
-
-@contextmanager
-def reference_statistics(module: nn.Module, rows: int) -> Iterator[None]:
-    """Within the block, every :class:`BatchNorm1d`/:class:`BatchNorm2d` of ``module`` in training mode normalises
-    with the statistics of the first ``rows`` rows of its input, so that a row's output does not depend on which
-    other rows follow them (what an estimator that decodes a random subset of codes needs to stay unbiased)."""
-    norms = [m for m in module.modules() if isinstance(m, _ReferenceBatchNorm)]
-    for m in norms:
-        m.reference_rows = rows
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.reference_rows = None
 
 
 def scaled(channels: Sequence[int], width: float) -> list[int]:
@@ -100,7 +46,7 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(sizes[i], sizes[i + 1]))
             if not last:
                 if batch_norm:
-                    layers.append(BatchNorm1d(sizes[i + 1]))
+                    layers.append(nn.BatchNorm1d(sizes[i + 1]))
                 layers.append(activation())
         super().__init__(*layers)
 
@@ -127,7 +73,7 @@ class ConvEncoder(nn.Module):
         for ch in channels:
             layers.append(nn.Conv2d(c, ch, kernel, stride=2, padding=pad))
             if batch_norm:
-                layers.append(BatchNorm2d(ch))
+                layers.append(nn.BatchNorm2d(ch))
             layers.append(nn.ReLU())
             c = ch
         self.features = nn.Sequential(*layers)
@@ -162,7 +108,7 @@ class ConvDecoder(nn.Module):
         self.start = (fc_channels, h // f, w // f)
         fc: list[nn.Module] = [nn.Linear(in_dim, math.prod(self.start))]
         if batch_norm:
-            fc.append(BatchNorm1d(math.prod(self.start)))
+            fc.append(nn.BatchNorm1d(math.prod(self.start)))
         fc.append(nn.ReLU())
         self.fc = nn.Sequential(*fc)
         layers: list[nn.Module] = []
@@ -174,7 +120,7 @@ class ConvDecoder(nn.Module):
             else:
                 layers.append(nn.ConvTranspose2d(c, ch, kernel, stride=2, padding=kernel // 2, output_padding=1))
             if batch_norm:
-                layers.append(BatchNorm2d(ch))
+                layers.append(nn.BatchNorm2d(ch))
             layers.append(nn.ReLU())
             c = ch
         layers.append(nn.Conv2d(c, c_out, out_kernel, stride=1, padding=out_kernel // 2))
@@ -208,7 +154,7 @@ class BatchedHeads(nn.Module):
         super().__init__()
         self.k, self.hidden, self.out_dim = num_heads, hidden, out_dim
         self.first = nn.Linear(in_dim, num_heads * hidden)
-        self.bn = BatchNorm1d(num_heads * hidden) if batch_norm else nn.Identity()
+        self.bn = nn.BatchNorm1d(num_heads * hidden) if batch_norm else nn.Identity()
         bound = 1.0 / math.sqrt(hidden)
         self.weight = nn.Parameter(torch.empty(num_heads, hidden, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_heads, out_dim).uniform_(-bound, bound))
@@ -301,12 +247,12 @@ class SizedConvDecoder(nn.Module):
         f = 2 ** len(channels)
         self.start = (fc_channels, -(-h // f), -(-w // f))
         self.out_hw = (h, w)
-        self.fc = nn.Sequential(nn.Linear(in_dim, math.prod(self.start)), BatchNorm1d(math.prod(self.start)),
+        self.fc = nn.Sequential(nn.Linear(in_dim, math.prod(self.start)), nn.BatchNorm1d(math.prod(self.start)),
                                 nn.ReLU())
         layers: list[nn.Module] = []
         c = fc_channels
         for ch in channels:
-            layers += [nn.ConvTranspose2d(c, ch, 4, stride=2, padding=1), BatchNorm2d(ch), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(c, ch, 4, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU()]
             c = ch
         layers.append(nn.Conv2d(c, c_out, 3, stride=1, padding=1))
         self.deconv = nn.Sequential(*layers)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .files import atomic_write_text
 
-__all__ = ["write_run_report", "write_html_report", "metrics_table", "figure_caption"]
+__all__ = ["write_run_report", "write_html_report", "metrics_table", "figure_caption", "paper_clustering",
+           "GMVAE_TABLE1"]
 
 
 def _fmt(v) -> str:
@@ -26,23 +27,67 @@ def metrics_table(metrics: dict, paper: dict | None = None) -> str:
     return "\n".join(rows)
 
 
-PAPER_CLUSTERING = {"gm-wae": ("GM-WAE paper (Gaujac et al. §3.2, 60k MNIST digits)", {"acc_paper": 0.76}),
-                    "gmvae": ("GMVAE paper (Dilokthanakul et al. Table 1, K = 10, M = 1, mean)",
-                              {"acc_makhzani": 0.778})}
-"""The clustering figure each model's paper reports, beside which a run's own numbers are shown."""
+GMVAE_TABLE1: dict[tuple[int, int], tuple[float, float, float]] = {
+    (10, 1): (87.31, 77.78, 5.75),
+    (10, 10): (88.54, 82.31, 3.75),
+    (16, 1): (89.01, 85.09, 1.99),
+    (16, 10): (96.92, 87.82, 5.33),
+    (30, 1): (95.84, 92.77, 1.60),
+    (30, 10): (93.22, 89.27, 2.50),
+}
+"""Table 1 of the GMVAE paper (MNIST; each cluster labelled by its most confident test digit, §4.2; percent):
+(K, M) → (best run, mean, std)."""
+
+
+def paper_clustering(model: str, K: int | None = None, M: int = 1) -> tuple[str, dict] | None:
+    """(caption, {metric: value}) of the clustering number the model's paper reports for the same K (and M), beside
+    which a run's own are shown; an empty dict when the paper has no row for this K; None for other models. Without
+    K (unknown), the paper's K = 10 row, its K in the caption."""
+    if model == "gm-wae":
+        if K in (None, 10):
+            return "GM-WAE paper (Gaujac et al. §3.2, K = 10, 60k MNIST digits)", {"acc_paper": 0.76}
+        return f"GM-WAE paper: K = 10 only, no number for K = {K}", {}
+    if model == "gmvae":
+        key = (10, 1) if K is None else (int(K), int(M))
+        if key in GMVAE_TABLE1:
+            return (f"GMVAE paper (Dilokthanakul et al. Table 1, K = {key[0]}, M = {key[1]}, mean)",
+                    {"acc_makhzani": GMVAE_TABLE1[key][1] / 100})
+        return f"GMVAE paper: no Table 1 row for K = {K}, M = {M} (K 10/16/30, M 1/10)", {}
+    return None
 
 HEADLINE_FIGURES = ("cluster_gallery", "cluster_heatmap")
 """Figures shown first in a clustering run's report (per-cluster samples beside real members, class × cluster)."""
 
-_HEAD_COLS = [("acc_hungarian", "accuracy (Hungarian)"), ("acc_paper", "accuracy (greedy, GM-WAE paper's)"),
-              ("acc_makhzani", "accuracy (Makhzani, GMVAE paper's)"), ("nmi", "NMI"),
-              ("active_components", "clusters used"), ("component_purity", "purity of each cluster's samples"),
+_HEAD_COLS = [("acc_hungarian", "accuracy (Hungarian: one-to-one map from this split)"),
+              ("acc_paper", "accuracy (GM-WAE paper's greedy map from this split)"),
+              ("acc_makhzani", "accuracy (GMVAE paper's: each cluster labelled by its most confident point of this "
+                               "split)"),
+              ("acc_makhzani_valmap", "accuracy (Makhzani et al.'s: each cluster labelled by its most confident "
+                                      "validation point)"),
+              ("nmi", "NMI"), ("active_components", "clusters used"),
+              ("component_purity", "purity of each cluster's samples (classifier of the training split)"),
+              ("sample_cluster_agreement", "samples of k in the class of the data assigned to k"),
               ("classes_covered", "classes drawn")]
 
 
-def clustering_headline(metrics: dict, model: str | None = None) -> tuple[list[str], list[list[str]]] | None:
-    """(header, rows) of the table a clustering run's report opens with: this run on its held-out split, the
-    paper's number, and k-means on the same split; None for runs without clustering metrics."""
+def _baseline_row(metrics: dict, split: str, name: str, label: str, cols: list) -> list[str] | None:
+    """The headline row of baseline ``name`` (``kmeans``, ``umap_gmm``): its scores and seconds; None when it has
+    neither scores nor a note (a note without scores — e.g. umap-learn missing — is the row's one line)."""
+    pre = f"{split}/{name}_"
+    note = metrics.get(pre + "note")
+    if pre + "acc_hungarian" not in metrics:
+        return [f"{label}: {note}", *("–" for _ in cols), "–"] if note else None
+    cells = [_fmt(metrics[pre + k]) if metrics.get(pre + k) is not None else "–" for k, _ in cols]
+    secs = metrics.get(pre + "seconds")
+    return [label + (f" ({note})" if note else ""), *cells, f"{secs:.0f}" if secs is not None else "–"]
+
+
+def clustering_headline(metrics: dict, model: str | None = None, K: int | None = None,
+                        M: int = 1) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows) of the table a clustering run's report opens with: this run (K clusters, M samples for GMVAE)
+    on its held-out split, k-means with the same K and UMAP → GMM on the same split (each with the seconds it took),
+    and the paper's number for the same K; None for runs without clustering metrics. The column captions say which
+    data label the clusters."""
     split = metrics.get("eval_split", "test")
     if f"{split}/acc_hungarian" not in metrics:
         return None
@@ -50,16 +95,20 @@ def clustering_headline(metrics: dict, model: str | None = None) -> tuple[list[s
     where = metrics.get("eval_dataset", split)
     note = f" — {metrics['eval_note']}" if metrics.get("eval_note") else ""
     note += f" — {metrics['sample_note']}" if metrics.get("sample_note") else ""
-    header = ["", *(name for _, name in cols)]
+    header = ["", *(name for _, name in cols), "seconds"]
+    wall = metrics.get("train/wall_seconds")
     rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",
-             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols)]]
-    if f"{split}/kmeans_acc_hungarian" in metrics:
-        km = {"acc_hungarian": metrics[f"{split}/kmeans_acc_hungarian"], "nmi": metrics.get(f"{split}/kmeans_nmi")}
-        rows.append(["k-means on raw pixels, same split", *(_fmt(km[k]) if km.get(k) is not None else "–"
-                                                             for k, _ in cols)])
-    paper = PAPER_CLUSTERING.get(model or metrics.get("model", ""))
+             *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols), f"{wall:.0f}" if wall is not None else "–"]]
+    for name, label in (("kmeans", f"k-means on raw pixels{f' with K = {K}' if K else ''}, same split, scored the "
+                                   "same ways"),
+                        ("umap_gmm", "UMAP (10-d) → Gaussian mixture on raw pixels, fitted on this split's "
+                                     "pixels (no labels)")):
+        row = _baseline_row(metrics, split, name, label, cols)
+        if row:
+            rows.append(row)
+    paper = paper_clustering(model or metrics.get("model", ""), K, M)
     if paper:
-        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols)])
+        rows.append([paper[0], *(_fmt(paper[1][k]) if k in paper[1] else "–" for k, _ in cols), "–"])
     return header, rows
 
 
@@ -80,7 +129,8 @@ def write_run_report(run_dir: str | Path, cfg, metrics: dict, paper: dict | None
     lines = [f"# {title or f'{cfg.model} on {cfg.data.dataset}'}", ""]
     if notes:
         lines += [notes, ""]
-    head = clustering_headline(metrics, cfg.model)
+    head = clustering_headline(metrics, cfg.model, getattr(cfg.model_config, "num_components", None),
+                               getattr(cfg.model_config, "mc_samples", 1))
     if head:
         lines += ["## Clustering on held-out data", "", _md_table(*head), ""]
         for f in figs:

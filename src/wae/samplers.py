@@ -1,6 +1,8 @@
 """Samplers of a trained model's latent space: its own prior, or a Gaussian mixture fitted to its codes afterwards.
 
-``prior`` draws from the model's generative model (``model.sample`` / ``model.sample_component``). ``gmm`` is the
+``prior`` draws from the model's generative model (``model.sample`` / ``model.sample_component``, which decode
+``model.sample_codes``: the refitted components of a GM-WAE with ``component_refit``, as the estimator's ``sample``,
+the galleries and the reports do). ``gmm`` is the
 ex-post density estimation of Ghosh et al. (2020, "From variational to deterministic autoencoders", the RAE
 paper; pythae ships it as ``GaussianMixtureSampler``): a Gaussian mixture with full covariances is fitted by EM
 (scikit-learn) to the codes of the training data, and samples are decoded from draws of that mixture. It applies
@@ -95,8 +97,7 @@ def _prior_draw(model, n: int, component: int | None, std_scale: float, generato
     if component is not None:
         return model.sample_component(component, n, std_scale, generator=generator)
     if std_scale != 1.0:
-        z = model.prior.sample((n,), generator=generator)
-        return model.decode(model.prior.mean + (z - model.prior.mean) * std_scale)
+        return model.decode(model.sample_codes(n, None, std_scale, generator))
     return model.sample(n, generator=generator)
 
 

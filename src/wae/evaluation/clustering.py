@@ -7,9 +7,11 @@ accepted; everything is computed in NumPy float64.
 Accuracy protocols (they differ, and papers are not comparable across them):
 
 * :func:`paper_accuracy` — GM-WAE (Gaujac et al., §3.2): a one-to-one *greedy* matching of classes to
-  components on the class-averaged responsibilities M[ℓ, k] = mean_{x ∈ class ℓ} q(k|x).
-* :func:`makhzani_accuracy` — Makhzani et al. (adversarial autoencoders), used by the GMVAE paper (§4.2): each
-  cluster takes the label of its most confident point; clusters may share labels.
+  components on the class-averaged responsibilities M[ℓ, k] = mean_{x ∈ class ℓ} q(k|x) of the evaluated points.
+* :func:`makhzani_accuracy` — each cluster takes the label of its most confident point (not its majority label);
+  clusters may share labels. Where that point comes from differs: the GMVAE paper (§4.2) takes it from the
+  evaluated (test) points themselves (the default); Makhzani et al. (adversarial autoencoders) from a labelled
+  *validation* set (pass ``map_probs``/``map_labels``), then score the test set.
 * :func:`hungarian_accuracy` — optimal one-to-one matching (linear_sum_assignment) on the contingency matrix.
 * :func:`majority_accuracy` — many-to-one: every cluster takes its majority label (an upper bound on the
   one-to-one accuracies for the same hard assignment).
@@ -32,6 +34,8 @@ __all__ = [
     "class_cluster_matrix",
     "paper_accuracy",
     "makhzani_accuracy",
+    "most_confident_labels",
+    "ACCURACY_MAPS",
     "hungarian_accuracy",
     "majority_accuracy",
     "nmi",
@@ -180,16 +184,39 @@ def paper_accuracy(
     return _accuracy(p.argmax(1), mapping, lab), mapping
 
 
-def makhzani_accuracy(probs: Any, labels: Any) -> tuple[float, np.ndarray]:
-    """Clustering accuracy with the protocol of Makhzani et al. (used by the GMVAE paper, §4.2).
+def most_confident_labels(scores: Any, labels: Any) -> np.ndarray:
+    """Cluster → label: every cluster k takes the label of the point with the highest ``scores[:, k]`` (ties: the
+    first such point). ``scores`` (n, K) are q(k|x), or any per-cluster confidence (k-means: minus the squared
+    distance to centroid k). An int64 array of length K, no -1."""
+    sc = _to_numpy(scores).astype(np.float64, copy=False)
+    if sc.ndim != 2 or sc.shape[0] == 0 or not np.all(np.isfinite(sc)):
+        raise WAEError(f"scores must be a finite, non-empty (n, K) array, got shape {tuple(sc.shape)}")
+    lab = _labels(labels, sc.shape[0])
+    return lab[sc.argmax(0)].astype(np.int64)
 
-    Every cluster k takes the label of the evaluation point with the highest q(k|x) (ties: the first such point);
-    each point is predicted ``mapping[argmax_k q(k|x)]``. Several clusters may carry the same label, and every
-    cluster gets one, so the mapping holds no -1. Returns ``(accuracy, mapping)``.
+
+def makhzani_accuracy(probs: Any, labels: Any, map_probs: Any = None, map_labels: Any = None
+                      ) -> tuple[float, np.ndarray]:
+    """Clustering accuracy with each cluster labelled by its most confident labelled point.
+
+    Every cluster k takes the label of the point of the *map set* with the highest q(k|x)
+    (:func:`most_confident_labels`); each evaluated point is predicted ``mapping[argmax_k q(k|x)]``. The map set is
+    the evaluated points themselves by default — the GMVAE paper's reading (§4.2: "the element of the test set with
+    the highest probability of belonging to cluster i") — or ``map_probs``/``map_labels``, e.g. a labelled validation
+    set, as Makhzani et al. do. Several clusters may carry the same label, and every cluster gets one, so the mapping
+    holds no -1. Returns ``(accuracy, mapping)``.
     """
     p = _probs(probs)
     lab = _labels(labels, p.shape[0])
-    mapping = lab[p.argmax(0)].astype(np.int64)
+    if (map_probs is None) != (map_labels is None):
+        raise WAEError("makhzani_accuracy needs both map_probs and map_labels, or neither")
+    if map_probs is None:
+        mapping = most_confident_labels(p, lab)
+    else:
+        mp = _probs(map_probs)
+        if mp.shape[1] != p.shape[1]:
+            raise WAEError(f"map_probs has {mp.shape[1]} clusters, probs {p.shape[1]}")
+        mapping = most_confident_labels(mp, map_labels)
     return _accuracy(p.argmax(1), mapping, lab), mapping
 
 
@@ -304,11 +331,26 @@ def align_partition(labels: Any, reference: Any, k: int | None = None) -> np.nda
     return mapping[a]
 
 
-def clustering_metrics(probs: Any, labels: Any, prefix: str = "test/") -> dict[str, float]:
+ACCURACY_MAPS = {
+    "acc_paper": "greedy one-to-one map from the class-averaged q(k|x) of the evaluated split (GM-WAE paper §3.2)",
+    "acc_makhzani": "each cluster labelled by its most confident point of the evaluated split (GMVAE paper §4.2)",
+    "acc_makhzani_valmap": "each cluster labelled by its most confident point of the validation split, applied to the "
+                           "evaluated split (Makhzani et al.)",
+    "acc_hungarian": "optimal one-to-one map from the evaluated split's contingency table",
+    "acc_majority": "each cluster labelled by its majority class in the evaluated split",
+}
+"""Accuracy key → which labelled data build its cluster → class map, and how (``metrics.json``'s
+``accuracy_maps``; the report's captions)."""
+
+
+def clustering_metrics(probs: Any, labels: Any, prefix: str = "test/", val_probs: Any = None,
+                       val_labels: Any = None) -> dict[str, float]:
     """All clustering scores of soft assignments ``probs`` (n × K) as ``{prefix + name: float}``.
 
     Keys: ``acc_paper``, ``acc_makhzani``, ``acc_hungarian``, ``acc_majority``, ``nmi``, ``ari``,
-    ``active_components`` (hard assignments are argmax_k q(k|x); K is ``probs.shape[1]``).
+    ``active_components`` (hard assignments are argmax_k q(k|x); K is ``probs.shape[1]``), and with a labelled
+    validation split (``val_probs``, ``val_labels``) ``acc_makhzani_valmap``. Each accuracy's cluster → class map
+    and its data: :data:`ACCURACY_MAPS`.
     """
     p = _probs(probs)
     lab = _labels(labels, p.shape[0])
@@ -323,4 +365,6 @@ def clustering_metrics(probs: Any, labels: Any, prefix: str = "test/") -> dict[s
         "ari": ari(a, lab),
         "active_components": float(active_components(a, K)),
     }
+    if val_probs is not None:
+        scores["acc_makhzani_valmap"] = makhzani_accuracy(p, lab, val_probs, val_labels)[0]
     return {prefix + k: float(v) for k, v in scores.items()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data import load_dataset
@@ -12,7 +11,8 @@ from ..divergences import mmd
 from ..files import write_json
 from ..plots import figures as F
 from ..reports import write_run_report
-from .clustering import class_cluster_matrix, clustering_metrics, hungarian_accuracy, nmi
+from .baselines import kmeans_baseline, umap_gmm_scores
+from .clustering import class_cluster_matrix, clustering_metrics
 from . import sample_quality
 
 __all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched", "kmeans_baseline", "EVAL_SAMPLE"]
@@ -29,8 +29,11 @@ def batched(fn, x: torch.Tensor, batch_size: int = 500):
 
 @torch.no_grad()
 def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None, batch_size: int = 500,
-                   iwae_points: int = 200, prefix: str = "test/") -> dict:
+                   iwae_points: int = 200, prefix: str = "test/", map_ds=None) -> dict:
     """Metrics of a model on a held-out data set (keys prefixed ``test/``, or ``prefix``: ``val/``, ``train/``).
+
+    ``map_ds``: a labelled validation split whose most confident points label the clusters for
+    ``acc_makhzani_valmap`` (Makhzani et al.'s protocol; :func:`~wae.evaluation.clustering.clustering_metrics`).
 
     The IWAE bound (VAE-type models) is averaged over the first ``iwae_points`` test points (recorded as
     ``test/iwae_points``): with 100 importance samples each, the whole MNIST test set would
@@ -69,7 +72,10 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     # Clustering metrics for models with a discrete latent.
     if model.has_discrete_latent and eval_ds.y is not None:
         probs = batched(model.cluster_probs, x, batch_size)
-        out.update(clustering_metrics(probs.numpy(), eval_ds.y.numpy(), prefix=prefix))
+        val = (batched(model.cluster_probs, map_ds.x, batch_size).numpy(), map_ds.y.numpy()) \
+            if map_ds is not None and map_ds.y is not None else (None, None)
+        out.update(clustering_metrics(probs.numpy(), eval_ds.y.numpy(), prefix=prefix, val_probs=val[0],
+                                      val_labels=val[1]))
     return out
 
 
@@ -180,14 +186,18 @@ def _applicable(model, eval_ds, names: list[str]) -> list[str]:
 
 
 def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: bool = True,
-                 sample_metrics: list[str] | None = None, n: int = 2000, inception_n: int | None = None) -> dict:
+                 sample_metrics: list[str] | None = None, n: int = 2000, inception_n: int | None = None,
+                 progress=None) -> dict:
     """Metrics (+ figures and report) of a finished run on its held-out splits; merges into an existing metrics.json.
 
     ``data`` is the run's :class:`~wae.data.splits.RunData`. Every split of ``data.evaluated()`` gets the
     reconstruction, prior-MMD, model-specific and clustering metrics under its own prefix (``val/``, ``test/``;
-    ``train/`` only for a data set with neither); the sample-quality metrics (``sample_metrics``) and the figures use
-    the split the run is judged on (``data.held_out``: the test split when there is one).
+    ``train/`` only for a data set with neither), clustering models' beside k-means (fitted on the training split);
+    UMAP → GMM (:mod:`~wae.evaluation.baselines`, fitted on the split itself), the sample-quality metrics
+    (``sample_metrics``) and the figures use the split the run is judged on (``data.held_out``: the test split when
+    there is one). ``progress``: called with a line as each phase starts (``print``; None says nothing).
     """
+    say = progress or (lambda line: None)
     run_dir = Path(run_dir)
     sizes = {"train": len(data.train), "val": None if data.val is None else len(data.val),
              "eval": len(data.held_out[1])}
@@ -201,14 +211,31 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
             metrics = json.loads(mpath.read_text())
         except (OSError, json.JSONDecodeError):
             metrics = {}
-    metrics.update({k: v for k, v in (extra or {}).items() if v is not None})
+    for k, v in (extra or {}).items():  # None removes what an earlier evaluation of the run wrote
+        if v is None:
+            metrics.pop(k, None)
+        else:
+            metrics[k] = v
     for name, ds in data.evaluated():
-        metrics.update(evaluate_model(model, ds, seed=cfg.train.seed, prefix=f"{name}/"))
+        say(f"evaluating on the {name} split ({len(ds):,} examples)")
+        val = data.val if name == "test" and data.val is not None and data.val.y is not None else None
+        metrics.update(evaluate_model(model, ds, seed=cfg.train.seed, prefix=f"{name}/", map_ds=val))
         if model.has_discrete_latent and ds.y is not None:
-            metrics.update(kmeans_baseline(data.train, ds, model.num_components, seed=cfg.train.seed,
-                                           prefix=f"{name}/"))
+            metrics.update(kmeans_baseline(data.train.x, ds.x, ds.y, model.num_components, seed=cfg.train.seed,
+                                           prefix=f"{name}/", map_x=val.x if val is not None else None,
+                                           map_y=val.y if val is not None else None))
     split, held = data.held_out
+    if model.has_discrete_latent and held.y is not None:
+        # the practitioner's baseline clusters the judged split itself (its inputs, not its labels); on that split
+        # only: UMAP's first call in a process compiles for tens of seconds
+        for key in [key for key in metrics if "/umap_gmm_" in key]:
+            del metrics[key]  # an earlier evaluation's, perhaps of another umap-learn install
+        say(f"UMAP → Gaussian mixture baseline on the {split} split ({len(held):,} examples)")
+        metrics.update(umap_gmm_scores(held.x, held.y, model.num_components, seed=cfg.train.seed,
+                                       prefix=f"{split}/"))
     if sample_metrics:
+        say(f"sample metrics ({', '.join(sample_metrics)}; the domain classifier is trained once per data set, "
+            "then cached)")
         # the domain classifier learns from the data set's whole training split (cached per data set)
         clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir).in_memory(
             CLASSIFIER_SAMPLE, seed=0)
@@ -233,12 +260,13 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     if data.val is not None:
         metrics["val_examples"] = sizes["val"]
     if sampled:
-        metrics["sample_note"] = (f"data streamed from disk: the metrics, the k-means baseline and the figures use a "
+        metrics["sample_note"] = (f"data streamed from disk: the metrics, the baselines and the figures use a "
                                   f"random sample of at most {EVAL_SAMPLE:,} examples of each split")
     else:
         metrics.pop("sample_note", None)
     write_json(mpath, metrics)
     if figures:
+        say("figures and report")
         make_figures(model, run_dir, held, seed=cfg.train.seed)
         write_run_report(run_dir, cfg, metrics)
     return metrics
@@ -250,20 +278,3 @@ default for a test set)."""
 
 CLASSIFIER_SAMPLE = 60_000
 """Examples of a training split streamed from disk the domain classifier of the sample metrics learns from."""
-
-
-def kmeans_baseline(train_ds, eval_ds, k: int, seed: int = 0, prefix: str = "test/", max_train: int = 10000) -> dict:
-    """k-means (k clusters, raw features) fitted on the training data, assigned on ``eval_ds``: Hungarian accuracy and
-    NMI against its labels (``{prefix}kmeans_acc_hungarian``, ``{prefix}kmeans_nmi``): the baseline any clustering of
-    the same split should beat."""
-    from sklearn.cluster import KMeans
-
-
-    xt = train_ds.x.flatten(1).cpu().numpy().astype(np.float64)
-    if len(xt) > max_train:
-        xt = xt[np.random.default_rng(seed).choice(len(xt), max_train, replace=False)]
-    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(xt)
-    pred = km.predict(eval_ds.x.flatten(1).cpu().numpy().astype(np.float64))
-    y = eval_ds.y.cpu().numpy()
-    return {f"{prefix}kmeans_acc_hungarian": float(hungarian_accuracy(pred, y)[0]),
-            f"{prefix}kmeans_nmi": float(nmi(pred, y))}

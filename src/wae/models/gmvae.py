@@ -505,11 +505,26 @@ class GMVAE(AutoEncoderModel):
         ref = self._ref()
         return torch.randn(n, self.config.w_dim, device=ref.device, dtype=ref.dtype, generator=generator)
 
+    def sample_codes(self, n: int, component: int | None = None, std_scale: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """Continuous latents x of ancestral sampling: w ~ N(0, I), z ~ U(K) (or z = ``component``),
+        x ~ N(μ_z(w), std_scale²·σ²_z(w)) — what :meth:`sample` and :meth:`sample_component` decode."""
+        w = self._randn_w(n, generator)
+        if component is None:
+            k = torch.randint(self.num_components, (n,), device=w.device, generator=generator)
+        else:
+            self._check_component(component)
+            k = torch.full((n,), component, dtype=torch.long, device=w.device)
+        return self._sample_x(w, k, std_scale, generator)
+
+    def component_mode(self, k: int) -> Tensor:
+        """μ_k(w = 0): the code of component k's decoded mean (:meth:`sample_component_mean`)."""
+        self._check_component(k)
+        return self.mixture_params(self._ref().new_zeros(1, self.config.w_dim))[0][:, k]
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Ancestral sampling: w ~ N(0, I), z ~ U(K), x ~ N(μ_z(w), σ²_z(w)), then the decoder's mean."""
-        w = self._randn_w(n, generator)
-        k = torch.randint(self.num_components, (n,), device=w.device, generator=generator)
-        return self.decode(self._sample_x(w, k, 1.0, generator))
+        return self.decode(self.sample_codes(n, None, 1.0, generator))
 
     def _check_component(self, k: int) -> None:
         if not 0 <= k < self.num_components:
@@ -518,10 +533,10 @@ class GMVAE(AutoEncoderModel):
     def sample_component(self, k: int, n: int, std_scale: float = 1.0, generator=None,
                          w_zero: bool = False) -> Tensor:
         """n samples with z = k: w ~ N(0, I) (or w = 0 with ``w_zero``, Fig. 5a), x ~ N(μ_k(w), std_scale²σ²_k(w))."""
+        if not w_zero:
+            return self.decode(self.sample_codes(n, k, std_scale, generator))
         self._check_component(k)
-        w = self._randn_w(n, generator)
-        if w_zero:
-            w = torch.zeros_like(w)
+        w = torch.zeros_like(self._randn_w(n, generator))  # the same draws as without w_zero, then w = 0
         kk = torch.full((n,), k, dtype=torch.long, device=w.device)
         return self.decode(self._sample_x(w, kk, std_scale, generator))
 

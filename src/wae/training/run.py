@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -30,7 +31,7 @@ from .module import LitAutoEncoder
 
 __all__ = ["train", "prepare", "build_trainer", "fit", "finalise", "fit_in_memory", "train_loader", "Prepared",
            "prepare_run_dir", "load_data_for", "refit_data", "ensemble_sample", "REFIT_SAMPLE", "ENSEMBLE_SAMPLE",
-           "check_output_dir", "check_run_dir", "RunLock", "SAFE_ON_RESUME"]
+           "check_output_dir", "check_run_dir", "RunLock", "SAFE_ON_RESUME", "StepCount", "StartProgress", "Starts"]
 
 log = logging.getLogger("wae")
 
@@ -277,7 +278,11 @@ def _offset_of(c) -> dict | None:
     targets = o.get("targets")
     if not (isinstance(targets, list) and all(isinstance(v, int) for v in targets)):
         targets = None
-    return {"steps": steps, "seconds": float(seconds), "losses": losses, "targets": targets}
+    other, pre = o.get("other_steps", 0), o.get("pretrain_steps", 0)  # absent in checkpoints of earlier versions
+    other = other if isinstance(other, int) and other >= 0 else 0
+    pre = pre if isinstance(pre, int) and pre >= 0 else 0
+    return {"steps": steps, "seconds": float(seconds), "losses": losses, "targets": targets, "other_steps": other,
+            "pretrain_steps": pre}
 
 
 @dataclass
@@ -304,6 +309,10 @@ class Prepared:
     seconds_used: float = 0.0
     """Wall time already spent before this run's trainer starts (choosing among restarts)."""
     restart_losses: list[float] | None = None
+    other_steps: int = 0
+    """Optimiser steps of the discarded restart candidates (not in ``max_steps``; in ``train/steps``)."""
+    pretrain_done: int = 0
+    """Pre-training steps taken before this run's trainer starts (every restart candidate's)."""
 
     def close(self) -> None:
         """Release the run directory's lock (idempotent)."""
@@ -334,14 +343,15 @@ def _rank() -> int:
 
 
 def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, data: RunData | None = None,
-            callbacks=None, init_state: dict | None = None, overwrite: bool = True) -> Prepared:
+            callbacks=None, init_state: dict | None = None, overwrite: bool = True, quiet: bool = False) -> Prepared:
     """Validate the config, load the data (unless given), build the model, its Lightning module and the loader.
 
     With ``run_dir`` the run is a run directory (config written, checkpoints, logs; ``resume`` continues its last
     checkpoint); without, training happens in memory only (the estimator). Nothing is written before the config,
     the data, the model and what the directory holds (:func:`check_run_dir`; ``overwrite=False`` refuses to replace
     a previous run, as the command line does without ``--overwrite``) have been checked. A run directory is locked
-    (:class:`RunLock`) from then on: release it with :meth:`Prepared.close` (``train`` does).
+    (:class:`RunLock`) from then on: release it with :meth:`Prepared.close` (``train`` does). ``quiet``: no
+    progress lines for the restart candidates and no note on the kept one.
     """
     cfg.validate()
     lead = _rank() == 0 and "LOCAL_RANK" not in os.environ  # the process that owns the run directory
@@ -399,34 +409,40 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         ckpt = PeriodicCheckpoint(run_dir / "checkpoints", cfg.train.checkpoint_every_minutes)
         cbs.insert(0, ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
-    steps_done, seconds_used, losses, targets = 0, 0.0, None, None
+    steps_done, seconds_used, losses, targets, other_steps, pretrain_done = 0, 0.0, None, None, 0, 0
     if offset is not None:  # a resumed run that had chosen among restarts: their steps and time still count
         steps_done, seconds_used, losses = offset["steps"], offset["seconds"], offset["losses"]
-        targets = offset.get("targets")
+        targets, other_steps, pretrain_done = offset.get("targets"), offset["other_steps"], offset["pretrain_steps"]
         if getattr(cfg.model_config, "pseudo_label_weight", 0) and targets is not None and len(targets) == n:
             lit.targets = torch.as_tensor(targets, dtype=torch.long)
     elif tc.restarts > 1 and resume_from is None and init_state is None:
         t0 = time.time()
         try:
-            state, losses, targets = select_start(cfg, data)
+            starts = select_start(cfg, data, quiet=quiet)
         except BaseException:
             if lock is not None:
                 lock.__exit__(None, None, None)
             raise
-        model.load_state_dict(state)
+        losses, targets = starts.losses, starts.targets
+        model.load_state_dict(starts.state)
         if targets is not None and getattr(cfg.model_config, "pseudo_label_weight", 0):
             lit.targets = torch.as_tensor(targets, dtype=torch.long)
         lit.skip_pretrain = True
-        steps_done, seconds_used = tc.candidate_steps, time.time() - t0
+        kept = losses.index(min(losses))
+        steps_done, seconds_used = starts.steps[kept], time.time() - t0
+        other_steps, pretrain_done = sum(starts.steps) - steps_done, sum(starts.pretrain_steps)
         sampled = RESTART_CRITERIA[tc.restart_select].combine is _ensemble_combine and \
             ensemble_sample(train_ds, tc.seed) is not None
-        notes.append(f"kept start {losses.index(min(losses))} of {tc.restarts} after {tc.candidate_steps} steps each "
-                     f"({RESTART_CRITERIA[tc.restart_select].describe}"
-                     + (f", on a random sample of {ENSEMBLE_SAMPLE:,} of the {n:,} examples streamed from disk"
-                        if sampled else "") + f", lowest kept: {', '.join(f'{v:.4f}' for v in losses)})")
+        if not quiet and _rank() == 0:
+            print(f"kept start {kept} of {tc.restarts} after {tc.candidate_steps} steps each "
+                  f"({RESTART_CRITERIA[tc.restart_select].describe}"
+                  + (f", on a random sample of {ENSEMBLE_SAMPLE:,} of the {n:,} examples streamed from disk"
+                     if sampled else "") + ", lowest kept: "
+                  f"{', '.join(f'{v:.4f}' for v in losses)}); {_clock(seconds_used)} for the starts", flush=True)
     if ckpt is not None and steps_done:
         ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses,
-                       "targets": None if targets is None else [int(v) for v in targets]}
+                       "targets": None if targets is None else [int(v) for v in targets],
+                       "other_steps": other_steps, "pretrain_steps": pretrain_done}
     loader = train_loader(train_ds, cfg)
     if tc.eval_every_epochs > 0:
         split, curve_ds = data.curve  # the validation split (never the test split)
@@ -434,7 +450,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         cbs.append(EpochEvaluator(curve_ds.x[:k], curve_ds.y[:k] if curve_ds.y is not None else None,
                                   tc.eval_every_epochs, prefix=f"{split}/"))
     return Prepared(cfg, data, lit, loader, cbs, Path(run_dir) if run_dir is not None else None, ckpt, resume_from,
-                    saved_text, resume, lock, notes, steps_done, seconds_used, losses)
+                    saved_text, resume, lock, notes, steps_done, seconds_used, losses, other_steps, pretrain_done)
 
 
 def train_loader(train_ds, cfg: RunConfig) -> torch.utils.data.DataLoader:
@@ -624,7 +640,22 @@ RESTART_CRITERIA: dict[str, RestartCriterion] = {
 """``train.restart_select`` → its rule (the names ``config.RESTART_SELECT`` accepts)."""
 
 
-def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float], np.ndarray | None]:
+class Starts(NamedTuple):
+    """What :func:`select_start` returns."""
+
+    state: dict
+    """The kept candidate's state dict."""
+    losses: list[float]
+    """Every candidate's value under ``restart_select`` (the lowest is kept)."""
+    targets: np.ndarray | None
+    """The consensus partition in the kept candidate's component ids (``ensemble``), else None."""
+    steps: list[int]
+    """Every candidate's optimiser steps."""
+    pretrain_steps: list[int]
+    """Every candidate's pre-training steps."""
+
+
+def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest loss under ``restart_select``
     (:data:`RESTART_CRITERIA`), with every candidate's loss: the mean training objective over its last quarter of
@@ -632,16 +663,22 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float], np.n
     :func:`mean_confidence` on them (``confidence``, mixture models), minus the mean NMI of its assignments of them
     with the other candidates' (``consensus``, :func:`consensus_scores`) or minus the NMI of its assignments of all
     training data with the candidates' consensus partition (``ensemble``). Third: that consensus in the kept
-    candidate's component ids (``ensemble``; the targets of ``model.pseudo_label_weight``), else None.
-    Label-free: no label is read."""
+    candidate's component ids (``ensemble``; the targets of ``model.pseudo_label_weight``), else None. Also every
+    candidate's optimiser and pre-training steps (:class:`Starts`). Label-free: no label is read. Unless ``quiet``,
+    a :class:`StartProgress` line says which start runs, its steps and the time elapsed.
+    """
     from ..evaluation.clustering import align_partition
 
     tc = cfg.train
     crit = RESTART_CRITERIA[tc.restart_select]
-    best, values, states = None, [], []
+    best, values, states, steps, pre = None, [], [], [], []
     x, sample = data.train.x, ensemble_sample(data.train, tc.seed) if crit.combine is _ensemble_combine else None
     if sample is not None:  # streamed data: the starts' consensus is that of a bounded sample
         x = x.take(sample)
+    t0 = time.monotonic()
+    if not quiet and _rank() == 0:
+        print(f"{tc.restarts} candidate starts of {tc.candidate_steps} steps each; kept: the lowest "
+              f"{crit.describe}", flush=True)
     for i in range(tc.restarts):
         c = copy.deepcopy(cfg)
         c.train.seed = restart_seed(tc.seed, i)
@@ -651,7 +688,11 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float], np.n
         if hasattr(c.model_config, "pseudo_label_weight"):
             c.model_config.pseudo_label_weight = 0.0  # candidates have no targets yet
         tracker = _LossTracker()
-        model, _ = fit_in_memory(c, data, callbacks=[tracker], refit=False)
+        cbs = [tracker] if quiet or _rank() != 0 else \
+            [tracker, StartProgress(f"start {i + 1} of {tc.restarts}", tc.candidate_steps, t0=t0)]
+        model, count = fit_in_memory(c, data, callbacks=cbs, refit=False)
+        steps.append(count.total)
+        pre.append(count.pretrain)
         values.append(crit.value(model, tracker, x, cfg))
         if crit.combine is not None:  # scored once every candidate is in: keep them all
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -666,7 +707,7 @@ def select_start(cfg: RunConfig, data: RunData) -> tuple[dict, list[float], np.n
         full = np.full(len(data.train), -1, dtype=np.int64)
         full[sample.numpy()] = targets
         targets = full
-    return best, losses, targets
+    return Starts(best, losses, targets, steps, pre)
 
 
 ENSEMBLE_SAMPLE = 20_000
@@ -787,8 +828,9 @@ def fit(prep: Prepared, trainer: L.Trainer, quiet: bool = False) -> float:
     return time.time() - t0
 
 
-def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
-    """Export the model, evaluate it on its held-out splits, write metrics, figures and the report (rank 0)."""
+def finalise(prep: Prepared, trainer: L.Trainer, wall: float, quiet: bool = False) -> dict:
+    """Export the model, evaluate it on its held-out splits, write metrics, figures and the report (rank 0); unless
+    ``quiet``, a line as each phase of the evaluation starts."""
     from ..evaluation.runner import evaluate_run
 
     last, ckpt_cb, tc = prep.last, prep.ckpt, prep.cfg.train
@@ -801,17 +843,21 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float) -> dict:
     def _stop(signum, frame):  # the evaluation has no step boundary to wait for; its writes are atomic
         raise TrainingStopped(f"stopped by SIGTERM during the final evaluation; {after}")
 
+    count = step_count(prep, trainer)
+    progress = None if quiet else (lambda line: print(line, flush=True))
     with on_sigterm(_stop):
         refit_x, refit_n = refit_data(prep.data.train, tc.seed)
         model.after_fit(refit_x)
         save_model(model, prep.run_dir, prep.cfg)
         return evaluate_run(model, prep.run_dir, prep.data, prep.cfg, extra={
             "train/after_fit_examples": refit_n if refit_n < len(prep.data.train) else None,
-            "train/wall_seconds": wall + prep.seconds_used, "train/steps": trainer.global_step + prep.steps_done,
-            "train/epochs": trainer.current_epoch,
+            "train/wall_seconds": wall + prep.seconds_used, "train/steps": count.total,
+            "train/steps_kept_run": count.kept, "train/pretrain_steps": count.pretrain,
+            "train/clock_stopped": count.clock_stopped,
+            "train_note": count.note(tc), "train/epochs": trainer.current_epoch,
             "train/restart_losses": prep.restart_losses,
             "train/pretrain_final": prep.lit.pretrain_history[-1] if prep.lit.pretrain_history else None,
-        }, figures=tc.figures, sample_metrics=list(tc.sample_metrics))
+        }, figures=tc.figures, sample_metrics=list(tc.sample_metrics), progress=progress)
 
 
 def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False, callbacks=None,
@@ -825,30 +871,94 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, quiet: bool = F
     (e.g. GM-VAE initialised from a trained GM-WAE). The steps: :func:`prepare` → :func:`build_trainer` →
     :func:`fit` → :func:`finalise` (rank 0).
     """
-    prep = prepare(cfg, out, resume=resume, callbacks=callbacks, init_state=init_state, overwrite=overwrite)
+    prep = prepare(cfg, out, resume=resume, callbacks=callbacks, init_state=init_state, overwrite=overwrite,
+                   quiet=quiet)
     try:
         trainer = build_trainer(prep, quiet)
         wall = fit(prep, trainer, quiet)
         if not trainer.is_global_zero:
             return ({}, prep.lit.model) if return_model else {}
-        metrics = finalise(prep, trainer, wall)
+        metrics = finalise(prep, trainer, wall, quiet)
     finally:
         prep.close()
     return (metrics, prep.lit.model) if return_model else metrics
 
 
 def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = True,
-                  refit: bool = True) -> tuple[AutoEncoderModel, int]:
+                  refit: bool = True) -> tuple[AutoEncoderModel, StepCount]:
     """Train ``cfg`` on ``data`` without a run directory (no config, checkpoints, logs or figures written): the
-    trained model (CPU, eval mode) and the number of optimiser steps taken. For library callers such as the
-    estimator."""
-    prep = prepare(cfg, None, data=data, callbacks=callbacks)
+    trained model (CPU, eval mode) and its :class:`StepCount`. For library callers such as the estimator. ``quiet``:
+    nothing printed (no progress bar, no progress lines for restart candidates, no note)."""
+    prep = prepare(cfg, None, data=data, callbacks=callbacks, quiet=quiet)
     trainer = build_trainer(prep, quiet)
     fit(prep, trainer, quiet)
     model = prep.lit.model.cpu().eval()
     if refit:
         model.after_fit(refit_data(data.train, cfg.train.seed)[0])
-    return model, int(trainer.global_step) + prep.steps_done
+    return model, step_count(prep, trainer)
+
+
+class StepCount(NamedTuple):
+    """The optimiser steps of a fit."""
+
+    total: int
+    """Every optimiser step of the objective: all restart candidates' (the discarded ones' too) and the kept run's."""
+    kept: int
+    """The kept run's: its start's steps and those after it (what ``train.max_steps`` bounds)."""
+    pretrain: int
+    """Pre-training steps (``train.pretrain_steps``, every candidate's), on their own optimiser."""
+    clock_stopped: bool
+    """Whether ``train.max_minutes`` ended training before ``max_steps`` and ``epochs``: a rerun with the same seed
+    may then stop at another step, so the fit is not reproducible."""
+
+    def note(self, tc) -> str | None:
+        """One line on a clock-stopped fit (None otherwise)."""
+        if not self.clock_stopped:
+            return None
+        return (f"stopped by the {tc.max_minutes:g}-minute clock (train.max_minutes) at step {self.kept} of "
+                f"{tc.max_steps}: not reproducible, a rerun with the same seed may stop at another step")
+
+
+def step_count(prep: Prepared, trainer: L.Trainer) -> StepCount:
+    """The :class:`StepCount` of a prepared run whose trainer has finished."""
+    tc = prep.cfg.train
+    kept = int(trainer.global_step) + prep.steps_done
+    by_steps = tc.max_steps > 0 and kept >= tc.max_steps
+    by_epochs = tc.epochs >= 0 and trainer.current_epoch >= tc.epochs
+    return StepCount(kept + prep.other_steps, kept, len(prep.lit.pretrain_history) + prep.pretrain_done,
+                     bool(tc.max_minutes) and not by_steps and not by_epochs)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+class StartProgress(L.Callback):
+    """Progress lines for one restart candidate: ``label`` (e.g. "start 2 of 3"), its steps out of ``steps`` and the
+    time elapsed since ``t0`` (the first candidate's start): one line when it starts (before its pre-training),
+    then one at the first step ending ``every`` seconds or more after the last line, and one when it ends."""
+
+    def __init__(self, label: str, steps: int, t0: float | None = None, every: float = 20.0, clock=time.monotonic,
+                 out=print):
+        self.label, self.steps, self.every, self.clock, self.out = label, int(steps), float(every), clock, out
+        self.t0 = clock() if t0 is None else t0
+        self.last = None
+
+    def _say(self, text: str) -> None:
+        now = self.clock()
+        self.last = now
+        self.out(f"{self.label}: {text} ({_clock(now - self.t0)} elapsed)", flush=True)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._say(f"training {self.steps} steps")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.clock() - self.last >= self.every:
+            self._say(f"step {trainer.global_step}/{self.steps}")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._say(f"done, {trainer.global_step} steps")
 
 
 def _kept_good(ckpt_cb, last: Path) -> str:
