@@ -3,8 +3,12 @@
 #   1. throughput (samples/s) of a full training step: wae-mmd, gm-wae with the exact and the sparse estimator over
 #      k (with the main job's extra terms), and pythae's WAE_MMD on the same networks when pythae is installed —
 #      width 1.0, batch 100 and 1,000, fp32 and bf16 autocast;
-#   2. one GM-WAE run at the paper's setting (preset gm-wae-mnist, full width) for as many steps as fit.
-# Under 8 minutes on one GPU. Writes into $OUT (default runs/gpu): gpu_throughput.md, gm-wae-paper/.
+#   2. one GM-WAE run at the paper's setting (preset gm-wae-mnist, full width) for as many steps as fit;
+#   3. a large collection streamed from disk (benchmarks/large_collection.py): 1,000,000 28x28 uint8 digits in a
+#      .npy (784 MB, written once), the main job's model for 300 steps on 1, 2 and 4 GPUs (DDP, each process reading
+#      its own shard) when present: training and encoding images/s, peak GPU memory and peak RSS per process.
+# Under 12 minutes on one GPU. Writes into $OUT (default runs/gpu): gpu_throughput.md, gm-wae-paper/, large.npy,
+# large_collection.md, large/.
 #
 #   bash benchmarks/gpu.sh            # on a GPU machine
 #   bash benchmarks/gpu.sh --dry-run  # tiny sizes on the CPU, seconds: checks that every step runs (tests do this)
@@ -15,8 +19,14 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python}
 if [ "${1:-}" = "--dry-run" ]; then
   DEV=cpu ACC=cpu WIDTH=0.0625 BATCHES=8,16 REPEATS=2 MINUTES=0.1 STEPS=3 SETS="--set data.limit=64 --set data.eval_limit=100 --set model.width=0.0625 --set batch_size=16 --set pretrain_steps=2 --set train.sample_metrics=[] --set figures=false"
+  # the large collection: 3,000 examples streamed (WAE_IN_MEMORY_BYTES=0), 1 and 2 CPU processes (DDP over gloo)
+  LARGE="--n 3000 --steps 6 --warmup 2 --batch-size 50 --encode-n 2000 --width 0.0625"
+  NDEV=2
+  export WAE_IN_MEMORY_BYTES=0 GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
 else
   DEV=cuda ACC=gpu WIDTH=1.0 BATCHES=100,1000 REPEATS=20 MINUTES=4 STEPS=-1 SETS=""
+  LARGE="--n 1000000 --steps 300 --warmup 20 --batch-size 100 --encode-n 200000"
+  NDEV=$($PY -c "import torch; print(torch.cuda.device_count())")
   $PY -c "import pythae" 2>/dev/null || echo "gpu.sh: pythae is not installed: its row is skipped (pip install pythae)"
 fi
 echo "== throughput ($DEV, width $WIDTH, batches $BATCHES) =="
@@ -33,4 +43,13 @@ keys = ["train/steps", "train/wall_seconds", "test/acc_hungarian", "test/nmi", "
         "test/recon_mse"]
 print("gm-wae-paper: " + "  ".join(f"{k}={m[k]:.4g}" for k in keys if k in m))
 PY
+echo "== a large collection streamed from disk (1, 2, 4 devices of the $NDEV present) =="
+rm -f "$OUT/large_collection.md"
+for D in 1 2 4; do
+  if [ "$D" -le "$NDEV" ]; then
+    $PY benchmarks/large_collection.py --devices "$D" --accelerator "$ACC" --file "$OUT/large.npy" \
+        --out "$OUT/large" --table "$OUT/large_collection.md" $LARGE
+  fi
+done
+cat "$OUT/large_collection.md"
 echo "gpu.sh: done ($OUT)"

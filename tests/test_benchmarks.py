@@ -25,6 +25,12 @@ def test_gpu_benchmark_script_dry_run(tmp_path):
             assert f"| {name} | 8 | {prec} |" in table and f"| {name} | 16 | {prec} |" in table
     assert "failed" not in table
     assert "gm-wae-paper: train/steps=3" in r.stdout and "gpu.sh: done" in r.stdout
+    # the large collection, streamed from disk, on 1 and 2 processes (CPU DDP over gloo in the dry run)
+    rows = [ln for ln in (tmp_path / "large_collection.md").read_text().splitlines() if ln.startswith("| ")][1:]
+    assert [ln.split("|")[1].strip() for ln in rows] == ["1", "2"], rows
+    assert all(ln.split("|")[3].strip() == "streamed" for ln in rows), rows
+    assert all(float(ln.split("|")[7].split("(")[0].replace(",", "")) > 0 and
+               float(ln.split("|")[9].split("(")[0].replace(",", "")) > 0 for ln in rows), rows
 
 
 TEST_INFORMED = {

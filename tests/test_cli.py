@@ -221,7 +221,7 @@ def test_encode_writes_the_models_codes_and_clusters(gm_run, tmp_path):
 
 
 def test_encode_errors_are_one_line(gm_run, tmp_path):
-    assert ".npz or .csv" in _one_line_error(wae("encode", str(gm_run), "--out", str(tmp_path / "c.txt")))
+    assert ".npz, .csv or .parquet" in _one_line_error(wae("encode", str(gm_run), "--out", str(tmp_path / "c.txt")))
     assert "shape (2,)" in _one_line_error(wae("encode", str(gm_run), "--dataset", "arcs", "--out",
                                                 str(tmp_path / "c.npz")))
     assert "no latent hierarchy" in _one_line_error(wae("encode", str(gm_run), "--depth", "2", "--out",

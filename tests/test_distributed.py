@@ -14,6 +14,12 @@ which is exactly the global batch's noise. We then check
 Models run in ``eval()`` mode: in train mode batch norm normalises with per-process statistics (SyncBatchNorm
 would be needed, and it is GPU-only), so a data-parallel run is not the same computation as one process there.
 Everything runs in float64 so that the tolerances are tight.
+
+Data streamed from disk (issue 36): in the ``-disk`` cases each rank reads its batch of a uint8 ``.npy`` file through
+the training loader's rows (:class:`wae.data.source.SourceRows`) and the DistributedSampler DDP puts in, reading
+only its own rows; the shards are disjoint and the reference is one process on their concatenation. A second test
+runs the real engine (Lightning DDP, two gloo processes) on a streamed file and checks that each process reads its
+own disjoint part of every epoch, and nothing more.
 """
 from __future__ import annotations
 
@@ -41,6 +47,12 @@ CASES = [
 ]
 TERMS = {"wae-mmd": ("recon", "mmd"), "gm-wae": ("recon", "mmd", "qD_entropy"), "wae-gan": ("recon", "gan_penalty")}
 GLOBAL_TERMS = {"mmd", "gan_penalty", "qD_entropy", "critic", "usage_kl"}
+DISK_CASES = [  # the per-rank batch read from an on-disk source by each rank's distributed sampler
+    ("wae-mmd-disk", "wae-mmd", 8, {}, "loss"),
+    ("gm-wae-disk", "gm-wae", 6, {}, "loss"),
+]
+DISK_N = 48  # examples in the on-disk file: an epoch of two shards of 24
+ALL_CASES = CASES + DISK_CASES
 
 
 # --- record / replay every Gaussian draw made inside a model call -----------------------------------------
@@ -137,6 +149,26 @@ def _run_case(model, x, what, seed):
     return {k: v.detach().clone() for k, v in terms.items()}, _grads(model), draws
 
 
+def disk_batch(outdir: str, rank: int, batch: int) -> dict:
+    """Rank ``rank``'s first batch of the on-disk file through the training loader's rows and a DistributedSampler
+    (as Lightning sets it up under DDP), the indices of its whole epoch, and the bytes it read."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from wae.data import load_dataset
+    from wae.data.source import as_batch
+
+    ds = load_dataset(f"npy:{os.path.join(outdir, 'disk.npy')}")
+    assert ds.streamed
+    rows = ds.x.rows()
+    loader = DataLoader(rows, batch_size=batch, sampler=DistributedSampler(rows, WORLD, rank, shuffle=True, seed=0),
+                        drop_last=True, collate_fn=as_batch)
+    batches = list(loader)
+    idx, raw = batches[0]
+    assert raw.dtype == torch.uint8  # rows travel as bytes, become floats where the model runs
+    return {"x": ds.x.decode(raw).double(), "idx": idx, "epoch": torch.cat([b[0] for b in batches]),
+            "bytes": ds.x.bytes_read}
+
+
 def _worker(rank: int, port: int, outdir: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -146,18 +178,19 @@ def _worker(rank: int, port: int, outdir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        for case, name, batch, overrides, what in CASES:
+        for case, name, batch, overrides, what in ALL_CASES:
             model = build(name, overrides)
             model.gather, model.rank = all_gather_with_grad, rank
             step = DDP(_Step(model), find_unused_parameters=(what == "critic"))
-            x = global_batch(batch)[rank * batch:(rank + 1) * batch]
+            disk = disk_batch(outdir, rank, batch) if case.endswith("-disk") else {}
+            x = disk["x"] if disk else global_batch(batch)[rank * batch:(rank + 1) * batch]
             draws: list = []
             torch.manual_seed(1000 + rank)  # a different stream on every rank, as in on_fit_start
             with record_noise(draws):
                 terms = step(x, what)
             terms["critic" if what == "critic" else "loss"].backward()  # DDP averages the gradients here
-            torch.save({"terms": {k: v.detach() for k, v in terms.items()}, "grads": _grads(model), "draws": draws},
-                       os.path.join(outdir, f"{case}.rank{rank}.pt"))
+            torch.save({"terms": {k: v.detach() for k, v in terms.items()}, "grads": _grads(model), "draws": draws,
+                        **disk}, os.path.join(outdir, f"{case}.rank{rank}.pt"))
             dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -173,9 +206,13 @@ def _free_port() -> int:
 def ddp_results(tmp_path_factory):
     import torch.multiprocessing as mp
 
+    import numpy as np
+
     outdir = tmp_path_factory.mktemp("ddp")
+    np.save(outdir / "disk.npy", np.random.default_rng(7).integers(0, 256, (DISK_N, *DATA_SHAPE), dtype=np.uint8))
     with pytest.MonkeyPatch.context() as mpatch:
         gloo_on_loopback(mpatch)
+        mpatch.setenv("WAE_IN_MEMORY_BYTES", "0")  # the file is streamed whatever its size
         last = None
         for _ in range(3):  # a port taken between _free_port() and bind: try another
             try:
@@ -187,7 +224,7 @@ def ddp_results(tmp_path_factory):
                     raise
         else:
             raise last
-    return {case: [torch.load(outdir / f"{case}.rank{r}.pt") for r in range(WORLD)] for case, *_ in CASES}
+    return {case: [torch.load(outdir / f"{case}.rank{r}.pt") for r in range(WORLD)] for case, *_ in ALL_CASES}
 
 
 def _batch_axis(shape, batch: int) -> int:
@@ -204,8 +241,9 @@ def _reference(name, batch, overrides, what, ranks):
     draws = [torch.cat([r["draws"][i] for r in ranks], _batch_axis(ranks[0]["draws"][i].shape, batch))
              for i in range(n_draws.pop())]
     step = _Step(model)
+    x = torch.cat([r["x"] for r in ranks]) if "x" in ranks[0] else global_batch(batch)  # the ranks' batches
     with replay_noise(draws):
-        terms = step(global_batch(batch), what)
+        terms = step(x, what)
     terms["critic" if what == "critic" else "loss"].backward()
     return {k: v.detach() for k, v in terms.items()}, _grads(model)
 
@@ -215,9 +253,14 @@ def _close(a, b, atol=1e-10, rtol=1e-7):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case,name,batch,overrides,what", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case,name,batch,overrides,what", ALL_CASES, ids=[c[0] for c in ALL_CASES])
 def test_data_parallel_equals_single_process(ddp_results, case, name, batch, overrides, what):
     ranks = ddp_results[case]
+    if case.endswith("-disk"):  # each rank read its own shard, and only the rows it took
+        a, b = (set(r["epoch"].tolist()) for r in ranks)
+        assert not a & b and a | b == set(range(DISK_N)), (sorted(a), sorted(b))
+        assert all(r["bytes"] == len(r["epoch"]) * 28 * 28 for r in ranks)
+        assert all(set(r["idx"].tolist()) <= set(r["epoch"].tolist()) for r in ranks)
     ref_terms, ref_grads = _reference(name, batch, overrides, what, ranks)
 
     # terms: batch-level ones are global (identical on every rank); the loss is the mean of the ranks' losses
@@ -249,3 +292,62 @@ def test_replay_reproduces_a_single_process_call():
     ref_terms, ref_grads = _reference("gm-wae", 3, {}, "loss", [{"draws": draws}])
     assert torch.equal(terms["loss"], ref_terms["loss"])
     assert all(torch.equal(grads[k], ref_grads[k]) for k in grads)
+
+
+PROBE = """
+import json, os, sys
+import lightning as L
+from wae.presets import resolve_config
+from wae.training import train
+
+
+class Record(L.Callback):
+    def __init__(self):
+        self.idx = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.idx.append(batch[0].tolist())
+
+    def on_train_end(self, trainer, pl_module):
+        with open(os.path.join(sys.argv[2], f"rank{trainer.global_rank}.json"), "w") as f:
+            json.dump({"idx": self.idx, "bytes": pl_module.source.bytes_read, "world": trainer.world_size}, f)
+
+
+cfg = resolve_config("gm-wae", None, "npy:" + sys.argv[1], None, [
+    "model.width=0.0625", "pretrain_steps=0", "figures=false", "train.sample_metrics=[]", "batch_size=20", "epochs=2",
+    "accelerator=cpu", "devices=2", "strategy=ddp", "val_size=40", "checkpoint_every_minutes=0"], {})
+train(cfg, sys.argv[2], quiet=True, callbacks=[Record()])
+"""
+
+
+@pytest.mark.slow
+def test_ddp_engine_on_a_streamed_source_reads_disjoint_shards(tmp_path, monkeypatch):
+    """`wae train` under Lightning DDP (2 gloo processes) on a 200-example uint8 .npy streamed from disk: in each of
+    the 2 epochs the processes train on disjoint halves of the 160 training examples (40 are the validation carve),
+    and each process reads from the file exactly the rows of its own batches."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    gloo_on_loopback(monkeypatch)
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).integers(0, 256, (200, 28, 28), dtype=np.uint8))
+    (tmp_path / "probe.py").write_text(PROBE)  # a file: Lightning's launcher re-runs sys.argv for the second rank
+    out = tmp_path / "run"
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "WAE_IN_MEMORY_BYTES": "0", "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(tmp_path / "d.npy"), str(out)], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{k}.json").read_text()) for k in range(WORLD)]
+    assert all(q["world"] == WORLD for q in ranks)
+    per_epoch = 160 // 20 // WORLD  # batches per process and epoch
+    for e in range(2):
+        a, b = (set(sum(q["idx"][e * per_epoch:(e + 1) * per_epoch], [])) for q in ranks)
+        assert len(a) == len(b) == 80 and not a & b, (e, sorted(a & b))
+    for q in ranks:
+        assert q["bytes"] == sum(len(i) for i in q["idx"]) * 28 * 28  # its own rows, nothing else
+    assert json.loads((out / "metrics.json").read_text())["train/steps"] == 2 * per_epoch

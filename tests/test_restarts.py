@@ -166,7 +166,8 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
     assert wa.keys() == wb.keys()
     for k in wa:  # the same steps trained: the same weights (a resume that forgot the 3 kept steps trains 3 more)
         assert torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6), k
-    held_out = [k for k in a if k.startswith(("val/", "train/recon")) and isinstance(a[k], float)]
+    held_out = [k for k in a if k.startswith(("val/", "train/recon")) and isinstance(a[k], float)
+                and not k.endswith("_seconds")]  # wall times differ between any two runs
     assert held_out
     for k in held_out:
         assert b[k] == pytest.approx(a[k], rel=1e-5), k

@@ -5,6 +5,7 @@ import argparse
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from ._version import __version__
@@ -105,8 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("encode", help="encode a data set with a trained model: codes, cluster probabilities and "
                         "assignments per example into .npz or .csv")
     en.add_argument("run_dir")
-    en.add_argument("--out", required=True, help="FILE.npz (arrays z, probs, cluster, label) or FILE.csv (one row "
-                    "per example)")
+    en.add_argument("--out", required=True, help="FILE.npz (arrays z, probs, cluster, label), FILE.csv or "
+                    "FILE.parquet (needs pyarrow; one row per example), written in chunks")
     en.add_argument("--dataset", help="data to encode, NAME[:split] (split default: train), e.g. mnist:test, "
                     "npz:FILE or folder:DIR (default: the run's test data)")
     en.add_argument("--data-dir")
@@ -114,6 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     en.add_argument("--depth", type=_int_arg(1), help="hierarchical models: the code of layer i (default: the top "
                     "layer)")
     en.add_argument("--batch-size", type=_int_arg(1), default=500)
+    en.add_argument("--quiet", action="store_true", help="no progress line")
 
     e = sub.add_parser("evaluate", help="recompute a run's test metrics into DIR/metrics.json")
     e.add_argument("run_dir")
@@ -159,6 +161,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     "cluster-vector)")
     cl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     cl.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:i, mps")
+    cl.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                    help="assignments.csv (default) or assignments.parquet (needs pyarrow), written in chunks")
     cl.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
 
     sub.add_parser("datasets", help="list data sets and whether they are available locally")
@@ -330,15 +334,17 @@ def cmd_encode(a) -> int:
     import torch
 
     from .data import load_dataset
-    from .evaluation.runner import batched
-    from .files import atomic_write_text, atomic_write_with
+    from .data.source import batches
+    from .files import NpzWriter, TableWriter, parquet_available
     from .serialization import load
     from .training.run import load_data_for
 
     out = str(a.out)
     fmt = out.lower().rsplit(".", 1)[-1] if "." in Path(out).name else ""
-    if fmt not in ("npz", "csv"):
-        raise WAEError(f"--out {out}: the file name must end in .npz or .csv")
+    if fmt not in ("npz", "csv", "parquet"):
+        raise WAEError(f"--out {out}: the file name must end in .npz, .csv or .parquet")
+    if fmt == "parquet" and not parquet_available():
+        raise WAEError(f"--out {out}: Parquet needs pyarrow (pip install pyarrow); or write .csv / .npz")
     if a.limit is not None and a.limit < 1:
         raise WAEError(f"--limit must be >= 1, got {a.limit}")
     if a.batch_size < 1:
@@ -352,8 +358,9 @@ def cmd_encode(a) -> int:
     if tuple(ds.shape) != model.data_shape:
         raise WAEError(f"{a.dataset or 'the test data'} has examples of shape {tuple(ds.shape)}; the model in "
                        f"{a.run_dir} takes {model.data_shape}")
-    x = ds.x[: a.limit] if a.limit else ds.x
-    y = ds.y[: len(x)] if ds.y is not None else None
+    if a.limit:
+        ds = ds.head(a.limit)
+    y = ds.y.numpy() if ds.y is not None else None
     if a.depth is not None:
         if model.latent_layers == 1:
             raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
@@ -361,46 +368,53 @@ def cmd_encode(a) -> int:
         encode = lambda t: model.encode_layers(t, a.depth)[-1]  # noqa: E731
     else:
         encode = model.encode
-    with torch.no_grad():
-        z = batched(encode, x, a.batch_size).flatten(1)
-        probs = batched(model.cluster_probs, x, a.batch_size) if model.has_discrete_latent else None
-    if not bool(torch.isfinite(z).all()) or (probs is not None and not bool(torch.isfinite(probs).all())):
-        raise WAEError(f"the model in {a.run_dir} produced non-finite codes (NaN or infinity); nothing written")
-    arrays = {"z": z.numpy().astype(np.float32)}
-    if probs is not None:
-        arrays["probs"] = probs.numpy().astype(np.float32)
-        arrays["cluster"] = probs.argmax(1).numpy().astype(np.int64)
-    if y is not None:
-        arrays["label"] = y.numpy()
-    if fmt == "npz":
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        atomic_write_with(out, write)
-    else:
-        cols, header = [], []
-        if "cluster" in arrays:
-            cols.append(arrays["cluster"][:, None].astype(str))
-            header.append("cluster")
-        if "label" in arrays:
-            cols.append(arrays["label"].reshape(len(x), -1)[:, :1].astype(str))
-            header.append("label")
-        if "probs" in arrays:
-            cols.append(np.char.mod("%.6g", arrays["probs"]))
-            header += [f"p{k}" for k in range(arrays["probs"].shape[1])]
-        cols.append(np.char.mod("%.6g", arrays["z"]))
-        header += [f"z{j}" for j in range(arrays["z"].shape[1])]
-        table = np.concatenate(cols, axis=1)
-        atomic_write_text(out, ",".join(header) + "\n" + "\n".join(",".join(r) for r in table) + "\n")
-    what = f"{len(x)} codes of dimension {z.shape[1]}"
-    if probs is not None:
-        used = np.bincount(arrays["cluster"], minlength=probs.shape[1])
-        what += f", cluster assignments over {probs.shape[1]} components ({int((used > 0).sum())} used)"
-        if y is not None and y.dim() == 1:
+    n, K = len(ds), (model.num_components if model.has_discrete_latent else 0)
+    assign = np.empty(n, dtype=np.int64) if K else None
+    t0, i, writer, dim = time.time(), 0, None, 0
+    # chunk by chunk (streamed data read in DataLoader workers): memory holds one chunk of codes, whatever n is
+    try:
+        with torch.no_grad():
+            for xb in batches(ds.x, a.batch_size):
+                z = encode(xb).flatten(1).numpy().astype(np.float32)
+                probs = model.cluster_probs(xb).numpy().astype(np.float32) if K else None
+                if not np.isfinite(z).all() or (probs is not None and not np.isfinite(probs).all()):
+                    raise WAEError(f"the model in {a.run_dir} produced non-finite codes (NaN or infinity); nothing "
+                                   "written")
+                if writer is None:  # the code's size is known now
+                    dim = z.shape[1]
+                    header = (["cluster"] if K else []) + (["label"] if y is not None else []) + \
+                        [f"p{k}" for k in range(K)] + [f"z{j}" for j in range(dim)]
+                    writer = NpzWriter(out, n) if fmt == "npz" else TableWriter(out, header, fmt)
+                j = i + len(z)
+                cl = probs.argmax(1).astype(np.int64) if K else None
+                if K:
+                    assign[i:j] = cl
+                if fmt == "npz":
+                    writer.write(z=z, **({"probs": probs, "cluster": cl} if K else {}))
+                else:
+                    writer.write(([cl] if K else []) + ([y[i:j]] if y is not None else [])
+                                 + ([*probs.T] if K else []) + [*z.T])
+                i = j
+                if not a.quiet and time.time() - t0 > 10 and i < n:
+                    print(f"\rencoded {i:,} of {n:,}", end="", file=sys.stderr, flush=True)
+        if fmt == "npz" and y is not None:
+            writer.write(label=y)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if not a.quiet and time.time() - t0 > 10:
+        print(file=sys.stderr)
+    what = f"{n} codes of dimension {dim}"
+    if K:
+        used = np.bincount(assign, minlength=K)
+        what += f", cluster assignments over {K} components ({int((used > 0).sum())} used)"
+        if y is not None:
             from .evaluation.clustering import hungarian_accuracy, nmi
 
-            what += (f"; against the labels: Hungarian accuracy {hungarian_accuracy(arrays['cluster'], y.numpy())[0]:.4f}"
-                     f", NMI {nmi(arrays['cluster'], y.numpy()):.4f}")
+            what += (f"; against the labels: Hungarian accuracy {hungarian_accuracy(assign, y)[0]:.4f}"
+                     f", NMI {nmi(assign, y):.4f}")
     print(f"wrote {out}: {what}")
     return 0
 

@@ -62,6 +62,9 @@ class DataConfig:
     """Seed of the validation carve: fixed across training seeds, so every seed is scored on the same examples."""
     evaluate_test: bool = True
     """Evaluate on the test split at the end. Set it false while choosing settings: the test set is then never read."""
+    workers: int | None = None
+    """DataLoader worker processes reading training data streamed from disk (``None``: 0 for arrays, whose rows are
+    read in the main process, min(4, CPUs) for image folders, decoded in the workers). In-memory data use none."""
 
 
 RESTART_SELECT = ("tail", "fixed", "confidence", "consensus", "ensemble")
@@ -224,6 +227,8 @@ class RunConfig:
             (self.data.val_size is None or self.data.val_size >= 0,
              f"data.val_size must be >= 0, got {self.data.val_size}"),
             (self.data.limit is None or self.data.limit >= 1, f"data.limit must be >= 1, got {self.data.limit}"),
+            (self.data.workers is None or 0 <= self.data.workers <= 256,
+             f"data.workers must be from 0 to 256 (or null: by data kind), got {_short(self.data.workers)}"),
             (self.data.eval_limit is None or self.data.eval_limit >= 1,
              f"data.eval_limit must be >= 1 (or null: every test example), got {self.data.eval_limit}"),
             (0 <= t.seed <= MAX_SEED, f"train.seed must be an integer from 0 to {MAX_SEED}, got {_short(t.seed)}"),

@@ -59,6 +59,7 @@ from ._version import __version__
 from .config import apply_overrides
 from .data import Dataset
 from .data.custom import value_scale
+from .data.source import Source, batches
 from .data.splits import RunData
 from .errors import ConfigError, DataError, WAEError
 from .files import atomic_write_text, atomic_write_with
@@ -85,6 +86,7 @@ SCALINGS = ("auto", "minmax", "standard", "none")
 INVARIANCES = ("auto", "off")
 _ESTIMATOR_FILE, _ARRAYS_FILE = "estimator.yaml", "estimator.safetensors"
 _BATCH = 1024
+"""Examples per batch of inference; a NumPy array (a memory map included) is validated and scaled batch by batch."""
 
 
 class InputError(DataError, ValueError):
@@ -154,17 +156,25 @@ def fit_scaling(x: np.ndarray, is_image: bool, rule: str = "auto", raw_dtype=Non
     """``(offset, scale, note)`` of the map x → (x − offset) / scale (see the module doc for the ``auto`` rules);
     ``x`` in the model's layout, ``raw_dtype`` the dtype the user passed. ``offset``/``scale`` are float64 arrays
     broadcastable to one example; ``note`` says what was done, or is None when the data are kept as they are."""
+    return scaling_rule(float(x.min()), float(x.max()), x.shape[1:], is_image, rule,
+                        raw_dtype if raw_dtype is not None else x.dtype,
+                        lambda: (x.mean(0, dtype=np.float64), x.std(0, dtype=np.float64)))
+
+
+def scaling_rule(lo: float, hi: float, ex: tuple[int, ...], is_image: bool, rule: str, dtype, moments
+                 ) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """:func:`fit_scaling` from the data's range [``lo``, ``hi``], one example's shape ``ex`` and ``moments()``
+    → (per-feature mean, standard deviation), called only when standardising (data held in memory, or the
+    statistics of a streaming pass over data on disk)."""
     if rule not in SCALINGS:
         raise InputError(f"scaling must be one of {SCALINGS}, got {rule!r}")
-    ex = x.shape[1:]
     one, zero = np.ones(ex), np.zeros(ex)
-    lo, hi = float(x.min()), float(x.max())
     if rule == "none":
         if is_image and (lo < 0 or hi > 1):
             raise InputError(f"scaling='none' needs images with values in [0, 1]; X has values in [{lo:g}, {hi:g}]")
         return zero, one, None
     if rule == "auto":
-        found = value_scale(lo, hi, raw_dtype if raw_dtype is not None else x.dtype)
+        found = value_scale(lo, hi, dtype)
         if found is not None:  # intensities (uint8, [0, 1], [0, 255]): images and vectors alike
             div, note = found
             return zero, one * div, note
@@ -172,8 +182,7 @@ def fit_scaling(x: np.ndarray, is_image: bool, rule: str = "auto", raw_dtype=Non
     if rule == "standard":
         if is_image:
             raise InputError("scaling='standard' is for vectors; images are mapped to [0, 1] ('auto' or 'minmax')")
-        mean = x.mean(0, dtype=np.float64)
-        std = x.std(0, dtype=np.float64)
+        mean, std = moments()
         std = np.where(std > 1e-12 * max(1.0, float(np.abs(mean).max())), std, 1.0)
         return mean, std, f"values in [{lo:g}, {hi:g}]: each feature standardised (mean 0, std 1)"
     span = hi - lo if hi > lo else 1.0
@@ -332,9 +341,45 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
                              f"on {tuple(self.input_shape_)}")
         return arr
 
-    def _model_x(self, arr: np.ndarray) -> torch.Tensor:
-        """A validated array in the user's layout → the model's input (scaled, float32)."""
-        return _scaled(arr, self.layout_, self.offset_, self.scale_)
+    def _model_x(self, X) -> torch.Tensor:
+        """A validated array in the user's layout → the model's input (scaled, float32); a :class:`Dataset` (its
+        examples in the model's layout, streamed ones read whole: keep it small) → the same."""
+        if isinstance(X, Dataset):
+            return torch.cat(list(self._batches(X))) if len(X) else torch.empty(0, *self.model_.data_shape)
+        return _scaled(X, self.layout_, self.offset_, self.scale_)
+
+    def _dataset_input(self, ds: Dataset) -> Source | torch.Tensor:
+        """The model's input of a :class:`Dataset` (values as its loader gives them, the model's layout): its
+        source mapped by the input map (read lazily), or its tensor mapped."""
+        if tuple(ds.shape) != tuple(self.model_.data_shape):
+            raise InputError(f"{ds.name} has examples of shape {tuple(ds.shape)}; this {type(self).__name__} was "
+                             f"fitted on {tuple(self.model_.data_shape)}")
+        offset, scale = np.asarray(self.offset_, dtype=np.float64), np.asarray(self.scale_, dtype=np.float64)
+        identity = not offset.any() and bool((scale == 1).all())
+        if ds.streamed:
+            return ds.x if identity else ds.x.mapped(offset, scale)
+        if identity:
+            return ds.x
+        return torch.from_numpy(np.ascontiguousarray((ds.x.numpy() - offset) / scale, dtype=np.float32))
+
+    def _batches(self, X, device: torch.device | None = None):
+        """The model's input of X in batches of :data:`_BATCH` examples, in order: a NumPy array (a memory map
+        included) validated and scaled batch by batch, a :class:`Dataset` read batch by batch (streamed ones in
+        DataLoader workers), anything else (lists, DataFrames) validated whole first."""
+        if isinstance(X, Dataset):
+            yield from batches(self._dataset_input(X), _BATCH, device=device)
+            return
+        if isinstance(X, np.ndarray) and X.ndim >= 2:
+            if X.shape[0] < 1:
+                self._validate(X, reset=False)  # the one-line refusal of an empty array
+            for i in range(0, X.shape[0], _BATCH):
+                x = self._model_x(self._validate(X[i: i + _BATCH], reset=False))
+                yield x if device is None else x.to(device)
+            return
+        arr = self._validate(X, reset=False)
+        for i in range(0, arr.shape[0], _BATCH):
+            x = self._model_x(arr[i: i + _BATCH])
+            yield x if device is None else x.to(device)
 
     def _inference_device(self) -> torch.device:
         acc, devices = _accelerator(self.device)
@@ -342,21 +387,30 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             return torch.device(f"cuda:{int(devices.rstrip(','))}" if devices.endswith(",") else "cuda")
         return torch.device("cpu")
 
-    def _apply(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """``fn`` over batches of x on the inference device, in eval mode, without gradients; a CPU tensor."""
+    @contextmanager
+    def _on_device(self):
+        """The model on the inference device, in eval mode, without gradients; back on the CPU after."""
         model, dev = self.model_, self._inference_device()
         model.eval()
-        outs = []
         with torch.no_grad():
             if dev.type != "cpu":
                 model.to(dev)
             try:
-                for i in range(0, x.shape[0], _BATCH):
-                    outs.append(fn(x[i: i + _BATCH].to(dev)).float().cpu())
+                yield model, dev
             finally:
                 if dev.type != "cpu":
                     model.cpu()
-        return torch.cat(outs)
+
+    def _apply(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` over batches of x (the model's input, in memory) on the inference device; a CPU tensor."""
+        with self._on_device() as (_, dev):
+            return torch.cat([fn(x[i: i + _BATCH].to(dev)).float().cpu() for i in range(0, x.shape[0], _BATCH)])
+
+    def _chunks(self, fn, X):
+        """``fn`` of each batch of X's model input (:meth:`_batches`) on the inference device: CPU tensors."""
+        with self._on_device() as (_, dev):
+            for xb in self._batches(X, device=dev):
+                yield fn(xb).float().cpu()
 
     # --- fitting --------------------------------------------------------------------------------------------------
     def run_config(self, shape: tuple[int, ...], n: int, seed: int = 0, total_variance: float | None = None):
@@ -397,7 +451,13 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         return cfg
 
     def fit(self, X, y=None):
-        """Train on X (labels ``y`` are ignored: the clustering is unsupervised). Returns self."""
+        """Train on X (labels ``y`` are ignored: the clustering is unsupervised). Returns self.
+
+        X may also be a :class:`~wae.data.Dataset` (``wae.data.load_dataset``), whose examples are in the model's
+        layout and valued as its loader values them; one streamed from disk is read in batches, never whole (its
+        input map comes from a streaming pass when the values need one)."""
+        if isinstance(X, Dataset):
+            return self._fit_dataset(X)
         self._check_params()
         raw_dtype = getattr(X, "dtype", None)
         arr = self._validate(X, reset=True)
@@ -434,26 +494,87 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.labels_ = self._apply(model.cluster_probs, xt).argmax(1).numpy().astype(np.int64)
         return self
 
+    def _fit_dataset(self, ds: Dataset, labels: bool = True):
+        """:meth:`fit` on a :class:`Dataset` (``labels``: compute :attr:`labels_`, a pass over the data)."""
+        if not ds.streamed:  # in memory: as an array (in the model's layout)
+            return self.fit(ds.x.numpy())
+        self._check_params()
+        n, shape = len(ds), tuple(ds.shape)
+        if n < max(2, self.n_clusters):
+            raise InputError(f"{ds.name} has {n} examples, fewer than n_clusters={self.n_clusters}")
+        check_image_size(shape)
+        is_image = len(shape) == 3
+        src = ds.x
+        known = is_image and self.scaling in ("auto", "none") and src.offset is None
+        preset = self.preset or default_preset(shape)
+        if known:  # the loader's images lie in [0, 1]: kept as they are, no pass needed
+            offset, scale, note = np.zeros(shape), np.ones(shape), None
+        else:
+            st = src.stats()
+            if not st["finite"]:
+                raise InputError(f"{ds.name} contains NaN or infinite values")
+            std = np.sqrt(st["m2"] / st["n"]).reshape(shape)
+            offset, scale, note = scaling_rule(st["min"], st["max"], shape, is_image, self.scaling, np.float32,
+                                               lambda: (st["mean"].reshape(shape), std))
+        tv = None
+        if preset.startswith("cluster-"):  # Σ_j Var(x_j) after the map (unbiased, as for data in memory)
+            st = src.stats()
+            tv = float((st["m2"] / max(1, st["n"] - 1) / np.asarray(scale, dtype=np.float64).reshape(-1) ** 2).sum())
+        notes = [note] if note else []
+        for msg in notes:
+            log.info("GMWAEClustering: %s", msg)
+            if self.verbose:
+                print(f"note: {msg}")
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) \
+            if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
+        mapped = src if not offset.any() and bool((scale == 1).all()) else src.mapped(offset, scale)
+        cfg = self.run_config(shape, n, seed, tv)
+        with _kept_global_rng(), warnings.catch_warnings():
+            for pat in (".*LeafSpec.*", ".*does not have many workers.*", ".*GPU available.*", ".*TPU available.*",
+                        ".*litlogger.*", ".*Tip.*", ".*max_epochs.*"):
+                warnings.filterwarnings("ignore", pat)
+            model, steps = fit_in_memory(cfg, RunData(Dataset("array", mapped, None), None, None),
+                                         quiet=not self.verbose)
+        if steps.clock_stopped:
+            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=2)
+        self.layout_, self.input_shape_ = ("nchw" if is_image else "vector"), shape
+        self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
+        self.n_features_in_ = int(shape[0])
+        self.model_, self.run_config_ = model, cfg
+        self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
+        if labels:
+            self.labels_ = np.concatenate([p.argmax(1).numpy() for p in self._chunks(model.cluster_probs, ds)]
+                                          ).astype(np.int64)
+        return self
+
     # --- inference ------------------------------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
-        """q(k | x): (N, n_clusters), rows summing to 1."""
+        """q(k | x): (N, n_clusters), rows summing to 1 (computed in batches)."""
         check_is_fitted(self)
-        x = self._model_x(self._validate(X, reset=False))
-        p = self._apply(self.model_.cluster_probs, x).double()
-        return (p / p.sum(1, keepdim=True)).numpy()
+        return np.concatenate(list(self.proba_chunks(X)))
+
+    def proba_chunks(self, X):
+        """q(k | x) batch by batch, in order (float64 arrays, rows summing to 1): :meth:`predict_proba` without
+        holding all of it, for data too large for that (a memory map, a :class:`~wae.data.Dataset` streamed from
+        disk)."""
+        check_is_fitted(self)
+        for p in self._chunks(self.model_.cluster_probs, X):
+            p = p.double()
+            yield (p / p.sum(1, keepdim=True)).numpy()
 
     def predict(self, X) -> np.ndarray:
-        """The most likely cluster argmax_k q(k | x) of each example (int64)."""
+        """The most likely cluster argmax_k q(k | x) of each example (int64), computed in batches."""
         check_is_fitted(self)
-        x = self._model_x(self._validate(X, reset=False))
-        return self._apply(self.model_.cluster_probs, x).argmax(1).numpy().astype(np.int64)
+        return np.concatenate([p.argmax(1).numpy() for p in self._chunks(self.model_.cluster_probs, X)]
+                              ).astype(np.int64)
 
     def transform(self, X) -> np.ndarray:
         """Codes: the mean of q(z | k*, x) for the most likely cluster k* (N, latent_dim), in X's float dtype."""
         check_is_fitted(self)
-        arr = self._validate(X, reset=False)
-        z = self._apply(self.model_.encode, self._model_x(arr)).numpy()
-        return z.astype(arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64)
+        if not isinstance(X, (np.ndarray, Dataset)):
+            X = self._validate(X, reset=False)  # lists, DataFrames: their float dtype decides the codes'
+        z = np.concatenate([c.numpy() for c in self._chunks(self.model_.encode, X)])
+        return z.astype(np.float64 if getattr(X, "dtype", None) == np.float64 else np.float32)
 
     def score(self, X, y=None) -> float:
         """The opposite of the GM-WAE objective (Eq. 4) on X — higher is better, labels ignored (module doc).
@@ -462,7 +583,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         budgets): not across ``n_clusters``, whose prior, latent size and cost scale differ — K is chosen by the
         held-out silhouette (:func:`wae.cluster.sweep_criterion`), not by this."""
         check_is_fitted(self)
-        x = self._model_x(self._validate(X, reset=False))
+        x = self._dataset_input(X) if isinstance(X, Dataset) else self._model_x(self._validate(X, reset=False))
         n = x.shape[0]
         if n < 2:
             raise InputError("score needs at least 2 samples (the MMD compares pairs)")
@@ -471,7 +592,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             for idx in np.array_split(np.arange(n), max(1, n // 256)):
-                total += float(model.objective(x[idx]).paper) * len(idx)
+                total += float(model.objective(x[idx[0]: idx[-1] + 1]).paper) * len(idx)
         return -total / n
 
     def sample(self, n: int = 1, cluster: int | None = None, random_state=None) -> np.ndarray:

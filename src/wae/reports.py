@@ -94,6 +94,7 @@ def clustering_headline(metrics: dict, model: str | None = None, K: int | None =
     cols = [(k, name) for k, name in _HEAD_COLS if f"{split}/{k}" in metrics]
     where = metrics.get("eval_dataset", split)
     note = f" — {metrics['eval_note']}" if metrics.get("eval_note") else ""
+    note += f" — {metrics['sample_note']}" if metrics.get("sample_note") else ""
     header = ["", *(name for _, name in cols), "seconds"]
     wall = metrics.get("train/wall_seconds")
     rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",

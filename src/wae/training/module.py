@@ -1,7 +1,9 @@
 """A thin LightningModule: optimisers, schedules, logging and fault checks around a model's ``loss(x)``.
 
-The training data live on the training device as one tensor and are batched by index (no per-step host→device
-copies, no DataLoader workers). Under DDP the model's ``gather`` hook is an autograd-aware all-gather so that
+In-memory training data live on the training device as one tensor and are batched by index (no per-step
+host→device copies, no DataLoader workers). Data streamed from disk (a :class:`~wae.data.source.Source`) arrive as
+``(indices, raw rows)`` batches read by DataLoader workers, uint8 for 8-bit images until they are on the device,
+where they become float32. Under DDP the model's ``gather`` hook is an autograd-aware all-gather so that
 batch-level divergences (MMD, the latent critic) see the global batch.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..data.augment import random_shift
 from ..data.neighbours import nearest_neighbours
+from ..data.source import Source
 from ..errors import TrainingError
 from ..models.base import AutoEncoderModel, identity_gather
 
@@ -56,11 +59,13 @@ def lr_multiplier(epoch: int, milestones: list[int], factors: list[float]) -> fl
 
 
 class LitAutoEncoder(L.LightningModule):
-    def __init__(self, model: AutoEncoderModel, cfg: TrainConfig, train_x: Tensor | None = None):
+    def __init__(self, model: AutoEncoderModel, cfg: TrainConfig, train_x: Tensor | Source | None = None):
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.train_x = train_x
+        self.source = train_x if isinstance(train_x, Source) else None
+        """The training data when they are streamed from disk (batches then carry their rows)."""
         self.automatic_optimization = not model.has_critic
         self.pretrain_history: list[float] = []
         self.skip_pretrain = False
@@ -73,7 +78,7 @@ class LitAutoEncoder(L.LightningModule):
 
     # --- setup ------------------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        if self.train_x is not None and self.train_x.device != self.device:
+        if self.source is None and self.train_x is not None and self.train_x.device != self.device:
             self.train_x = self.train_x.to(self.device)
             if self.cfg.channels_last and self.train_x.dim() == 4:
                 self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
@@ -89,7 +94,7 @@ class LitAutoEncoder(L.LightningModule):
         if k and getattr(mc, "consistency_weight", 0) and self.train_x is not None and self.neighbours is None:
             self.neighbours = nearest_neighbours(self.train_x, min(k, self.train_x.shape[0] - 1))
         if self.targets is not None and self.train_x is not None:
-            self.targets = self.targets.to(self.train_x.device)
+            self.targets = self.targets.to(self.device if self.source is not None else self.train_x.device)
         ws = self.trainer.world_size
         if ws > 1:
             self.model.gather = all_gather_with_grad
@@ -107,15 +112,19 @@ class LitAutoEncoder(L.LightningModule):
 
     def _pretrain(self) -> None:
         """Encoder pre-training (same random stream on every process, so replicas stay identical)."""
-        if self.model.pretrain_loss(self.train_x[:2]) is None:
+        if self.model.pretrain_loss(self.train_x[:2].to(self.device)) is None:
             return
         g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 12345)
         opt = torch.optim.Adam(self.model.main_parameters(), lr=self.cfg.pretrain_lr, betas=(0.9, 0.999))
         n = self.train_x.shape[0]
         self.model.train()
         for step in range(self.cfg.pretrain_steps):
-            idx = torch.randint(0, n, (self.cfg.batch_size,), generator=g).to(self.device)
-            loss = self.model.pretrain_loss(self.train_x[idx])
+            idx = torch.randint(0, n, (self.cfg.batch_size,), generator=g)
+            if self.source is not None:  # rows read from disk, values decoded on the device
+                loss = self.model.pretrain_loss(self._on_device(self.source.decode(self.source.read(idx).to(
+                    self.device))))
+            else:
+                loss = self.model.pretrain_loss(self.train_x[idx.to(self.device)])
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite pre-training loss at pre-training step {step}")
             opt.zero_grad(set_to_none=True)
@@ -136,8 +145,17 @@ class LitAutoEncoder(L.LightningModule):
         csched = torch.optim.lr_scheduler.LambdaLR(copt, lambda e: lr_multiplier(e, ms, fs))
         return [opt, copt], [{"scheduler": sched, "interval": "epoch"}, {"scheduler": csched, "interval": "epoch"}]
 
-    def _batch(self, idx: Tensor) -> Tensor:
-        x = self.train_x[idx.to(self.train_x.device)]
+    def _on_device(self, x: Tensor) -> Tensor:
+        """A batch of streamed data in the layout in-memory data would have on the device."""
+        if self.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _batch(self, idx: Tensor, raw: Tensor | None = None) -> Tensor:
+        if raw is not None:
+            x = self._on_device(self.source.decode(raw))
+        else:
+            x = self.train_x[idx.to(self.train_x.device)]
         return random_shift(x, self.cfg.augment_shift) if self.cfg.augment_shift else x
 
     def _neighbour_view(self, idx: Tensor) -> Tensor:
@@ -172,9 +190,11 @@ class LitAutoEncoder(L.LightningModule):
         self.log_dict(logged, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
         self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
 
-    def training_step(self, idx: Tensor, batch_idx: int):
-        idx = idx.to(self.train_x.device)  # once: the batch and its neighbour view index with it
-        x = self._batch(idx)
+    def training_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int):
+        idx, raw = batch if isinstance(batch, (tuple, list)) else (batch, None)  # streamed data carry their rows
+        # once: the batch, its neighbour view and its targets index with it
+        idx = idx.to(self.device if self.source is not None else self.train_x.device)
+        x = self._batch(idx, raw)
         saved = self._save_buffers()
         if self.model.has_critic:
             return self._adversarial_step(x, saved)

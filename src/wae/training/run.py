@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, _short
+from ..data.source import as_batch
 from ..data.splits import RunData, load_run_data
 from ..errors import ConfigError, TrainingError, TrainingStopped, WAEError
 from ..files import atomic_write_text
@@ -28,9 +29,9 @@ from .callbacks import EpochEvaluator
 from .checkpoint import AtomicCheckpointIO, EpochSeededSampler, PeriodicCheckpoint, load_checkpoint_safely, on_sigterm
 from .module import LitAutoEncoder
 
-__all__ = ["train", "prepare", "build_trainer", "fit", "finalise", "fit_in_memory", "Prepared", "prepare_run_dir",
-           "load_data_for", "check_output_dir", "check_run_dir", "RunLock", "SAFE_ON_RESUME", "StepCount",
-           "StartProgress", "Starts"]
+__all__ = ["train", "prepare", "build_trainer", "fit", "finalise", "fit_in_memory", "train_loader", "Prepared",
+           "prepare_run_dir", "load_data_for", "refit_data", "ensemble_sample", "REFIT_SAMPLE", "ENSEMBLE_SAMPLE",
+           "check_output_dir", "check_run_dir", "RunLock", "SAFE_ON_RESUME", "StepCount", "StartProgress", "Starts"]
 
 log = logging.getLogger("wae")
 
@@ -149,7 +150,7 @@ SAFE_ON_RESUME = frozenset({
     "train.log_every", "train.figures", "train.sample_metrics", "train.eval_every_epochs", "train.on_nan",
     "train.accelerator", "train.devices", "train.strategy", "train.num_nodes", "train.compile", "train.channels_last",
     "train.deterministic", "data.data_dir", "data.eval_dataset", "data.eval_data_dir", "data.eval_limit",
-    "data.evaluate_test"})
+    "data.evaluate_test", "data.workers"})
 """Config keys a ``--resume`` may change: budgets, where and how the run is executed, logging and the final
 evaluation. Any other change (the model, the data, the optimiser, the seed, ...) would train something else and is
 refused."""
@@ -367,6 +368,10 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     if tc.augment_shift and (len(train_ds.shape) != 3 or tc.augment_shift >= min(train_ds.shape[1:])):
         raise ConfigError(f"train.augment_shift translates images; {cfg.data.dataset} has examples of shape "
                           f"{tuple(train_ds.shape)}" + ("" if len(train_ds.shape) != 3 else " (shift too large)"))
+    mc = cfg.model_config
+    if train_ds.streamed and getattr(mc, "consistency_neighbours", 0) and getattr(mc, "consistency_weight", 0):
+        raise ConfigError(f"model.consistency_neighbours searches all {n:,} training examples for neighbours, and "
+                          f"{cfg.data.dataset} is streamed from disk: set it to 0 (warps and noise still give views)")
     L.seed_everything(tc.seed, workers=True, verbose=False)
     try:
         model = create_model(cfg.model, train_ds.shape, cfg.model_config)
@@ -426,25 +431,19 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         kept = losses.index(min(losses))
         steps_done, seconds_used = starts.steps[kept], time.time() - t0
         other_steps, pretrain_done = sum(starts.steps) - steps_done, sum(starts.pretrain_steps)
+        sampled = RESTART_CRITERIA[tc.restart_select].combine is _ensemble_combine and \
+            ensemble_sample(train_ds, tc.seed) is not None
         if not quiet and _rank() == 0:
             print(f"kept start {kept} of {tc.restarts} after {tc.candidate_steps} steps each "
-                  f"({RESTART_CRITERIA[tc.restart_select].describe}, lowest kept: "
+                  f"({RESTART_CRITERIA[tc.restart_select].describe}"
+                  + (f", on a random sample of {ENSEMBLE_SAMPLE:,} of the {n:,} examples streamed from disk"
+                     if sampled else "") + ", lowest kept: "
                   f"{', '.join(f'{v:.4f}' for v in losses)}); {_clock(seconds_used)} for the starts", flush=True)
     if ckpt is not None and steps_done:
         ckpt.offset = {"steps": steps_done, "seconds": seconds_used, "losses": losses,
                        "targets": None if targets is None else [int(v) for v in targets],
                        "other_steps": other_steps, "pretrain_steps": pretrain_done}
-    if _single_process(tc):
-        # The shuffle depends only on (seed, epoch): a run resumed mid-epoch draws exactly the remaining batches.
-        # Its own generator: creating each epoch's iterator then draws nothing from the global RNG (which the
-        # checkpoint carries), so a run resumed at an epoch boundary sees the same random stream.
-        loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size,
-                                             sampler=EpochSeededSampler(n, tc.seed), drop_last=True,
-                                             generator=torch.Generator().manual_seed(tc.seed))
-    else:  # Lightning shards with a DistributedSampler (seeded by train.seed)
-        g = torch.Generator().manual_seed(tc.seed)
-        loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=tc.batch_size, shuffle=True,
-                                             drop_last=True, generator=g)
+    loader = train_loader(train_ds, cfg)
     if tc.eval_every_epochs > 0:
         split, curve_ds = data.curve  # the validation split (never the test split)
         k = min(len(curve_ds), 2000)
@@ -452,6 +451,32 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
                                   tc.eval_every_epochs, prefix=f"{split}/"))
     return Prepared(cfg, data, lit, loader, cbs, Path(run_dir) if run_dir is not None else None, ckpt, resume_from,
                     saved_text, resume, lock, notes, steps_done, seconds_used, losses, other_steps, pretrain_done)
+
+
+def train_loader(train_ds, cfg: RunConfig) -> torch.utils.data.DataLoader:
+    """The training batches of ``train_ds``: indices into the data held on the device (in memory), or, for data
+    streamed from disk, ``(indices, raw rows)`` read in ``data.workers`` DataLoader workers (the rows become
+    float32 on the device, :meth:`~wae.data.source.Source.decode`).
+
+    One process: the shuffle depends only on (seed, epoch), so a run resumed mid-epoch draws exactly the remaining
+    batches; its own generator, so creating each epoch's iterator draws nothing from the global RNG (which the
+    checkpoint carries) and a run resumed at an epoch boundary sees the same random stream. Several processes:
+    Lightning puts a DistributedSampler (seeded by ``train.seed``) in, and each process reads its own part of
+    each epoch."""
+    tc, n = cfg.train, len(train_ds)
+    kw: dict = {}
+    rows = torch.arange(n)
+    if train_ds.streamed:
+        workers = train_ds.x.workers if cfg.data.workers is None else cfg.data.workers
+        rows = train_ds.x.rows()
+        kw = {"collate_fn": as_batch, "num_workers": workers, "persistent_workers": workers > 0,
+              "pin_memory": str(tc.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()}
+    g = torch.Generator().manual_seed(tc.seed)
+    if _single_process(tc):
+        return torch.utils.data.DataLoader(rows, batch_size=tc.batch_size, sampler=EpochSeededSampler(n, tc.seed),
+                                           drop_last=True, generator=g, **kw)
+    return torch.utils.data.DataLoader(rows, batch_size=tc.batch_size, shuffle=True, drop_last=True, generator=g,
+                                       **kw)
 
 
 class _LossTracker(L.Callback):
@@ -647,6 +672,9 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     tc = cfg.train
     crit = RESTART_CRITERIA[tc.restart_select]
     best, values, states, steps, pre = None, [], [], [], []
+    x, sample = data.train.x, ensemble_sample(data.train, tc.seed) if crit.combine is _ensemble_combine else None
+    if sample is not None:  # streamed data: the starts' consensus is that of a bounded sample
+        x = x.take(sample)
     t0 = time.monotonic()
     if not quiet and _rank() == 0:
         print(f"{tc.restarts} candidate starts of {tc.candidate_steps} steps each; kept: the lowest "
@@ -665,7 +693,7 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
         model, count = fit_in_memory(c, data, callbacks=cbs, refit=False)
         steps.append(count.total)
         pre.append(count.pretrain)
-        values.append(crit.value(model, tracker, data.train.x, cfg))
+        values.append(crit.value(model, tracker, x, cfg))
         if crit.combine is not None:  # scored once every candidate is in: keep them all
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         elif values[-1] == min(values):
@@ -675,7 +703,38 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     if states:
         best = states[kept]
     targets = None if partition is None else align_partition(partition, values[kept])
+    if targets is not None and sample is not None:  # the examples outside the sample get no target (−1)
+        full = np.full(len(data.train), -1, dtype=np.int64)
+        full[sample.numpy()] = targets
+        targets = full
     return Starts(best, losses, targets, steps, pre)
+
+
+ENSEMBLE_SAMPLE = 20_000
+"""Examples of streamed training data whose assignments the ``ensemble`` restart criterion compares (the starts'
+consensus partition; the others get no ``pseudo_label_weight`` target)."""
+
+REFIT_SAMPLE = 50_000
+"""Examples of streamed training data a model's :meth:`~wae.models.base.AutoEncoderModel.after_fit` (e.g. GM-WAE's
+component refit) sees: a random sample."""
+
+
+def ensemble_sample(train_ds, seed: int) -> torch.Tensor | None:
+    """The (sorted) examples of streamed training data the ``ensemble`` criterion uses when there are more than
+    :data:`ENSEMBLE_SAMPLE`; None otherwise (all of them)."""
+    if not train_ds.streamed or len(train_ds) <= ENSEMBLE_SAMPLE:
+        return None
+    return torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:ENSEMBLE_SAMPLE].sort().values
+
+
+def refit_data(train_ds, seed: int = 0):
+    """``(x, examples)``: the training data a model's ``after_fit`` sees — all of them in memory (on the CPU), a
+    random sample of :data:`REFIT_SAMPLE` when they are streamed from disk and more (read in batches) — and how
+    many that is."""
+    if not train_ds.streamed:
+        return train_ds.x.cpu(), len(train_ds)
+    sub = train_ds.subset(REFIT_SAMPLE, seed)
+    return sub.x, len(sub)
 
 
 def _single_process(tc) -> bool:
@@ -787,9 +846,11 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float, quiet: bool = Fals
     count = step_count(prep, trainer)
     progress = None if quiet else (lambda line: print(line, flush=True))
     with on_sigterm(_stop):
-        model.after_fit(prep.data.train.x)
+        refit_x, refit_n = refit_data(prep.data.train, tc.seed)
+        model.after_fit(refit_x)
         save_model(model, prep.run_dir, prep.cfg)
         return evaluate_run(model, prep.run_dir, prep.data, prep.cfg, extra={
+            "train/after_fit_examples": refit_n if refit_n < len(prep.data.train) else None,
             "train/wall_seconds": wall + prep.seconds_used, "train/steps": count.total,
             "train/steps_kept_run": count.kept, "train/pretrain_steps": count.pretrain,
             "train/clock_stopped": count.clock_stopped,
@@ -833,7 +894,7 @@ def fit_in_memory(cfg: RunConfig, data: RunData, callbacks=None, quiet: bool = T
     fit(prep, trainer, quiet)
     model = prep.lit.model.cpu().eval()
     if refit:
-        model.after_fit(data.train.x.cpu())
+        model.after_fit(refit_data(data.train, cfg.train.seed)[0])
     return model, step_count(prep, trainer)
 
 
