@@ -422,8 +422,8 @@ def _poison(monkeypatch, at_step):
     orig = module.LitAutoEncoder._batch
     calls = []
 
-    def batch(self, idx):
-        x = orig(self, idx)
+    def batch(self, idx, raw=None):
+        x = orig(self, idx, raw)
         calls.append(1)
         return x * float("nan") if len(calls) == at_step + 1 else x  # the (at_step+1)-th batch, once
 
