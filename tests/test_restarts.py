@@ -311,3 +311,26 @@ def test_a_clock_stopped_fit_says_so_and_is_counted(tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     assert m["train/clock_stopped"] is True and "not reproducible" in m["train_note"]
     assert m["train/steps_kept_run"] < 100_000
+
+
+def test_a_long_evaluation_phase_says_again_what_it_is_doing():
+    """The evaluation's heartbeat: a phase running past ``every`` seconds without a line is repeated with its time;
+    a quick one is not; None says nothing and starts no thread."""
+    import threading
+    import time
+
+    from wae.evaluation.runner import heartbeat
+
+    lines = []
+    with heartbeat(lines.append, every=0.2) as say:
+        say("UMAP → Gaussian mixture baseline on the test split (10 examples)")
+        time.sleep(0.75)
+        say("figures and report")
+    assert lines[0].startswith("UMAP") and lines[-1] == "figures and report"
+    beats = lines[1:-1]
+    assert 2 <= len(beats) <= 4 and all(b.startswith("  … UMAP → Gaussian mixture baseline on the test split: 0:00")
+                                        for b in beats), lines
+    n_threads = threading.active_count()
+    with heartbeat(None) as say:
+        say("nothing")
+        assert threading.active_count() == n_threads

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,6 +28,46 @@ def batched(fn, x: torch.Tensor, batch_size: int = 500):
         for i in range(0, x.shape[0], batch_size):
             outs.append(fn(x[i: i + batch_size]))
     return torch.cat(outs, 0)
+
+
+HEARTBEAT_SECONDS = 20.0
+"""A phase of the evaluation that runs this long without a line says again what it is doing, with its time."""
+
+
+@contextmanager
+def heartbeat(progress, every: float | None = None):
+    """A ``say(line)`` for the phases of a long step: it passes each line to ``progress`` and, while a phase runs
+    ``every`` seconds (:data:`HEARTBEAT_SECONDS`) without a new line, repeats the phase with its elapsed time from a
+    background thread. ``progress=None`` says nothing and starts no thread."""
+    if progress is None:
+        yield lambda line: None
+        return
+    every = HEARTBEAT_SECONDS if every is None else every
+    lock, stop = threading.Lock(), threading.Event()
+    state = {"phase": None, "start": 0.0, "last": 0.0}
+
+    def say(line: str) -> None:
+        with lock:
+            now = time.monotonic()
+            state.update(phase=line.split(" (")[0], start=now, last=now)
+            progress(line)
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, every / 4)):
+            with lock:
+                now = time.monotonic()
+                if state["phase"] is not None and now - state["last"] >= every:
+                    state["last"] = now
+                    s = int(now - state["start"])
+                    progress(f"  … {state['phase']}: {s // 60}:{s % 60:02d} elapsed")
+
+    t = threading.Thread(target=beat, daemon=True)
+    t.start()
+    try:
+        yield say
+    finally:
+        stop.set()
+        t.join()
 
 
 @torch.no_grad()
@@ -195,9 +238,14 @@ def evaluate_run(model, run_dir, data, cfg, extra: dict | None = None, figures: 
     ``train/`` only for a data set with neither), clustering models' beside k-means (fitted on the training split);
     UMAP → GMM (:mod:`~wae.evaluation.baselines`, fitted on the split itself), the sample-quality metrics
     (``sample_metrics``) and the figures use the split the run is judged on (``data.held_out``: the test split when
-    there is one). ``progress``: called with a line as each phase starts (``print``; None says nothing).
+    there is one). ``progress``: called with a line as each phase starts and every :data:`HEARTBEAT_SECONDS` while
+    one runs (``print``; None says nothing).
     """
-    say = progress or (lambda line: None)
+    with heartbeat(progress) as say:
+        return _evaluate_run(model, run_dir, data, cfg, extra, figures, sample_metrics, n, inception_n, say)
+
+
+def _evaluate_run(model, run_dir, data, cfg, extra, figures, sample_metrics, n, inception_n, say) -> dict:
     run_dir = Path(run_dir)
     sizes = {"train": len(data.train), "val": None if data.val is None else len(data.val),
              "eval": len(data.held_out[1])}
