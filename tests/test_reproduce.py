@@ -73,3 +73,29 @@ def test_exp_from_errors(tmp_path):
         run_experiment("vae-from-wae", tmp_path / "v", quick=True, sets=[f"exp.from={tmp_path / 'missing'}"])
     with pytest.raises(ConfigError, match="unknown experiment option"):
         run_experiment("gm-wae-mnist", tmp_path / "g", quick=True, sets=["exp.nope=1"])
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_wae_reproduce_shows_each_run_s_progress_and_quiet_hides_it(tmp_path, capsys, monkeypatch, quiet):
+    """`wae reproduce` trains with `wae train`'s progress (lines and bar) unless --quiet; the library call is quiet."""
+    from wae.cli import main
+    from wae.experiments import common
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(cfg, out, quiet, **kw):
+        seen.append((quiet, cfg.train.progress))
+        raise Stop
+
+    monkeypatch.setattr(common, "train", fake_train)
+    with pytest.raises(Stop):
+        main(["reproduce", "gm-wae-mnist", "--quick", "--out", str(tmp_path / "r"), *(["--quiet"] if quiet else [])])
+    out = capsys.readouterr().out
+    assert seen == [(quiet, not quiet)]
+    assert ("training gm-wae →" in out) is not quiet, out
+    with pytest.raises(Stop):
+        run_experiment("gm-wae-mnist", tmp_path / "lib", quick=True)
+    assert seen[-1] == (True, False) and capsys.readouterr().out == ""

@@ -135,6 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("name", nargs="?", help="experiment name (no name: list them)")
     rp.add_argument("--quick", action="store_true", help="a short version (minutes on a CPU)")
     rp.add_argument("--out", help="output directory (default runs/reproduce/NAME)")
+    rp.add_argument("--quiet", action="store_true", help="no progress lines or bars")
     rp.add_argument("--seed", type=_int_arg(0, MAX_SEED), default=0)
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, or an experiment option exp.KEY=VALUE (e.g. exp.from=RUN for gm-wae-mnist "
@@ -508,8 +509,9 @@ def cmd_reproduce(a) -> int:
             print(f"{name:20s} {desc}")
         return 0
     out = a.out or os.path.join("runs", "reproduce", a.name)
-    run_experiment(a.name, out, quick=a.quick, seed=a.seed, sets=a.set)
-    print(f"wrote {out}/report.md")
+    run_experiment(a.name, out, quick=a.quick, seed=a.seed, sets=a.set, quiet=a.quiet or not _first_process())
+    if not a.quiet:
+        print(f"wrote {out}/report.md")
     return 0
 
 

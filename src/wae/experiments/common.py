@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +76,27 @@ def base_config(model: str, preset: str, sets: list[str]):
     return resolve_config(model, preset if preset in list_presets() else None, None, None, sets)
 
 
-def train_quiet(cfg, out: Path, callbacks=None, init_state=None):
+_QUIET: ContextVar[bool] = ContextVar("wae_experiment_quiet", default=True)
 
-    cfg.train.progress = False
-    metrics, model = train(cfg, out, quiet=True, callbacks=callbacks, init_state=init_state, return_model=True)
+
+@contextmanager
+def progress(show: bool):
+    """Within it, an experiment's training runs print their progress as ``wae train`` does (``show``) or nothing."""
+    token = _QUIET.set(not show)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def train_run(cfg, out: Path, callbacks=None, init_state=None):
+    """Train one of an experiment's runs into ``out``: (metrics, model, the judged split's data); its progress shows
+    inside ``progress(True)`` (``wae reproduce`` without ``--quiet``)."""
+    quiet = _QUIET.get()
+    cfg.train.progress = cfg.train.progress and not quiet
+    if not quiet:
+        print(f"training {cfg.model} → {out}", flush=True)
+    metrics, model = train(cfg, out, quiet=quiet, callbacks=callbacks, init_state=init_state, return_model=True)
     _, eval_ds = load_data_for(cfg).held_out
     return metrics, model, eval_ds
 

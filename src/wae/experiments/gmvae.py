@@ -28,7 +28,7 @@ from ..plots import figures as F
 from ..reports import GMVAE_TABLE1
 from ..training.callbacks import StepProbe
 from ..training.run import load_data_for
-from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_quiet
+from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_run
 from .registry import register_experiment
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -181,8 +181,8 @@ def gmvae_arcs(out: Path, quick: bool = False, seed: int = 0, sets=()):
     total = cfg_on.train.max_steps if cfg_on.train.max_steps > 0 else steps_per_epoch * cfg_on.train.epochs
     probe_on = StepProbe(_arcs_probe(xp), every=max(1, total // 40))
     with _torch_threads(threads):
-        m_off, model_off, _ = train_quiet(cfg_off, out / "run-no-constraint")
-        m_on, model_on, _ = train_quiet(cfg_on, out / "run-constraint", callbacks=[probe_on])
+        m_off, model_off, _ = train_run(cfg_off, out / "run-no-constraint")
+        m_on, model_on, _ = train_run(cfg_on, out / "run-constraint", callbacks=[probe_on])
     model_off.eval()
     model_on.eval()
 
@@ -333,7 +333,7 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
                 _, curve_ds = data.curve  # accuracy per epoch (Fig. 4) on the validation split, not the test set
                 probe = StepProbe(_acc_probe(curve_ds.x, curve_ds.y.numpy()), every=every)
                 with _torch_threads(threads):
-                    m, model, eval_ds = train_quiet(cfg, out / "runs" / f"K{K}_M{M}_seed{seed + s}",
+                    m, model, eval_ds = train_run(cfg, out / "runs" / f"K{K}_M{M}_seed{seed + s}",
                                                     callbacks=[probe])
                 runs.append({"K": K, "M": M, "seed": seed + s, "acc": m["test/acc_makhzani"],
                              "active": m.get("test/active_components"), "curve": probe.records, "spe": spe,
@@ -426,7 +426,7 @@ def gmvae_svhn(out: Path, quick: bool = False, seed: int = 0, sets=()):
         load_dataset(cfg.data.dataset, "test", data_dir=cfg.data.data_dir, download=False)
     except WAEError as e:
         raise WAEError(f"gmvae-svhn needs the SVHN data set, which is not available: {e}") from None
-    m, model, eval_ds = train_quiet(cfg, out / "run")
+    m, model, eval_ds = train_run(cfg, out / "run")
     model.eval()
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)

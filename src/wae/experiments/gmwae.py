@@ -28,7 +28,7 @@ from .common import (
     load_trained,
     no_leftovers,
     split_sets,
-    train_quiet,
+    train_run,
 )
 from .registry import register_experiment
 
@@ -117,7 +117,7 @@ def _from_option(sets) -> tuple[str | None, list[str]]:
 def _trained_gm_wae(src: str | None, cfg, out: Path):
     """(metrics, model, eval set) of the trained gm-wae run ``src``; without one, train one per ``cfg``."""
     if not src:
-        return train_quiet(cfg, out)
+        return train_run(cfg, out)
 
     model, metrics = load_trained(src, ("gm-wae",))
     _, eval_ds = load_data_for(cfg).held_out  # the evaluation data of this reproduction
@@ -192,7 +192,7 @@ def gm_vae_collapse(out: Path, quick: bool = False, seed: int = 0, sets=()):
     _, eval_ds = load_data_for(cfg).held_out
     snap = StepProbe(_snapshot_probe(eval_ds, {early, late}), steps=[early, late])
     act = StepProbe(_collapse_probe(eval_ds), every=5 if quick else 20)
-    metrics, model, eval_ds = train_quiet(cfg, out / "run", callbacks=[snap, act])
+    metrics, model, eval_ds = train_run(cfg, out / "run", callbacks=[snap, act])
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     for step, rec in snap.records:
@@ -233,7 +233,7 @@ def vae_from_wae(out: Path, quick: bool = False, seed: int = 0, sets=()):
         rec0 = wmodel.reconstruct(x)
     F.save_image_grid(torch.cat([x, rec0]), fig_dir / "fig4a_reconstructions_at_init.png", nrow=10,
                       title="Fig. 4a: GM-VAE initialised with the trained GM-WAE (rows 3-4: reconstructions)")
-    vmetrics, vmodel, _ = train_quiet(vcfg, out / "gm-vae-run", init_state=copy.deepcopy(wmodel.state_dict()))
+    vmetrics, vmodel, _ = train_run(vcfg, out / "gm-vae-run", init_state=copy.deepcopy(wmodel.state_dict()))
     with torch.no_grad():
         rec1 = vmodel.reconstruct(x)
     F.save_image_grid(torch.cat([x, rec1]), fig_dir / "fig4b_reconstructions_after.png", nrow=10,

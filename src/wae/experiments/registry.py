@@ -37,8 +37,13 @@ def list_experiments() -> list[tuple[str, str]]:
     return [(k, EXPERIMENTS.get(k).description) for k in EXPERIMENTS.names()]
 
 
-def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 0, sets: list[str] | None = None):
+def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 0, sets: list[str] | None = None,
+                   quiet: bool = True):
+    """Run experiment ``name`` into ``out``; ``quiet=False`` shows each training run's progress."""
+    from .common import progress
+
     exp = EXPERIMENTS.get(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return exp.fn(out, quick=quick, seed=seed, sets=sets or [])
+    with progress(not quiet):
+        return exp.fn(out, quick=quick, seed=seed, sets=sets or [])

@@ -16,7 +16,7 @@ import torch
 from ..files import write_json
 from ..plots import figures as F
 from ..training.run import load_data_for
-from .common import base_config, default_mnist, embed_2d, finish_report, train_quiet
+from .common import base_config, default_mnist, embed_2d, finish_report, train_run
 from .registry import register_experiment
 
 __all__ = ["stacked_wae_mnist", "wae_deep_mnist", "stacked_wae_svhn", "z_grid", "depth_reconstructions",
@@ -196,7 +196,7 @@ def _finish(out: Path, title: str, cfg, metrics: dict, notes: list[str], quick: 
 @register_experiment("stacked-wae-mnist", "StackedWAE on MNIST, 5 layers (Figs. 2 and 3 of Gaujac et al.)")
 def stacked_wae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
     cfg = _mnist_cfg("stacked-wae", quick, seed, list(sets))
-    metrics, model, eval_ds = train_quiet(cfg, out / "run")
+    metrics, model, eval_ds = train_run(cfg, out / "run")
     model.eval()
     fig_dir = _prep(out)
     notes = list(NOTES_MNIST)
@@ -219,7 +219,7 @@ def stacked_wae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
 @register_experiment("wae-deep-mnist", "The §3.1 ablation: the same hierarchy trained with the WAE objective (Fig. 4)")
 def wae_deep_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
     cfg = _mnist_cfg("wae-deep", quick, seed, list(sets))
-    metrics, model, eval_ds = train_quiet(cfg, out / "run")
+    metrics, model, eval_ds = train_run(cfg, out / "run")
     model.eval()
     fig_dir = _prep(out)
     notes = list(NOTES_ABLATION)
@@ -253,7 +253,7 @@ def stacked_wae_svhn(out: Path, quick: bool = False, seed: int = 0, sets=()):
 
     cfg = _svhn_cfg(quick, seed, list(sets))
     load_data_for(cfg)  # fail fast, before any run directory is written: a missing SVHN raises a one-line WAEError
-    metrics, model, eval_ds = train_quiet(cfg, out / "run")
+    metrics, model, eval_ds = train_run(cfg, out / "run")
     model.eval()
     fig_dir = _prep(out)
     notes = list(NOTES_SVHN)

@@ -14,7 +14,7 @@ from ..data import load_dataset
 from ..evaluation.sample_quality import sample_quality_metrics
 from ..files import write_json
 from ..plots import figures as F
-from .common import base_config, default_mnist, finish_report, train_quiet
+from .common import base_config, default_mnist, finish_report, train_run
 from .registry import register_experiment
 
 MODELS = ("wae-mmd", "wae-gan", "vae")
@@ -61,7 +61,7 @@ def _run(out: Path, dataset_family: str, quick: bool, seed: int, sets, paper: di
             over += ["model.width=0.0625", "epochs=2", "pretrain_steps=10", "batch_size=50", "data.limit=500",
                      "data.eval_limit=400", "checkpoint_every_minutes=0"]
         cfg = base_config(name, f"{name}-{dataset_family}", over + list(sets))
-        m, model, eval_ds = train_quiet(cfg, out / name)
+        m, model, eval_ds = train_run(cfg, out / name)
         n = 400 if quick else 2000
         wanted = ["w2_samples", "w2_latent"]
         if not quick and dataset_family == "mnist":  # the domain classifier learns from the whole training split
