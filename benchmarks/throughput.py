@@ -22,7 +22,7 @@ from wae.models import create_model
 
 def bare_step(model, x):
     name = model.registry_name
-    if name in ("gm-wae", "gm-vae"):
+    if name in ("gm-wae", "gm-wae-elbo"):
         n, K = x.shape[0], model.config.num_components
         logits = model.discrete(x)
         mu, logvar = model.q_continuous(x)
@@ -382,7 +382,7 @@ def main():
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--models", default="wae-mmd,wae-gan,vae,gm-wae,gm-vae,gmvae,stacked-wae,wae-deep")
+    p.add_argument("--models", default="wae-mmd,wae-gan,vae,gm-wae,gm-wae-elbo,gmvae,stacked-wae,wae-deep")
     p.add_argument("--mmd-scaling", action="store_true")
     p.add_argument("--pythae", action="store_true")
     p.add_argument("--pythae-trainer", action="store_true")

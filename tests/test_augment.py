@@ -179,7 +179,7 @@ def test_consistency_kl_value_and_no_gradient_through_the_target(monkeypatch):
     assert logits.grad is None  # the clean side is a fixed target
 
 
-@pytest.mark.parametrize("name", ["gm-wae", "gm-vae", "gmvae"])
+@pytest.mark.parametrize("name", ["gm-wae", "gm-wae-elbo", "gmvae"])
 def test_consistency_term_in_the_loss(name, monkeypatch):
     from wae.models import create_model
 

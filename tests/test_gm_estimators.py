@@ -130,8 +130,8 @@ def test_sparse_training_decodes_k_top_plus_one_codes_per_datum_and_evaluation_i
 
 
 def test_gm_vae_sparse_uses_the_selected_components_prior_means():
-    m = _gm(name="gm-vae", k_estimator="sparse", k_top=4)  # covers every component: exact
-    e = _gm(name="gm-vae")
+    m = _gm(name="gm-wae-elbo", k_estimator="sparse", k_top=4)  # covers every component: exact
+    e = _gm(name="gm-wae-elbo")
     e.load_state_dict(m.state_dict())
     x = torch.randn(5, 6, dtype=torch.float64)
     torch.manual_seed(2)
@@ -214,7 +214,7 @@ def test_gm_vae_elbo_ignores_the_extra_terms():
     from wae.evaluation.runner import evaluate_model
     from wae.data import Dataset
 
-    m = _gm(name="gm-vae", entropy_weight=2.0)
+    m = _gm(name="gm-wae-elbo", entropy_weight=2.0)
     x = torch.randn(12, 6, dtype=torch.float64)
     ds = Dataset("toy:test", x, None)
     on = evaluate_model(m, ds, seed=0)
@@ -452,7 +452,7 @@ def _enumerated_sparse_vs_exact(name, shape, freeze_decoder_norm, monkeypatch):
     return v_exact, g_exact, v_sum, g_sum
 
 
-@pytest.mark.parametrize("name,shape", [("gm-wae", (6,)), ("gm-wae", (1, 8, 8)), ("gm-vae", (6,))])
+@pytest.mark.parametrize("name,shape", [("gm-wae", (6,)), ("gm-wae", (1, 8, 8)), ("gm-wae-elbo", (6,))])
 def test_sparse_is_unbiased_for_exact_by_exact_enumeration_when_the_decoder_normalises_with_fixed_statistics(
         name, shape, monkeypatch):
     v_exact, g_exact, v_sum, g_sum = _enumerated_sparse_vs_exact(name, shape, True, monkeypatch)

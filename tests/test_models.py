@@ -13,12 +13,12 @@ from wae.models import create_model, list_models
 
 def test_registry_lists_the_core_models():
     names = {e.name for e in list_models()}
-    assert {"wae-mmd", "wae-gan", "vae", "gm-wae", "gm-vae"} <= names
+    assert {"wae-mmd", "wae-gan", "vae", "gm-wae", "gm-wae-elbo"} <= names
     with pytest.raises(ConfigError, match="unknown model"):
         create_model("nope", (1, 28, 28))
 
 
-@pytest.mark.parametrize("name", ["wae-mmd", "wae-gan", "vae", "gm-wae", "gm-vae"])
+@pytest.mark.parametrize("name", ["wae-mmd", "wae-gan", "vae", "gm-wae", "gm-wae-elbo"])
 def test_interface_shapes_on_images(name):
     torch.manual_seed(0)
     kw = {"width": 0.125}
@@ -98,7 +98,7 @@ def test_gm_vae_elbo_equals_brute_force_sum_over_k():
     assert float(terms["kl_discrete"]) == pytest.approx(kld / n, rel=1e-9)
 
 
-@pytest.mark.parametrize("name", ["gm-wae", "gm-vae"])
+@pytest.mark.parametrize("name", ["gm-wae", "gm-wae-elbo"])
 def test_gm_entropy_term_is_the_entropy_of_the_batch_mean_of_q_d(name):
     """entropy_weight w subtracts w · H(mean_i q_D(·|x_i)) from the loss and nothing else changes."""
     torch.manual_seed(0)
@@ -288,3 +288,57 @@ def test_every_preset_is_a_valid_run_config():
     gmvae_best.data = cons.data
     cons.model_config.consistency_weight = 3.0
     assert gmvae_best == cons  # everything else is gmvae-mnist-consistency's
+
+
+def test_the_gm_wae_elbo_foil_is_refused_by_its_old_name_with_the_new_one(capsys):
+    """`gm-vae` (GM-WAE's ELBO foil) was renamed `gm-wae-elbo` so that it cannot be mistaken for `gmvae`
+    (Dilokthanakul's GMVAE): the old name — a model, a preset, an experiment — ends in one line naming the new one."""
+    from wae.cli import main
+
+    for argv, new in ((["config", "gm-vae"], "'gm-wae-elbo'"), (["train", "gm-vae", "--dry-run"], "'gm-wae-elbo'"),
+                      (["config", "--preset", "gm-vae-mnist"], "'gm-wae-elbo-mnist'"),
+                      (["train", "gm-wae-elbo", "--preset", "gm-vae-mnist", "--dry-run"], "'gm-wae-elbo-mnist'"),
+                      (["reproduce", "gm-vae-collapse"], "'gm-wae-elbo-collapse'")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.endswith(f"was renamed to {new}"), (argv, err)
+    with pytest.raises(ConfigError, match="renamed to 'gm-wae-elbo'"):
+        create_model("gm-vae", (6,))
+    assert main(["config", "gm-wae-elbo"]) == 0 and "name: gm-wae-elbo" in capsys.readouterr().out
+
+
+def test_a_run_saved_under_the_old_foil_name_still_loads(tmp_path):
+    """A run directory or export written before the rename (model.yaml, config.yaml say `gm-vae`) loads as
+    `gm-wae-elbo`, with the same weights."""
+    import wae
+    from wae.presets import load_run_config, resolve_config
+
+    torch.manual_seed(0)
+    m = create_model("gm-wae-elbo", (6,), latent_dim=3, num_components=3, width=0.05, likelihood="gaussian")
+    cfg = resolve_config("gm-wae-elbo", sets=["latent_dim=3", "num_components=3", "width=0.05",
+                                              "likelihood=gaussian"])
+    save_model(m, tmp_path, cfg)
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    for f in ("model.yaml", "config.yaml"):
+        text = (tmp_path / f).read_text()
+        assert "gm-wae-elbo" in text
+        (tmp_path / f).write_text(text.replace("gm-wae-elbo", "gm-vae"))
+    loaded = wae.load(tmp_path)
+    assert loaded.registry_name == "gm-wae-elbo" and type(loaded) is type(m)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded.state_dict().values()))
+    assert load_run_config(tmp_path / "config.yaml").model == "gm-wae-elbo"
+    assert resolve_config(None, config_file=str(tmp_path / "config.yaml")).model == "gm-wae-elbo"
+
+
+def test_a_rename_needs_a_registered_new_name_and_a_free_old_one():
+    from wae.registry import Registry
+
+    r = Registry("colour")
+    r.add("red", 1)
+    r.add("blue", 2)
+    with pytest.raises(RuntimeError):
+        r.rename("rouge", "rot")  # the new name is not registered
+    with pytest.raises(RuntimeError):
+        r.rename("blue", "red")  # the old name is still registered
+    r.rename("rouge", "red")
+    assert r.current("rouge") == "red" and r.current("blue") == "blue" and "rouge" not in r

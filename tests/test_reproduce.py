@@ -8,7 +8,7 @@ from wae.experiments import list_experiments, run_experiment
 FIGS = {
     "gm-wae-mnist": ["fig2a_reconstructions", "fig2b_samples_per_component", "fig2c_samples_half_std",
                      "fig3a_interpolations", "fig3b_mode_interpolations", "fig5a_qD_heatmap", "fig5b_latent_embedding"],
-    "gm-vae-collapse": ["fig1_step35_qD_heatmap", "fig1_step35_reconstructions", "fig1_step60_qD_heatmap",
+    "gm-wae-elbo-collapse": ["fig1_step35_qD_heatmap", "fig1_step35_reconstructions", "fig1_step60_qD_heatmap",
                         "fig1_step60_reconstructions", "fig1_loss_terms", "active_components"],
     "vae-from-wae": ["fig4a_reconstructions_at_init", "fig4b_reconstructions_after", "fig4c_learning_curves"],
     "wae-mnist": [f"{m}_{f}" for m in ("wae-mmd", "wae-gan", "vae") for f in ("reconstructions", "samples",

@@ -121,7 +121,7 @@ def test_estimator_wae_sample_and_gallery_draw_from_the_same_refitted_components
     """The estimator's ``sample`` (before: from the prior's component), ``wae sample``'s sampler and the model's
     ``sample_component`` / ``sample`` (the cluster gallery, the run's figures) give the same draws for one seed, and
     those are decodes of the refitted Gaussians."""
-    from wae.cluster import _gallery_parts
+    from wae.plots.clusters import gallery_parts
 
     est, model = _refitted_estimator()
     ours = est.sample(5, cluster=cluster, random_state=11)
@@ -142,7 +142,7 @@ def test_estimator_wae_sample_and_gallery_draw_from_the_same_refitted_components
     if cluster is not None:  # the gallery's decoded mode is the refitted mean's, its samples the same component's
         probs = np.full((4, 3), 1 / 3)
         with torch.no_grad():
-            mode, _, _, samples = _gallery_parts(est, torch.zeros(4, 6), probs, cluster, torch.Generator())
+            mode, _, _, samples = gallery_parts(est.model_, torch.zeros(4, 6), probs, cluster, torch.Generator())
             np.testing.assert_allclose(mode.numpy(), model.decode(model.refit_means[cluster: cluster + 1]).numpy(),
                                        rtol=1e-6)
             assert samples.shape == (8, 6)

@@ -12,6 +12,7 @@ from ._version import __version__
 from .config import MAX_SEED
 from .errors import TrainingError, TrainingStopped, WAEError
 from .presets import MAIN_MODEL, MAIN_PRESET, main_job_dataset, main_job_sets, resolve_config
+from .runtime import process_rank, quiet_lightning
 
 # Commands import what they need (models, data, Lightning) inside their functions: `wae --help`, `wae presets` and
 # argument errors answer at once, without loading the training engine.
@@ -208,7 +209,7 @@ def cmd_train(a) -> int:
 
     # read-only here: the directory is created, locked and written only once config, data and model are checked
     run_dir = check_output_dir(out)
-    if _first_process():
+    if process_rank() == 0:
         print(f"training {cfg.model} on {cfg.data.dataset} → {run_dir}")
     metrics = train(cfg, run_dir, resume=a.resume, quiet=a.quiet, overwrite=a.overwrite)
     if metrics:
@@ -225,65 +226,20 @@ def cmd_train(a) -> int:
     return 0
 
 
-MAX_GRID = 10_000
-"""Images in one PNG grid; more samples go to an .npz file."""
-
-
 def cmd_sample(a) -> int:
-    import numpy as np
-    import torch
-
-    from .files import atomic_write_with
+    from .samplers import check_sample_out, write_samples
     from .serialization import load
-    from .plots import save_image_grid
 
-    to_npz = str(a.out).lower().endswith(".npz")
-    if not to_npz and not str(a.out).lower().endswith(".png"):
-        raise WAEError(f"--out {a.out}: the file name must end in .png (an image grid) or .npz (the samples)")
-    if a.n > MAX_GRID and not to_npz:
-        raise WAEError(f"--n {a.n}: a PNG grid holds at most {MAX_GRID:,} images; write the samples to an .npz "
-                       f"file instead (--out samples.npz)")
-    from .samplers import GaussianMixtureSampler, encode_all
-    from .samplers import draw as draw_from
-
+    check_sample_out(a.out, a.n)
     model = load(a.run_dir)
-    g = torch.Generator().manual_seed(a.seed)
-    torch.manual_seed(a.seed)
-    state = {}
-    if a.sampler == "gmm":
+
+    def train_x():
         from .training.run import load_data_for
 
-        train_x = load_data_for(_run_config(a.run_dir), need_test=False).train.x
-        state["gmm"] = GaussianMixtureSampler.fit(encode_all(model, train_x), a.gmm_components, seed=a.seed)
+        return load_data_for(_run_config(a.run_dir), need_test=False).train.x
 
-    def draw(n):
-        return draw_from(a.sampler, model, n, a.component, a.std_scale, g, **state)
-
-    from .data.core import format_bytes, max_array_bytes
-
-    need = a.n * math.prod(model.data_shape) * 4
-    if need > max_array_bytes():
-        raise WAEError(f"--n {a.n}: the samples would take {format_bytes(need)}, more than the memory available; "
-                       "draw fewer (several files with different --seed)")
-    chunk = 1000  # bounded memory for any --n
-    try:
-        with torch.no_grad():
-            x = torch.cat([draw(min(chunk, a.n - i)) for i in range(0, a.n, chunk)])
-    except (RuntimeError, ValueError) as e:  # e.g. a sampler refusing probabilities its weights made invalid
-        raise WAEError(f"sampling from {a.run_dir} failed ({str(e).strip().splitlines()[0][:160]})") from None
-    if not bool(torch.isfinite(x).all()):
-        raise WAEError(f"the model in {a.run_dir} produced non-finite samples (NaN or infinity); nothing written")
-    if to_npz:
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, x=x.numpy().astype(np.float32))
-        atomic_write_with(a.out, write)
-    elif not model.is_image:
-        from .plots import scatter_2d
-
-        scatter_2d([(x.numpy()[:, :2], None, "samples")], a.out, f"{a.n} samples")
-    else:
-        save_image_grid(x, a.out, nrow=max(1, math.ceil(math.sqrt(a.n))))
+    write_samples(model, a.out, a.n, a.sampler, a.component, a.std_scale, a.seed, train_x, a.gmm_components,
+                  what=f"the model in {a.run_dir}")
     print(f"wrote {a.out}")
     return 0
 
@@ -298,10 +254,8 @@ def _run_config(run_dir: str):
 
 
 def cmd_reconstruct(a) -> int:
-    import torch
-
+    from .plots import MAX_GRID, save_reconstructions
     from .serialization import load
-    from .plots import save_image_grid
     from .training.run import load_data_for
 
     if not 1 <= a.n <= MAX_GRID:
@@ -311,112 +265,49 @@ def cmd_reconstruct(a) -> int:
     model = load(a.run_dir)
     cfg = _run_config(a.run_dir)
     _, eval_ds = load_data_for(cfg).held_out
-    x = eval_ds.x[: a.n]
-    with torch.no_grad():
-        if a.depth is not None:
-            if model.latent_layers == 1:
-                raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
-            rec = model.reconstruct_from(x, a.depth)
-        else:
-            rec = model.reconstruct(x)
-    if not bool(torch.isfinite(rec).all()):
-        raise WAEError(f"the model in {a.run_dir} produced non-finite reconstructions (NaN or infinity); nothing "
-                       "written")
-    rows = []
-    for r in range(0, len(x), 8):
-        rows += [x[r:r + 8], rec[r:r + 8]]
-    save_image_grid(torch.cat(rows), a.out, nrow=8)
+    if a.depth is not None and model.latent_layers == 1:
+        raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
+    save_reconstructions(model, eval_ds.x[: a.n], a.out, a.depth, what=f"the model in {a.run_dir}")
     print(f"wrote {a.out}")
     return 0
 
 
 def cmd_encode(a) -> int:
-    import numpy as np
-    import torch
-
     from .data import load_dataset
-    from .data.source import batches
-    from .files import NpzWriter, TableWriter, parquet_available
+    from .evaluation.encoding import encode_dataset, encode_format
     from .serialization import load
     from .training.run import load_data_for
 
-    out = str(a.out)
-    fmt = out.lower().rsplit(".", 1)[-1] if "." in Path(out).name else ""
-    if fmt not in ("npz", "csv", "parquet"):
-        raise WAEError(f"--out {out}: the file name must end in .npz, .csv or .parquet")
-    if fmt == "parquet" and not parquet_available():
-        raise WAEError(f"--out {out}: Parquet needs pyarrow (pip install pyarrow); or write .csv / .npz")
+    encode_format(a.out)
     if a.limit is not None and a.limit < 1:
         raise WAEError(f"--limit must be >= 1, got {a.limit}")
     if a.batch_size < 1:
         raise WAEError(f"--batch-size must be >= 1, got {a.batch_size}")
     model = load(a.run_dir)
     cfg = _run_config(a.run_dir)
-    if a.dataset:
-        ds = load_dataset(a.dataset, "train", data_dir=a.data_dir)
-    else:
-        ds = load_data_for(cfg).held_out[1]
+    ds = load_dataset(a.dataset, "train", data_dir=a.data_dir) if a.dataset else load_data_for(cfg).held_out[1]
     if tuple(ds.shape) != model.data_shape:
         raise WAEError(f"{a.dataset or 'the test data'} has examples of shape {tuple(ds.shape)}; the model in "
                        f"{a.run_dir} takes {model.data_shape}")
     if a.limit:
         ds = ds.head(a.limit)
-    y = ds.y.numpy() if ds.y is not None else None
-    if a.depth is not None:
-        if model.latent_layers == 1:
-            raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
-        model.check_depth(a.depth, allow_zero=False)
-        encode = lambda t: model.encode_layers(t, a.depth)[-1]  # noqa: E731
-    else:
-        encode = model.encode
-    n, K = len(ds), (model.num_components if model.has_discrete_latent else 0)
-    assign = np.empty(n, dtype=np.int64) if K else None
-    t0, i, writer, dim = time.time(), 0, None, 0
-    # chunk by chunk (streamed data read in DataLoader workers): memory holds one chunk of codes, whatever n is
-    try:
-        with torch.no_grad():
-            for xb in batches(ds.x, a.batch_size):
-                z = encode(xb).flatten(1).numpy().astype(np.float32)
-                probs = model.cluster_probs(xb).numpy().astype(np.float32) if K else None
-                if not np.isfinite(z).all() or (probs is not None and not np.isfinite(probs).all()):
-                    raise WAEError(f"the model in {a.run_dir} produced non-finite codes (NaN or infinity); nothing "
-                                   "written")
-                if writer is None:  # the code's size is known now
-                    dim = z.shape[1]
-                    header = (["cluster"] if K else []) + (["label"] if y is not None else []) + \
-                        [f"p{k}" for k in range(K)] + [f"z{j}" for j in range(dim)]
-                    writer = NpzWriter(out, n) if fmt == "npz" else TableWriter(out, header, fmt)
-                j = i + len(z)
-                cl = probs.argmax(1).astype(np.int64) if K else None
-                if K:
-                    assign[i:j] = cl
-                if fmt == "npz":
-                    writer.write(z=z, **({"probs": probs, "cluster": cl} if K else {}))
-                else:
-                    writer.write(([cl] if K else []) + ([y[i:j]] if y is not None else [])
-                                 + ([*probs.T] if K else []) + [*z.T])
-                i = j
-                if not a.quiet and time.time() - t0 > 10 and i < n:
-                    print(f"\rencoded {i:,} of {n:,}", end="", file=sys.stderr, flush=True)
-        if fmt == "npz" and y is not None:
-            writer.write(label=y)
-        writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+    if a.depth is not None and model.latent_layers == 1:
+        raise WAEError(f"{cfg.model} has no latent hierarchy: --depth applies to stacked-wae / wae-deep")
+    t0 = time.time()
+
+    def progress(i: int, n: int) -> None:
+        if not a.quiet and time.time() - t0 > 10 and i < n:
+            print(f"\rencoded {i:,} of {n:,}", end="", file=sys.stderr, flush=True)
+
+    r = encode_dataset(model, ds, a.out, a.batch_size, a.depth, progress, what=f"the model in {a.run_dir}")
     if not a.quiet and time.time() - t0 > 10:
         print(file=sys.stderr)
-    what = f"{n} codes of dimension {dim}"
-    if K:
-        used = np.bincount(assign, minlength=K)
-        what += f", cluster assignments over {K} components ({int((used > 0).sum())} used)"
-        if y is not None:
-            from .evaluation.clustering import hungarian_accuracy, nmi
-
-            what += (f"; against the labels: Hungarian accuracy {hungarian_accuracy(assign, y)[0]:.4f}"
-                     f", NMI {nmi(assign, y):.4f}")
-    print(f"wrote {out}: {what}")
+    what = f"{r['n']} codes of dimension {r['dim']}"
+    if r["components"]:
+        what += f", cluster assignments over {r['components']} components ({r['used']} used)"
+        if "nmi" in r:
+            what += f"; against the labels: Hungarian accuracy {r['acc_hungarian']:.4f}, NMI {r['nmi']:.4f}"
+    print(f"wrote {a.out}: {what}")
     return 0
 
 
@@ -509,7 +400,7 @@ def cmd_reproduce(a) -> int:
             print(f"{name:20s} {desc}")
         return 0
     out = a.out or os.path.join("runs", "reproduce", a.name)
-    run_experiment(a.name, out, quick=a.quick, seed=a.seed, sets=a.set, quiet=a.quiet or not _first_process())
+    run_experiment(a.name, out, quick=a.quick, seed=a.seed, sets=a.set, quiet=a.quiet or process_rank() != 0)
     if not a.quiet:
         print(f"wrote {out}/report.md")
     return 0
@@ -527,25 +418,8 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconst
             "reproduce": cmd_reproduce, "compare": cmd_compare, "cluster": cmd_cluster}
 
 
-def _quiet_engine() -> None:
-    import logging
-    import warnings
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pat in (".*LeafSpec.*", ".*weights_only.*", ".*litlogger.*", ".*does not have many workers.*",
-                ".*GPU available.*", ".*TPU available.*", ".*Tip.*"):
-        warnings.filterwarnings("ignore", pat)
-
-
-def _first_process() -> bool:
-    """True in a single process and in rank 0 of a multi-process run (torchrun sets RANK, Lightning's launcher
-    LOCAL_RANK): that process alone prints progress lines."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    _quiet_engine()
+    quiet_lightning()
     parser = _build_parser()
     a = parser.parse_args(argv)
     if not a.command:
@@ -554,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except TrainingStopped as e:
-        if _first_process():  # one line per run, not one per rank
+        if process_rank() == 0:  # one line per run, not one per rank
             print(f"wae: {e}", file=sys.stderr)
         return e.exit_code
     except TrainingError as e:

@@ -34,11 +34,12 @@ digits (validation part, K = 6…14) the silhouette peaked at the true K = 10 wh
 Bad input — images under 4 pixels a side, NaN or infinite values, a folder of images of different sizes (without
 ``--size``) or with images both at the top level and in class folders, a CSV with text columns, fewer examples than
 clusters — ends in one line (:class:`~wae.errors.WAEError`; exit code 2) before anything is written.
+
+This module runs the sweep and the passes; the data are read by :mod:`wae.data.user`, the figures drawn by
+:mod:`wae.plots.clusters` and the page written by :func:`wae.reports.write_cluster_report`.
 """
 from __future__ import annotations
 
-import base64
-import html
 import math
 import os
 import shutil
@@ -50,22 +51,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Dataset, load_dataset
-from .data._images import image_header
-from .data.core import DATASETS
-from .data.custom import _image_files
+from .data import Dataset
+from .data.user import load_cluster_data
 from .errors import DataError, WAEError
-from .estimator import GMWAEClustering, check_image_size, default_preset
-from .evaluation.clustering import ari, hungarian_accuracy, nmi
+from .estimator import GMWAEClustering
 from .evaluation.baselines import kmeans_baseline, umap_gmm_scores
+from .evaluation.clustering import ari, hungarian_accuracy, nmi
 from .files import TABLE_FORMATS, TableWriter, parquet_available, write_json
-from .plots import figures as F
+from .plots import heatmap
+from .plots.clusters import gallery_figure, profile_figure, sizes_figure, sweep_figure
+from .presets import cluster_preset
+from .reports import write_cluster_report
 
-__all__ = ["ClusterResult", "run_cluster", "load_cluster_data", "parse_k_range", "sweep_criterion", "write_report"]
+__all__ = ["ClusterResult", "run_cluster", "load_cluster_data", "parse_k_range", "sweep_criterion"]
 
 SWEEP_VAL_FRACTION = 0.2
-FILE_KINDS = {".npz": "npz", ".npy": "npy", ".csv": "csv", ".tsv": "csv", ".tab": "csv", ".txt": "csv"}
-_GALLERY = 8
 
 
 @dataclass
@@ -81,80 +81,7 @@ class ClusterResult:
     sweep: list[dict] = field(default_factory=list)
 
 
-# --- data ------------------------------------------------------------------------------------------------------------
-
-
-def _data_name(spec: str) -> str:
-    """``spec`` as a data-set name: registered names as they are; a bare path → ``npz:``/``csv:``/``folder:``."""
-    base, sep, _ = spec.partition(":")
-    if sep and base.strip().lower().replace("_", "-") in DATASETS:
-        return spec
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        return f"folder:{p}"
-    if p.is_file() and p.suffix.lower() in FILE_KINDS:
-        return f"{FILE_KINDS[p.suffix.lower()]}:{p}"
-    if p.suffix.lower() in FILE_KINDS or os.sep in spec:
-        raise DataError(f"{spec} not found (a file .npz/.csv/.tsv, a folder of images, or a data set name)")
-    return spec
-
-
-def _parse_size(size: str | None):
-    if size is None:
-        return None
-    try:
-        vals = [int(v) for v in str(size).replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        vals = []
-    if len(vals) not in (1, 2) or min(vals) < 1:
-        raise WAEError(f"--size must be H or H,W in pixels, got {size!r}")
-    return vals[0] if len(vals) == 1 else (vals[0], vals[1])
-
-
-def _folder_files(root: Path) -> list[Path]:
-    """The image files of a ``folder:`` data set, in the order its loader reads them (class folders sorted)."""
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _image_files(d, recursive=True))
-    if class_dirs:
-        return [p for d in class_dirs for p in _image_files(d, recursive=True)]
-    return _image_files(root, recursive=False)
-
-
-def load_cluster_data(spec: str, data_dir: str | None = None, size: str | None = None
-                      ) -> tuple[Dataset, list[str] | None, str]:
-    """``(dataset, ids, name)``: the data to cluster, one id per example (file paths for a folder; None for row
-    numbers) and the data-set name used. Refuses non-finite values, too-small images and (without ``size``) a
-    folder of images of different sizes. Large data stay on disk (``ds.streamed``; their loader checked their
-    values)."""
-    name = _data_name(spec)
-    kw = {}
-    files = None
-    if name.lower().startswith("folder:"):
-        root = Path(name.partition(":")[2]).expanduser()
-        if not root.is_absolute() and data_dir is not None and not root.exists():
-            root = Path(data_dir) / root
-        if root.is_dir():
-            try:
-                files = _folder_files(root)
-            except OSError as e:
-                raise DataError(f"folder: cannot list {root} ({e.strerror or e})") from None
-            hw = _parse_size(size)
-            if hw is None and files:
-                sizes = {image_header(p, "folder")[1] for p in files}
-                if len(sizes) > 1:
-                    ex = sorted(sizes)[:3]
-                    raise DataError(f"folder: {root} holds images of {len(sizes)} different sizes (e.g. "
-                                    f"{', '.join(f'{h}×{w}' for h, w in ex)}); pass --size H or H,W to resize them all")
-            if hw is not None:
-                kw["size"] = hw
-    elif size is not None:
-        raise WAEError("--size applies to folder: data only")
-    ds = load_dataset(name, "train", data_dir=data_dir, **kw)
-    if not ds.streamed and not bool(torch.isfinite(ds.x).all()):
-        raise DataError(f"{name} contains NaN or infinite values; drop or fill those examples")
-    check_image_size(ds.shape)
-    root = Path(name.partition(":")[2]).expanduser() if files is not None else None
-    ids = [str(p.relative_to(root)) for p in files] if files is not None and len(files) == len(ds) else None
-    return ds, ids, name
+# --- the sweep ---------------------------------------------------------------------------------------------------
 
 
 def parse_k_range(text: str) -> list[int]:
@@ -170,9 +97,6 @@ def parse_k_range(text: str) -> list[int]:
     if len(ks) < 2:
         raise WAEError(f"--k-range {text!r} holds one K; pass --k {ks[0]} instead")
     return ks
-
-
-# --- the sweep ---------------------------------------------------------------------------------------------------
 
 
 def sweep_criterion(est: GMWAEClustering, x_val: np.ndarray, seed: int = 0) -> dict:
@@ -196,231 +120,6 @@ def _split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     perm = np.random.default_rng(seed).permutation(n)
     k = max(2, int(round(fraction * n)))
     return np.sort(perm[k:]), np.sort(perm[:k])
-
-
-# --- figures -----------------------------------------------------------------------------------------------------
-
-
-def _gallery_parts(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, k: int, g: torch.Generator):
-    """(mode (1, …), closest members, least confident members, samples) of cluster k, model-space tensors."""
-    model = est.model_
-    assign = probs.argmax(1)
-    idx = np.flatnonzero(assign == k)
-    with torch.no_grad():
-        centre = model.component_mode(k)  # the refitted mean with component_refit: where the samples are drawn
-        mode = model.decode(centre)
-        samples = model.sample_component(k, _GALLERY, generator=g)
-        if idx.size:
-            mu, _ = model.q_continuous(xm[idx])
-            d = (mu[:, k] - centre[0]).pow(2).sum(-1).numpy()
-            closest = idx[np.argsort(d, kind="stable")[:_GALLERY]]
-            unsure = idx[np.argsort(probs[idx, k], kind="stable")[:_GALLERY]]
-        else:
-            closest = unsure = idx
-    return mode, xm[closest], xm[unsure], samples
-
-
-def gallery_figure(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, path: Path, seed: int = 0) -> Path:
-    """Images: one row per cluster — its decoded mode, the 8 members closest to the mode (in code space), a gap,
-    the 8 least confident members, a gap, 8 samples drawn from the cluster."""
-    K = probs.shape[1]
-    sizes = np.bincount(probs.argmax(1), minlength=K)
-    g = torch.Generator().manual_seed(seed)
-    shape = tuple(xm.shape[1:])
-    blank = torch.ones(1, *shape)
-    cols = 1 + _GALLERY + 1 + _GALLERY + 1 + _GALLERY
-    rows = []
-    est.model_.eval()
-    for k in range(K):
-        mode, closest, unsure, samples = _gallery_parts(est, xm, probs, k, g)
-
-        def pad(t):
-            return torch.cat([t.float(), blank.expand(_GALLERY - t.shape[0], *shape)]) if t.shape[0] < _GALLERY else t
-
-        rows += [mode.float(), pad(closest), blank, pad(unsure), blank, samples.float()]
-    grid = torch.cat(rows)
-    up = max(1, math.ceil(28 / max(shape[1:])))  # small images drawn at 28 px at least (nearest neighbour)
-    if up > 1:
-        grid = grid.repeat_interleave(up, 2).repeat_interleave(up, 3)
-    arr = F.image_grid(grid, cols)
-    h, w = arr.shape[:2]
-    plt = F.plt
-    fig = plt.figure(figsize=(w / 60 + 1.0, h / 60 + 0.8))
-    ax = fig.add_axes([0.08, 0.02, 0.9, 0.86])
-    ax.imshow(arr.squeeze(-1) if arr.shape[-1] == 1 else arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    tile = w / cols
-    heads = {0.5: "mode", 1 + _GALLERY / 2: "closest to the mode", 2 + 1.5 * _GALLERY: "least confident",
-             3 + 2.5 * _GALLERY: "drawn from cluster k"}
-    ax.set_xticks([tile * c for c in heads], list(heads.values()), fontsize=8)
-    ax.xaxis.tick_top()
-    ax.set_yticks([h / K * (k + 0.5) for k in range(K)], [f"{k} ({sizes[k]})" for k in range(K)], fontsize=8)
-    ax.tick_params(length=0)
-    ax.set_title("cluster k (size)", fontsize=9, loc="left", x=-0.08)
-    return F.save_figure(fig, path)
-
-
-def profile_figure(est: GMWAEClustering, xm: torch.Tensor, probs: np.ndarray, path: Path, seed: int = 0) -> Path:
-    """Vectors: per cluster three heat maps (rows: vectors, columns: features, in the model's scaled units) — the
-    decoded mode above the members closest to it, the least confident members, samples drawn from the cluster."""
-    plt = F.plt
-    K = probs.shape[1]
-    sizes = np.bincount(probs.argmax(1), minlength=K)
-    g = torch.Generator().manual_seed(seed)
-    est.model_.eval()
-    parts = [_gallery_parts(est, xm, probs, k, g) for k in range(K)]
-    lim = float(np.quantile(np.abs(xm.numpy()), 0.98)) or 1.0
-    signed = bool(xm.min() < 0)  # standardised features: a diverging map around 0; intensities: a sequential one
-    style = dict(aspect="auto", interpolation="nearest", cmap="RdBu_r" if signed else "viridis",
-                 vmin=-lim if signed else 0.0, vmax=lim)
-    fig, axes = plt.subplots(K, 3, figsize=(9, 0.55 * K + 1.0), squeeze=False)
-    for k, (mode, closest, unsure, samples) in enumerate(parts):
-        for j, rows in enumerate((torch.cat([mode, closest]), unsure, samples)):
-            ax = axes[k, j]
-            ax.imshow(rows.numpy() if rows.shape[0] else np.zeros((1, xm.shape[1])), **style)
-            if j == 0:
-                ax.axhline(0.5, color="white", lw=1.5)  # the mode above, the members below
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(f"{k} ({sizes[k]})", rotation=0, ha="right", va="center", fontsize=7)
-            if k == 0:
-                ax.set_title(("mode (top row) and members closest to it", "least confident members",
-                              "samples drawn from k")[j], fontsize=8)
-    fig.suptitle("cluster k (size): each row a vector, each column a feature (scaled units)", fontsize=9)
-    return F.save_figure(fig, path)
-
-
-def sizes_figure(sizes: np.ndarray, path: Path) -> Path:
-    plt = F.plt
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(sizes) + 1), 2.6))
-    ax.bar(range(len(sizes)), sizes, color="#3b6fb6")
-    ax.set_xlabel("cluster k")
-    ax.set_ylabel("examples")
-    ax.set_xticks(range(len(sizes)))
-    ax.tick_params(labelsize=7)
-    ax.set_title("cluster sizes (examples assigned to k)", fontsize=9)
-    return F.save_figure(fig, path)
-
-
-def sweep_figure(sweep: list[dict], chosen: int, path: Path) -> Path:
-    plt = F.plt
-    ks = [r["k"] for r in sweep]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(ks, [r["silhouette"] for r in sweep], "o-", color="#3b6fb6")
-    ax.axvline(chosen, color="#c0392b", ls="--", lw=1)
-    ax.set_xlabel("K (clusters)")
-    ax.set_ylabel("held-out silhouette (higher is better)")
-    ax.set_xticks(ks)
-    ax.set_title(f"model selection: silhouette of the held-out 20 % (chosen K = {chosen})", fontsize=9)
-    return F.save_figure(fig, path)
-
-
-# --- the page ----------------------------------------------------------------------------------------------------
-
-_CSS = """
-body { margin: 0; background: #f4f5f7; color: #1f2328;
-       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, Arial, "DejaVu Sans", sans-serif; }
-main { max-width: 1100px; margin: 24px auto; padding: 28px 36px 40px; background: #fff; border: 1px solid #d8dee4;
-       border-radius: 8px; }
-h1 { font-size: 1.6em; margin: 0 0 .6em; padding-bottom: .3em; border-bottom: 2px solid #3b6fb6; }
-h2 { font-size: 1.25em; margin: 1.6em 0 .5em; padding-bottom: .2em; border-bottom: 1px solid #d8dee4; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: .93em; }
-th, td { border: 1px solid #c9d1d9; padding: 4px 10px; }
-th { background: #eef2f7; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.chosen { background: #fff4d6; }
-ul { padding-left: 1.3em; }
-figure { margin: 1em 0 1.6em; text-align: center; }
-figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; border-radius: 4px; }
-figcaption { color: #57606a; font-size: .93em; margin-top: .3em; }
-pre { background: #f6f8fa; border: 1px solid #d8dee4; border-radius: 6px; padding: 10px 12px; overflow-x: auto;
-      font-size: .82em; }
-footer { margin-top: 2em; color: #8c959f; font-size: .85em; }
-"""
-
-
-def _e(v) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _num(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _table(header: list[str], rows: list[list], chosen_row: int | None = None) -> str:
-    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
-    body = []
-    for i, r in enumerate(rows):
-        cls = ' class="chosen"' if i == chosen_row else ""
-        cells = "".join(f"<td class=num>{_e(_num(c))}</td>" if isinstance(c, (int, float)) else f"<td>{_e(c)}</td>"
-                        for c in r)
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _figure(path: Path, caption: str) -> str:
-    uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
-
-
-def write_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: dict, sizes: np.ndarray,
-                 figures: dict[str, Path], sweep: list[dict], chosen: int, config_yaml: str) -> Path:
-    """``out/report.html``: one self-contained page (figures embedded, inline CSS, nothing fetched)."""
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-             "style-src 'unsafe-inline'\">", f"<title>{_e(title)}</title>", f"<style>{_CSS}</style>", "</head>",
-             "<body>", "<main>", f"<h1>{_e(title)}</h1>",
-             "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in facts) + "</ul>"]
-    if "acc_hungarian" in metrics:
-        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"],
-                 round(metrics["fit_seconds"])]]
-        for name, label in (("kmeans", "k-means, same data and K"),
-                            ("umap_gmm", "UMAP (10-d) → Gaussian mixture, same data and K")):
-            note = metrics.get(f"{name}_note")
-            if f"{name}_acc_hungarian" in metrics:
-                rows.append([label + (f" ({note})" if note else ""), *(metrics.get(f"{name}_{m}", "–") for m in
-                                                                       ("acc_hungarian", "nmi", "ari")),
-                             round(metrics[f"{name}_seconds"])])
-            elif note:
-                rows.append([f"{label}: {note}", "–", "–", "–", "–"])
-        parts += ["<h2>Agreement with the labels</h2>",
-                  "<p>The labels were not used to fit: they only score the clusters. Accuracy matches clusters to "
-                  "classes one-to-one (Hungarian). The baselines cluster the same inputs the model sees.</p>",
-                  _table(["", "accuracy (Hungarian)", "NMI", "ARI", "seconds"], rows)]
-        if "cluster_heatmap" in figures:
-            parts.append(_figure(figures["cluster_heatmap"], "class × cluster: mean q(k|x) over the examples of each "
-                                                             "class"))
-    if sweep:
-        rows = [[r["k"], r["silhouette"], r["score"], r["confidence"], r["used"]] for r in sweep]
-        chosen_i = next(i for i, r in enumerate(sweep) if r["k"] == chosen)
-        parts += ["<h2>Choosing K</h2>",
-                  f"<p>Each K was fitted on 80 % of the data; the other 20 % were assigned, and K was chosen by the "
-                  f"silhouette of those assignments (how much closer each point is to its own cluster than to the "
-                  f"next, −1…1, higher is better; no labels used). Chosen: K = {chosen} (highlighted), then fitted on "
-                  f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective; not "
-                  f"comparable across K, whose prior, latent size and cost scale differ) and the mean confidence "
-                  f"max_k q(k|x).</p>",
-                  _table(["K", "held-out silhouette", "held-out score", "mean confidence", "clusters used"], rows,
-                         chosen_i)]
-        if "k_sweep" in figures:
-            parts.append(_figure(figures["k_sweep"], "held-out silhouette against K"))
-    parts += ["<h2>Clusters</h2>",
-              _table(["cluster", "size", "share", "mean confidence"],
-                     [[k, int(sizes[k]), f"{sizes[k] / max(1, sizes.sum()):.1%}", metrics.get(f"confidence/{k}", "–")]
-                      for k in range(len(sizes))])]
-    for key, cap in (("cluster_gallery", "per cluster: decoded mode · real members closest to the mode · least "
-                                         "confident members · samples drawn from the cluster"),
-                     ("cluster_profiles", "per cluster: decoded mode and the members closest to it · least confident "
-                                          "members · samples drawn from the cluster"),
-                     ("cluster_sizes", "cluster sizes")):
-        if key in figures:
-            parts.append(_figure(figures[key], cap))
-    parts += ["<h2>Settings</h2>", f"<pre>{_e(config_yaml.rstrip())}</pre>",
-              "<footer>Generated by wae cluster.</footer>", "</main>", "</body>", "</html>", ""]
-    path = out / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
 
 
 # --- the command -------------------------------------------------------------------------------------------------
@@ -607,14 +306,14 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         figs: dict[str, Path] = {}
         probs = res.sample_probs
         if ds.is_image:
-            figs["cluster_gallery"] = gallery_figure(est, xm, probs, fig_dir / "cluster_gallery.png", seed)
+            figs["cluster_gallery"] = gallery_figure(est.model_, xm, probs, fig_dir / "cluster_gallery.png", seed)
         else:
-            figs["cluster_profiles"] = profile_figure(est, xm, probs, fig_dir / "cluster_profiles.png", seed)
+            figs["cluster_profiles"] = profile_figure(est.model_, xm, probs, fig_dir / "cluster_profiles.png", seed)
         figs["cluster_sizes"] = sizes_figure(sizes, fig_dir / "cluster_sizes.png")
         if y is not None:
             counts = np.bincount(y, minlength=len(res.class_sums)).astype(np.float64)
             M = res.class_sums / np.maximum(counts, 1.0)[:, None]
-            figs["cluster_heatmap"] = F.heatmap(M, fig_dir / "cluster_heatmap.png", "cluster k", "class ℓ",
+            figs["cluster_heatmap"] = heatmap(M, fig_dir / "cluster_heatmap.png", "cluster k", "class ℓ",
                                                 "mean q(k|x) over the examples of class ℓ")
         if sweep:
             figs["k_sweep"] = sweep_figure(sweep, k, fig_dir / "k_sweep.png")
@@ -623,7 +322,7 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
                                                                                else ", no labels")
                   + (" — read from disk in batches (too large to hold in memory)" if streamed else "")),
                  ("clusters", f"K = {k}" + (" (chosen by the sweep below)" if sweep else "")),
-                 ("model", f"gm-wae, preset {preset or default_preset(tuple(ds.shape))}; {est.n_iter_} optimiser "
+                 ("model", f"gm-wae, preset {preset or cluster_preset(tuple(ds.shape))}; {est.n_iter_} optimiser "
                            f"steps ({est.n_iter_kept_} in the kept run, the rest in discarded starts) in {wall:.0f} s"
                            + (" — stopped by the clock (--max-minutes): not reproducible" if est.clock_stopped_
                               else "")),
@@ -631,7 +330,7 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
         facts += [("input", note) for note in est.input_notes_]
         facts += [("sample", note) for note in _sample_notes(est, n, len(sample_idx), streamed, y is not None,
                                                               bool(sweep))]
-        write_report(tmp, f"wae cluster: {name}", facts, metrics, sizes, figs, sweep, k, est.run_config_.to_yaml())
+        write_cluster_report(tmp, f"wae cluster: {name}", facts, metrics, sizes, figs, sweep, k, est.run_config_.to_yaml())
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,45 +7,25 @@
 ``X`` is an array of images — ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` with 1, 3 or 4 channels and sides
 of at least :data:`~wae.networks.MIN_IMAGE_SIDE` pixels — or of vectors ``(N, D)``.
 
-Input values (``scaling="auto"``; the map is fitted once, stored with the model, and undone on :meth:`sample`):
+Input values are mapped onto the model's scale (``scaling``; the rules: :mod:`wae.data.inputs`); the map is stored
+with the model, undone on :meth:`GMWAEClustering.sample`, logged (logger ``wae``, INFO) and kept in ``input_notes_``.
 
-* ``uint8`` data are divided by 255;
-* values already in [0, 1] (and ``bool``) are kept;
-* values in [0, 255] whose maximum exceeds 127 are taken as 8-bit intensities and divided by 255;
-* other non-negative values up to 255 (e.g. sklearn's digits, 0–16) are divided by their maximum — these rules are
-  those of ``npz:`` images (:func:`wae.data.custom.value_scale`) and apply to vectors too (an (N, 784) uint8 array
-  is flattened images);
-* any other range (negative values, or above 255) is standardised: images by one affine map of the whole array's
-  [min, max] onto [0, 1] (the decoder's sigmoid output lives there), vectors per feature to mean 0 and standard
-  deviation 1 (a constant feature only centred). ``scaling="standard"`` standardises vectors whatever their range
-  (features in different units); ``"minmax"`` maps the whole array onto [0, 1].
+Settings come from a preset, by data kind: 28×28 images get the main job's (``main``); other images ``cluster-image``
+(conv nets sized to the image); vectors ``cluster-vector`` (MLPs); their ``cost_scale`` and ``consistency_shift`` are
+scaled to the data (:func:`wae.presets.cluster_run_config`). The invariance term (``model.consistency_weight``)
+compares q(k|x) with q(k|T(x)), T a small random warp for images and noise + feature dropout for vectors
+(``model.consistency_noise`` / ``_dropout``; ``model.consistency_resample``: SCARF's corruption).
 
-Every rescaling is logged (logger ``wae``, level INFO) and kept in :attr:`GMWAEClustering.input_notes_`.
-
-Settings come from a preset, by data kind: 28×28 images get the main job's (``main``); other images
-``cluster-image`` (conv nets sized to the image, ``conv-sized``); vectors ``cluster-vector`` (MLPs). In the
-``cluster-*`` presets ``cost_scale`` is stated for data of MNIST's total variance and ``consistency_shift`` in pixels
-of a 28-pixel side: both are scaled to the data (:data:`REFERENCE_TOTAL_VARIANCE`, :data:`REFERENCE_SIDE`); an
-override of either (``overrides``) is used as given. The invariance term (``model.consistency_weight``) compares q(k|x) with q(k|T(x)), T a
-small random warp for images and noise + feature dropout for vectors (``model.consistency_noise`` / ``_dropout``;
-``model.consistency_resample`` adds SCARF's corruption: features taken from other rows of the batch).
-
-``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X — the reconstruction cost plus
-λ·MMD between the codes of X and the mixture prior, in the model's scaled units, with the expectation over k exact and
-a fixed random stream — as ``KMeans.score`` is the opposite of the k-means objective: label-free, higher is better.
-It compares fits of one objective only: the same ``n_clusters``, preset and ``overrides`` (fits that differ in seed
-or budget), on data of one scale. It cannot compare different K — the prior (K modes), the latent size (≥ K − 1)
-and, in the ``cluster-*`` presets, ``cost_scale`` change with ``n_clusters`` and the data — so it does not choose K:
-``wae cluster``'s sweep uses the held-out silhouette (:func:`wae.cluster.sweep_criterion`).
+``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X: label-free, higher is better.
+It cannot compare different K — the prior, the latent size and ``cost_scale`` change with ``n_clusters`` — so
+``wae cluster`` chooses K by the held-out silhouette (:func:`wae.cluster.sweep_criterion`).
 """
 from __future__ import annotations
 
 import logging
 import math
-import random
 import warnings
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -56,178 +36,25 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._version import __version__
-from .config import apply_overrides
-from .data import Dataset
-from .data.custom import value_scale
-from .data.source import Source, batches
+from .data import Dataset, inputs
+from .data.inputs import LAYOUTS, SCALINGS, InputError, check_image_size, fit_scaling, infer_layout
+from .data.source import Source, apply_batched, batches
 from .data.splits import RunData
-from .errors import ConfigError, DataError, WAEError
+from .errors import WAEError
 from .files import atomic_write_text, atomic_write_with
-from .networks import MIN_IMAGE_SIDE
-from .presets import load_run_config, resolve_config, run_config_from_dict
+from .presets import accelerator_setting, cluster_preset, cluster_run_config, load_run_config
+from .runtime import kept_global_rng, quiet_lightning
 from .serialization import load_model, save_model
 from .training.run import fit_in_memory
 
-__all__ = ["GMWAEClustering", "InputError", "default_preset", "infer_layout", "fit_scaling"]
+__all__ = ["GMWAEClustering", "InputError", "fit_scaling", "infer_layout"]
 
 log = logging.getLogger("wae")
 
-REFERENCE_SIDE = 28
-"""``cluster-*`` presets state ``consistency_shift`` in pixels of a 28-pixel side (the main job's digits); the
-estimator scales it to the image."""
-
-REFERENCE_TOTAL_VARIANCE = 52.8
-"""Σ_j Var(x_j) of MNIST digits in [0, 1] (mnist-5k: 52.82). ``cluster-*`` presets state ``cost_scale`` for data of
-this total variance; the estimator multiplies it by 52.8 / (the data's total variance, after the input map), so the
-reconstruction cost weighs the same against the MMD whatever the data's size and units."""
-
-LAYOUTS = ("auto", "nchw", "nhwc")
-SCALINGS = ("auto", "minmax", "standard", "none")
 INVARIANCES = ("auto", "off")
 _ESTIMATOR_FILE, _ARRAYS_FILE = "estimator.yaml", "estimator.safetensors"
 _BATCH = 1024
 """Examples per batch of inference; a NumPy array (a memory map included) is validated and scaled batch by batch."""
-
-
-class InputError(DataError, ValueError):
-    """Bad input to the estimator: a :class:`~wae.errors.DataError` (one line, the CLI's exit code 2) that is also
-    the ``ValueError`` scikit-learn's conventions ask for."""
-
-
-# --- input layout and scaling (module-level so that `wae cluster` validates with the same rules) -------------------
-
-
-def infer_layout(shape: tuple[int, ...], layout: str = "auto") -> str:
-    """``"vector"``, ``"nhw"``, ``"nchw"`` or ``"nhwc"`` for an array of ``shape`` (N first).
-
-    4-D arrays: channels first when dimension 1 is 1, 3 or 4 and dimension 3 is not, channels last in the mirror
-    case; when both are (e.g. (N, 4, 4, 3)) the two spatial dimensions are taken to be the equal ones (square images),
-    else channels first. ``layout`` ``"nchw"`` / ``"nhwc"`` forces a 4-D array's layout."""
-    nd = len(shape)
-    if layout not in LAYOUTS:
-        raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if nd == 2:
-        return "vector"
-    if nd == 3:
-        return "nhw"
-    if nd != 4:
-        raise InputError(f"X has {nd} dimensions (shape {tuple(shape)}); expected vectors (N, D) or images (N, H, W), "
-                         "(N, C, H, W) or (N, H, W, C)")
-    if layout != "auto":
-        return layout
-    first, last = shape[1] in (1, 3, 4), shape[3] in (1, 3, 4)
-    if first and last:
-        return "nhwc" if shape[1] == shape[2] and shape[2] != shape[3] else "nchw"
-    if first:
-        return "nchw"
-    if last:
-        return "nhwc"
-    raise InputError(f"X has shape {tuple(shape)}: images need 1, 3 or 4 channels, first (N, C, H, W) or last "
-                     "(N, H, W, C)")
-
-
-def to_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """User layout → the model's (N, C, H, W) or (N, D)."""
-    if layout == "nhw":
-        return x[:, None]
-    if layout == "nhwc":
-        return x.transpose(0, 3, 1, 2)
-    return x
-
-
-def from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """The model's (N, C, H, W) or (N, D) → the user's layout."""
-    if layout == "nhw":
-        return x[:, 0]
-    if layout == "nhwc":
-        return x.transpose(0, 2, 3, 1)
-    return x
-
-
-def check_image_size(shape: tuple[int, ...]) -> None:
-    """Refuse images (C, H, W) with a side below :data:`~wae.networks.MIN_IMAGE_SIDE` (one line)."""
-    if len(shape) == 3 and min(shape[1:]) < MIN_IMAGE_SIDE:
-        raise InputError(f"images of {shape[1]}×{shape[2]} pixels are too small: each side must be at least "
-                         f"{MIN_IMAGE_SIDE} pixels (reshape them to vectors, N×D, to cluster them as such)")
-
-
-def fit_scaling(x: np.ndarray, is_image: bool, rule: str = "auto", raw_dtype=None
-                ) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """``(offset, scale, note)`` of the map x → (x − offset) / scale (see the module doc for the ``auto`` rules);
-    ``x`` in the model's layout, ``raw_dtype`` the dtype the user passed. ``offset``/``scale`` are float64 arrays
-    broadcastable to one example; ``note`` says what was done, or is None when the data are kept as they are."""
-    return scaling_rule(float(x.min()), float(x.max()), x.shape[1:], is_image, rule,
-                        raw_dtype if raw_dtype is not None else x.dtype,
-                        lambda: (x.mean(0, dtype=np.float64), x.std(0, dtype=np.float64)))
-
-
-def scaling_rule(lo: float, hi: float, ex: tuple[int, ...], is_image: bool, rule: str, dtype, moments
-                 ) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """:func:`fit_scaling` from the data's range [``lo``, ``hi``], one example's shape ``ex`` and ``moments()``
-    → (per-feature mean, standard deviation), called only when standardising (data held in memory, or the
-    statistics of a streaming pass over data on disk)."""
-    if rule not in SCALINGS:
-        raise InputError(f"scaling must be one of {SCALINGS}, got {rule!r}")
-    one, zero = np.ones(ex), np.zeros(ex)
-    if rule == "none":
-        if is_image and (lo < 0 or hi > 1):
-            raise InputError(f"scaling='none' needs images with values in [0, 1]; X has values in [{lo:g}, {hi:g}]")
-        return zero, one, None
-    if rule == "auto":
-        found = value_scale(lo, hi, dtype)
-        if found is not None:  # intensities (uint8, [0, 1], [0, 255]): images and vectors alike
-            div, note = found
-            return zero, one * div, note
-        rule = "minmax" if is_image else "standard"
-    if rule == "standard":
-        if is_image:
-            raise InputError("scaling='standard' is for vectors; images are mapped to [0, 1] ('auto' or 'minmax')")
-        mean, std = moments()
-        std = np.where(std > 1e-12 * max(1.0, float(np.abs(mean).max())), std, 1.0)
-        return mean, std, f"values in [{lo:g}, {hi:g}]: each feature standardised (mean 0, std 1)"
-    span = hi - lo if hi > lo else 1.0
-    return one * lo, one * span, f"values in [{lo:g}, {hi:g}] mapped to [0, 1] by (x − {lo:g}) / {span:g}"
-
-
-def _scaled(arr: np.ndarray, layout: str, offset: np.ndarray, scale: np.ndarray) -> torch.Tensor:
-    """An array in the user's layout → the model's input: model layout, (x − offset) / scale, float32."""
-    x = (to_model_layout(arr, layout) - offset) / scale
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-
-def default_preset(shape: tuple[int, ...]) -> str:
-    """The preset for data of per-example ``shape`` (model layout): ``main`` for 28×28 images, ``cluster-image`` for
-    other images, ``cluster-vector`` for vectors."""
-    if len(shape) == 3:
-        return "main" if tuple(shape[1:]) == (REFERENCE_SIDE, REFERENCE_SIDE) else "cluster-image"
-    return "cluster-vector"
-
-
-@contextmanager
-def _kept_global_rng():
-    """Training seeds Python's, NumPy's and torch's global generators; put the caller's states back afterwards."""
-    py, npy, tor = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-        torch.set_rng_state(tor)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-
-
-def _accelerator(device: str) -> tuple[str, str]:
-    """``device`` (``auto``, ``cpu``, ``cuda``/``gpu``, ``cuda:i``, ``mps``) → (train.accelerator, train.devices)."""
-    d = str(device).lower()
-    if d in ("auto", "cpu", "mps"):
-        return d, "1"
-    if d in ("cuda", "gpu"):
-        return "gpu", "1"
-    if d.startswith("cuda:") and d[5:].isdigit():
-        return "gpu", f"{int(d[5:])},"
-    raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:i' or 'mps', got {device!r}")
 
 
 class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
@@ -306,10 +133,9 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         K = self.n_clusters
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise InputError(f"n_clusters must be a positive integer, got {K!r}")
-        for name in ("max_steps",):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-                raise InputError(f"{name} must be a positive integer or None, got {v!r}")
+        v = self.max_steps
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise InputError(f"max_steps must be a positive integer or None, got {v!r}")
         v = self.max_minutes
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not v > 0
                               or not math.isfinite(v)):
@@ -323,7 +149,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         if self.overrides is not None and (isinstance(self.overrides, str) or
                                            not all(isinstance(s, str) for s in self.overrides)):
             raise InputError(f"overrides must be a list of 'key=value' strings, got {self.overrides!r}")
-        _accelerator(self.device)
+        accelerator_setting(self.device)
 
     def _validate(self, X, reset: bool) -> np.ndarray:
         """X → a float32/float64 array in the user's layout (validate_data: finite, numeric, n_features_in_)."""
@@ -346,7 +172,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         examples in the model's layout, streamed ones read whole: keep it small) → the same."""
         if isinstance(X, Dataset):
             return torch.cat(list(self._batches(X))) if len(X) else torch.empty(0, *self.model_.data_shape)
-        return _scaled(X, self.layout_, self.offset_, self.scale_)
+        return inputs.scaled_input(X, self.layout_, self.offset_, self.scale_)
 
     def _dataset_input(self, ds: Dataset) -> Source | torch.Tensor:
         """The model's input of a :class:`Dataset` (values as its loader gives them, the model's layout): its
@@ -354,13 +180,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         if tuple(ds.shape) != tuple(self.model_.data_shape):
             raise InputError(f"{ds.name} has examples of shape {tuple(ds.shape)}; this {type(self).__name__} was "
                              f"fitted on {tuple(self.model_.data_shape)}")
-        offset, scale = np.asarray(self.offset_, dtype=np.float64), np.asarray(self.scale_, dtype=np.float64)
-        identity = not offset.any() and bool((scale == 1).all())
-        if ds.streamed:
-            return ds.x if identity else ds.x.mapped(offset, scale)
-        if identity:
-            return ds.x
-        return torch.from_numpy(np.ascontiguousarray((ds.x.numpy() - offset) / scale, dtype=np.float32))
+        return inputs.mapped_input(ds.x, self.offset_, self.scale_)
 
     def _batches(self, X, device: torch.device | None = None):
         """The model's input of X in batches of :data:`_BATCH` examples, in order: a NumPy array (a memory map
@@ -369,20 +189,14 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         if isinstance(X, Dataset):
             yield from batches(self._dataset_input(X), _BATCH, device=device)
             return
-        if isinstance(X, np.ndarray) and X.ndim >= 2:
-            if X.shape[0] < 1:
-                self._validate(X, reset=False)  # the one-line refusal of an empty array
-            for i in range(0, X.shape[0], _BATCH):
-                x = self._model_x(self._validate(X[i: i + _BATCH], reset=False))
-                yield x if device is None else x.to(device)
-            return
-        arr = self._validate(X, reset=False)
+        per_batch = isinstance(X, np.ndarray) and X.ndim >= 2 and X.shape[0] >= 1  # (an empty one: refused whole)
+        arr = X if per_batch else self._validate(X, reset=False)
         for i in range(0, arr.shape[0], _BATCH):
-            x = self._model_x(arr[i: i + _BATCH])
+            x = self._model_x(self._validate(arr[i: i + _BATCH], reset=False) if per_batch else arr[i: i + _BATCH])
             yield x if device is None else x.to(device)
 
     def _inference_device(self) -> torch.device:
-        acc, devices = _accelerator(self.device)
+        acc, devices = accelerator_setting(self.device)
         if acc == "gpu" or (acc == "auto" and torch.cuda.is_available()):
             return torch.device(f"cuda:{int(devices.rstrip(','))}" if devices.endswith(",") else "cuda")
         return torch.device("cpu")
@@ -404,7 +218,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     def _apply(self, fn, x: torch.Tensor) -> torch.Tensor:
         """``fn`` over batches of x (the model's input, in memory) on the inference device; a CPU tensor."""
         with self._on_device() as (_, dev):
-            return torch.cat([fn(x[i: i + _BATCH].to(dev)).float().cpu() for i in range(0, x.shape[0], _BATCH)])
+            return apply_batched(lambda b: fn(b).float(), x, _BATCH, dev)
 
     def _chunks(self, fn, X):
         """``fn`` of each batch of X's model input (:meth:`_batches`) on the inference device: CPU tensors."""
@@ -416,39 +230,10 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     def run_config(self, shape: tuple[int, ...], n: int, seed: int = 0, total_variance: float | None = None):
         """The :class:`~wae.config.RunConfig` a fit on ``n`` examples of per-example ``shape`` (model layout) and
         ``total_variance`` Σ_j Var(x_j) (after the input map; default: MNIST's per pixel × the size) uses."""
-        preset = self.preset or default_preset(shape)
-        base = resolve_config("gm-wae", preset=preset)
-        d = base.to_dict()
-        m, t = d["model"], d["train"]
-        K = int(self.n_clusters)
-        m["num_components"] = K
-        m["latent_dim"] = max(int(m["latent_dim"]), K - 1)  # K equidistant prior means need dim(z) ≥ K − 1
-        if preset.startswith("cluster-"):
-            tv = total_variance if total_variance is not None else \
-                REFERENCE_TOTAL_VARIANCE * math.prod(shape) / REFERENCE_SIDE ** 2
-            m["cost_scale"] = float(m["cost_scale"]) * REFERENCE_TOTAL_VARIANCE / max(float(tv), 1e-6)
-            if len(shape) == 3:
-                m["consistency_shift"] = float(m["consistency_shift"]) * min(shape[1:]) / REFERENCE_SIDE
-        if self.invariance == "off":
-            m["consistency_weight"] = 0.0
-        t["seed"] = int(seed)
-        t["batch_size"] = min(int(t["batch_size"]), n)
-        t["progress"] = bool(self.verbose)
-        t["accelerator"], t["devices"] = _accelerator(self.device)
-        t["figures"] = False
-        if self.max_steps is not None:
-            t["max_steps"] = int(self.max_steps)
-            t["epochs"] = max(int(t["epochs"]), math.ceil(self.max_steps / max(1, n // t["batch_size"])) + 1)
-            t["pretrain_steps"] = min(int(t["pretrain_steps"]), int(self.max_steps) // 5)
-        if self.max_minutes is not None:
-            t["max_minutes"] = float(self.max_minutes)
-        d["data"] = {**d["data"], "dataset": "array", "val_fraction": 0.0, "evaluate_test": False}
-        model_fields = {f.name for f in fields(type(base.model_config))}
-        d = apply_overrides(d, list(self.overrides or []), model_fields)
-        cfg = run_config_from_dict(d).validate()
-        if cfg.model != "gm-wae":
-            raise ConfigError(f"{type(self).__name__} trains gm-wae; preset {preset!r} is for {cfg.model!r}")
-        return cfg
+        return cluster_run_config(shape, n, self.n_clusters, preset=self.preset, seed=seed,
+                                  total_variance=total_variance, invariance=self.invariance, device=self.device,
+                                  max_steps=self.max_steps, max_minutes=self.max_minutes, overrides=self.overrides,
+                                  verbose=self.verbose, who=type(self).__name__)
 
     def fit(self, X, y=None):
         """Train on X (labels ``y`` are ignored: the clustering is unsupervised). Returns self.
@@ -465,32 +250,14 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         if n < self.n_clusters:
             raise InputError(f"X has {n} sample{'s' if n != 1 else ''}, fewer than n_clusters={self.n_clusters}")
         layout = infer_layout(arr.shape, self.layout)
-        x = to_model_layout(arr, layout)
+        x = inputs.to_model_layout(arr, layout)
         shape = tuple(int(s) for s in x.shape[1:])
         check_image_size(shape)
         offset, scale, note = fit_scaling(x, len(shape) == 3, self.scaling, raw_dtype)
-        notes = [note] if note else []
-        for msg in notes:
-            log.info("GMWAEClustering: %s", msg)
-            if self.verbose:
-                print(f"note: {msg}")
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) \
-            if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
-        xt = _scaled(arr, layout, offset, scale)
-        cfg = self.run_config(shape, n, seed, float(xt.flatten(1).double().var(0).sum()))
-        with _kept_global_rng(), warnings.catch_warnings():
-            for pat in (".*LeafSpec.*", ".*does not have many workers.*", ".*GPU available.*", ".*TPU available.*",
-                        ".*litlogger.*", ".*Tip.*", ".*max_epochs.*"):
-                warnings.filterwarnings("ignore", pat)
-            model, steps = fit_in_memory(cfg, RunData(Dataset("array", xt, None), None, None),
-                                         quiet=not self.verbose)
-        if steps.clock_stopped:
-            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=2)
+        xt = inputs.scaled_input(arr, layout, offset, scale)
+        model, cfg, steps, notes = self._train(xt, shape, n, note, float(xt.flatten(1).double().var(0).sum()))
         # the fitted attributes, all at once: a fit that fails leaves none behind (the estimator stays unfitted)
-        self.layout_, self.input_shape_ = layout, tuple(int(s) for s in arr.shape[1:])
-        self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
-        self.model_, self.run_config_ = model, cfg
-        self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
+        self._set_fitted(layout, tuple(int(s) for s in arr.shape[1:]), offset, scale, notes, model, cfg, steps)
         self.labels_ = self._apply(model.cluster_probs, xt).argmax(1).numpy().astype(np.int64)
         return self
 
@@ -503,23 +270,20 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         if n < max(2, self.n_clusters):
             raise InputError(f"{ds.name} has {n} examples, fewer than n_clusters={self.n_clusters}")
         check_image_size(shape)
-        is_image = len(shape) == 3
-        src = ds.x
-        known = is_image and self.scaling in ("auto", "none") and src.offset is None
-        preset = self.preset or default_preset(shape)
-        if known:  # the loader's images lie in [0, 1]: kept as they are, no pass needed
-            offset, scale, note = np.zeros(shape), np.ones(shape), None
-        else:
-            st = src.stats()
-            if not st["finite"]:
-                raise InputError(f"{ds.name} contains NaN or infinite values")
-            std = np.sqrt(st["m2"] / st["n"]).reshape(shape)
-            offset, scale, note = scaling_rule(st["min"], st["max"], shape, is_image, self.scaling, np.float32,
-                                               lambda: (st["mean"].reshape(shape), std))
-        tv = None
-        if preset.startswith("cluster-"):  # Σ_j Var(x_j) after the map (unbiased, as for data in memory)
-            st = src.stats()
-            tv = float((st["m2"] / max(1, st["n"] - 1) / np.asarray(scale, dtype=np.float64).reshape(-1) ** 2).sum())
+        preset = self.preset or cluster_preset(shape)
+        offset, scale, note = inputs.fit_source_scaling(ds.x, shape, self.scaling, ds.name)
+        tv = inputs.source_total_variance(ds.x, scale) if preset.startswith("cluster-") else None
+        model, cfg, steps, notes = self._train(inputs.mapped_input(ds.x, offset, scale), shape, n, note, tv)
+        self._set_fitted("nchw" if len(shape) == 3 else "vector", shape, offset, scale, notes, model, cfg, steps)
+        self.n_features_in_ = int(shape[0])
+        if labels:
+            self.labels_ = np.concatenate([p.argmax(1).numpy() for p in self._chunks(model.cluster_probs, ds)]
+                                          ).astype(np.int64)
+        return self
+
+    def _train(self, xt, shape: tuple[int, ...], n: int, note: str | None, total_variance: float | None):
+        """Say the input ``note``, then train on ``xt`` (the model's input: a tensor or a mapped source) with the
+        run config of :meth:`run_config`; ``(model, cfg, steps, notes)``."""
         notes = [note] if note else []
         for msg in notes:
             log.info("GMWAEClustering: %s", msg)
@@ -527,25 +291,19 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
                 print(f"note: {msg}")
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1)) \
             if not isinstance(self.random_state, (int, np.integer)) else int(self.random_state)
-        mapped = src if not offset.any() and bool((scale == 1).all()) else src.mapped(offset, scale)
-        cfg = self.run_config(shape, n, seed, tv)
-        with _kept_global_rng(), warnings.catch_warnings():
-            for pat in (".*LeafSpec.*", ".*does not have many workers.*", ".*GPU available.*", ".*TPU available.*",
-                        ".*litlogger.*", ".*Tip.*", ".*max_epochs.*"):
-                warnings.filterwarnings("ignore", pat)
-            model, steps = fit_in_memory(cfg, RunData(Dataset("array", mapped, None), None, None),
-                                         quiet=not self.verbose)
+        cfg = self.run_config(shape, n, seed, total_variance)
+        with kept_global_rng(), warnings.catch_warnings():
+            quiet_lightning()
+            model, steps = fit_in_memory(cfg, RunData(Dataset("array", xt, None), None, None), quiet=not self.verbose)
         if steps.clock_stopped:
-            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=2)
-        self.layout_, self.input_shape_ = ("nchw" if is_image else "vector"), shape
+            warnings.warn(f"{type(self).__name__}: {steps.note(cfg.train)}", stacklevel=3)
+        return model, cfg, steps, notes
+
+    def _set_fitted(self, layout, shape, offset, scale, notes, model, cfg, steps) -> None:
+        self.layout_, self.input_shape_ = layout, shape
         self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
-        self.n_features_in_ = int(shape[0])
         self.model_, self.run_config_ = model, cfg
         self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
-        if labels:
-            self.labels_ = np.concatenate([p.argmax(1).numpy() for p in self._chunks(model.cluster_probs, ds)]
-                                          ).astype(np.int64)
-        return self
 
     # --- inference ------------------------------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
@@ -615,7 +373,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             z = model.sample_codes(int(n), None if cluster is None else int(cluster), generator=g)
             out = self._apply(model.decode, z).double().numpy()
         out = out * self.scale_ + self.offset_
-        return np.ascontiguousarray(from_model_layout(out, self.layout_), dtype=np.float32)
+        return np.ascontiguousarray(inputs.from_model_layout(out, self.layout_), dtype=np.float32)
 
     # --- save / load ----------------------------------------------------------------------------------------------
     def save(self, path) -> Path:
@@ -685,7 +443,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         est.input_notes_ = notes
         if names is not None:
             est.feature_names_in_ = np.asarray(names, dtype=object)
-        if tuple(est.model_.data_shape) != tuple(to_model_layout(np.empty((1, *shape)), layout).shape[1:]):
+        if tuple(est.model_.data_shape) != tuple(inputs.to_model_layout(np.empty((1, *shape)), layout).shape[1:]):
             raise WAEError(f"{path}: the model's data shape {est.model_.data_shape} does not match the input shape "
                            f"{shape} in {meta_path.name}")
         return est

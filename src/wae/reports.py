@@ -7,9 +7,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from .files import atomic_write_text
 
-__all__ = ["write_run_report", "write_html_report", "metrics_table", "figure_caption", "paper_clustering",
+__all__ = ["write_run_report", "write_html_report", "write_html_page", "write_cluster_report", "html_table",
+           "html_figure", "metrics_table", "figure_caption", "paper_clustering",
            "GMVAE_TABLE1"]
 
 
@@ -60,10 +63,10 @@ HEADLINE_FIGURES = ("cluster_gallery", "cluster_heatmap")
 
 _HEAD_COLS = [("acc_hungarian", "accuracy (Hungarian: one-to-one map from this split)"),
               ("acc_paper", "accuracy (GM-WAE paper's greedy map from this split)"),
-              ("acc_makhzani", "accuracy (GMVAE paper's: each cluster labelled by its most confident point of this "
-                               "split)"),
-              ("acc_makhzani_valmap", "accuracy (Makhzani et al.'s: each cluster labelled by its most confident "
-                                      "validation point)"),
+              ("acc_makhzani", ("accuracy (GMVAE paper's: each cluster labelled by its most confident point of this "
+                               "split)")),
+              ("acc_makhzani_valmap", ("accuracy (Makhzani et al.'s: each cluster labelled by its most confident "
+                                      "validation point)")),
               ("nmi", "NMI"), ("active_components", "clusters used"),
               ("component_purity", "purity of each cluster's samples (classifier of the training split)"),
               ("sample_cluster_agreement", "samples of k in the class of the data assigned to k"),
@@ -99,10 +102,10 @@ def clustering_headline(metrics: dict, model: str | None = None, K: int | None =
     wall = metrics.get("train/wall_seconds")
     rows = [[f"this run on {where} ({metrics.get('eval_examples', '?')} examples{note})",
              *(_fmt(metrics[f"{split}/{k}"]) for k, _ in cols), f"{wall:.0f}" if wall is not None else "–"]]
-    for name, label in (("kmeans", f"k-means on raw pixels{f' with K = {K}' if K else ''}, same split, scored the "
-                                   "same ways"),
-                        ("umap_gmm", "UMAP (10-d) → Gaussian mixture on raw pixels, fitted on this split's "
-                                     "pixels (no labels)")):
+    for name, label in (("kmeans", (f"k-means on raw pixels{f' with K = {K}' if K else ''}, same split, scored the "
+                                   "same ways")),
+                        ("umap_gmm", ("UMAP (10-d) → Gaussian mixture on raw pixels, fitted on this split's "
+                                     "pixels (no labels)"))):
         row = _baseline_row(metrics, split, name, label, cols)
         if row:
             rows.append(row)
@@ -164,6 +167,7 @@ th, td { border: 1px solid #c9d1d9; padding: 5px 12px; }
 th { background: #eef2f7; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 tbody tr:nth-child(even) { background: #f8f9fb; }
+tbody tr.chosen { background: #fff4d6; }
 code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; }
 pre { background: #f6f8fa; border: 1px solid #d8dee4; border-radius: 6px; padding: 12px 14px; overflow-x: auto;
       font-size: .85em; line-height: 1.4; }
@@ -216,8 +220,9 @@ def _metrics_html(metrics: dict, paper: dict | None) -> str:
     return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
 
 
-def _figure_html(path: Path) -> str:
-    cap = _esc(figure_caption(path))
+def html_figure(path: Path, caption: str | None = None) -> str:
+    """A figure embedded as a data URI, with ``caption`` (default: from the file name)."""
+    cap = _esc(caption if caption is not None else figure_caption(path))
     try:
         data = path.read_bytes()
     except OSError:
@@ -225,6 +230,28 @@ def _figure_html(path: Path) -> str:
     mime = _MIME.get(path.suffix.lower(), "image/png")
     uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     return f'<figure><img src="{uri}" alt="{cap}" loading="eager"><figcaption>{cap}</figcaption></figure>'
+
+
+def html_table(header: list[str], rows: list[list], chosen_row: int | None = None) -> str:
+    """A table: the first column as text, the others as numbers (right-aligned; floats to 4 significant digits);
+    row ``chosen_row`` highlighted. Every cell is HTML-escaped."""
+    head = "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>"
+    body = [f"<tr{' class=chosen' if i == chosen_row else ''}><td>{_esc(_fmt(r[0]))}</td>"
+            + "".join(f"<td class=num>{_esc(_fmt(c))}</td>" for c in r[1:]) + "</tr>" for i, r in enumerate(rows)]
+    return f"<table>\n<thead>{head}</thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def write_html_page(out_dir: str | Path, title: str, body: list[str], footer: str = "Generated by wae.") -> Path:
+    """Write ``out_dir/report.html``: one self-contained page (inline CSS, images as data URIs, nothing fetched from
+    elsewhere) with ``title`` and the HTML fragments ``body`` (escaped by whoever made them). Returns the path."""
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             # Nothing may be loaded from anywhere but this file (images are data: URIs).
+             ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+              "style-src 'unsafe-inline'\">"),
+             f"<title>{_esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>",
+             f"<h1>{_esc(title)}</h1>", *body, f"<footer>{_esc(footer)}</footer>", "</main>", "</body>", "</html>", ""]
+    return atomic_write_text(Path(out_dir) / "report.html", "\n".join(parts))
 
 
 def write_html_report(out_dir: str | Path, title: str, metrics: dict, paper: dict | None, config_yaml: str | None,
@@ -237,24 +264,14 @@ def write_html_report(out_dir: str | Path, title: str, metrics: dict, paper: dic
     figures = [Path(f) for f in (figures or [])]
     curves = [f for f in figures if f.stem == "training_curves"]
     others = [f for f in figures if f.stem != "training_curves"]
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             # Nothing may be loaded from anywhere but this file (images are data: URIs).
-             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-             "style-src 'unsafe-inline'\">",
-             f"<title>{_esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", "<main>",
-             f"<h1>{_esc(title)}</h1>"]
+    parts = []
     notes = [n for n in (notes or []) if str(n).strip()]
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
     if headline:  # a clustering run opens with its held-out numbers beside the paper's and k-means', then its clusters
-        header, rows = headline
-        parts += ["<h2>Clustering on held-out data</h2>", "<table>\n<thead><tr>" +
-                  "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr></thead>\n<tbody>\n" +
-                  "\n".join("<tr>" + f"<td>{_esc(r[0])}</td>" + "".join(f"<td class=num>{_esc(c)}</td>" for c in r[1:])
-                            + "</tr>" for r in rows) + "\n</tbody>\n</table>"]
+        parts += ["<h2>Clustering on held-out data</h2>", html_table(*headline)]
         lead = [f for f in others if f.stem in HEADLINE_FIGURES]
-        parts += [_figure_html(f) for f in lead]
+        parts += [html_figure(f) for f in lead]
         others = [f for f in others if f not in lead]
     metrics = dict(metrics or {})
     info = {k: metrics.pop(k) for k in list(metrics) if isinstance(metrics[k], str) and k not in (paper or {})}
@@ -264,10 +281,62 @@ def write_html_report(out_dir: str | Path, title: str, metrics: dict, paper: dic
     parts += ["<h2>Metrics" + (" (ours beside the paper's)" if paper else "") + "</h2>",
               _metrics_html(metrics, paper)]
     if curves:
-        parts += ["<h2>Training curves</h2>", *(_figure_html(f) for f in curves)]
+        parts += ["<h2>Training curves</h2>", *(html_figure(f) for f in curves)]
     if others:
-        parts += ["<h2>Figures</h2>", *(_figure_html(f) for f in others)]
+        parts += ["<h2>Figures</h2>", *(html_figure(f) for f in others)]
     if config_yaml:
         parts += ["<h2>Config</h2>", f"<pre>{_esc(config_yaml.rstrip())}</pre>"]
-    parts += ["<footer>Generated by wae.</footer>", "</main>", "</body>", "</html>", ""]
-    return atomic_write_text(out_dir / "report.html", "\n".join(parts))
+    return write_html_page(out_dir, title, parts)
+
+
+def write_cluster_report(out: Path, title: str, facts: list[tuple[str, str]], metrics: dict, sizes: np.ndarray,
+                         figures: dict[str, Path], sweep: list[dict], chosen: int, config_yaml: str) -> Path:
+    """``out/report.html`` of ``wae cluster``: the facts, the agreement with the labels beside the baselines, the K
+    sweep, the clusters and their figures, the settings."""
+    parts = ['<ul class="notes">' + "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in facts) + "</ul>"]
+    if "acc_hungarian" in metrics:
+        rows = [["GM-WAE (this run)", metrics["acc_hungarian"], metrics["nmi"], metrics["ari"],
+                 round(metrics["fit_seconds"])]]
+        for name, label in (("kmeans", "k-means, same data and K"),
+                            ("umap_gmm", "UMAP (10-d) → Gaussian mixture, same data and K")):
+            note = metrics.get(f"{name}_note")
+            if f"{name}_acc_hungarian" in metrics:
+                rows.append([label + (f" ({note})" if note else ""), *(metrics.get(f"{name}_{m}", "–") for m in
+                                                                       ("acc_hungarian", "nmi", "ari")),
+                             round(metrics[f"{name}_seconds"])])
+            elif note:
+                rows.append([f"{label}: {note}", "–", "–", "–", "–"])
+        parts += ["<h2>Agreement with the labels</h2>",
+                  ("<p>The labels were not used to fit: they only score the clusters. Accuracy matches clusters to "
+                   "classes one-to-one (Hungarian). The baselines cluster the same inputs the model sees.</p>"),
+                  html_table(["", "accuracy (Hungarian)", "NMI", "ARI", "seconds"], rows)]
+        if "cluster_heatmap" in figures:
+            parts.append(html_figure(figures["cluster_heatmap"],
+                                     "class × cluster: mean q(k|x) over the examples of each class"))
+    if sweep:
+        rows = [[r["k"], r["silhouette"], r["score"], r["confidence"], r["used"]] for r in sweep]
+        chosen_i = next(i for i, r in enumerate(sweep) if r["k"] == chosen)
+        parts += ["<h2>Choosing K</h2>",
+                  (f"<p>Each K was fitted on 80 % of the data; the other 20 % were assigned, and K was chosen by the "
+                   f"silhouette of those assignments (how much closer each point is to its own cluster than to the "
+                   f"next, −1…1, higher is better; no labels used). Chosen: K = {chosen} (highlighted), then fitted on "
+                   f"all the data. Also shown: the held-out score (the opposite of the GM-WAE objective; not "
+                   f"comparable across K, whose prior, latent size and cost scale differ) and the mean confidence "
+                   f"max_k q(k|x).</p>"),
+                  html_table(["K", "held-out silhouette", "held-out score", "mean confidence", "clusters used"], rows,
+                             chosen_i)]
+        if "k_sweep" in figures:
+            parts.append(html_figure(figures["k_sweep"], "held-out silhouette against K"))
+    parts += ["<h2>Clusters</h2>",
+              html_table(["cluster", "size", "share", "mean confidence"],
+                         [[k, int(sizes[k]), f"{sizes[k] / max(1, sizes.sum()):.1%}", metrics.get(f"confidence/{k}", "–")]
+                          for k in range(len(sizes))])]
+    for key, cap in (("cluster_gallery", ("per cluster: decoded mode · real members closest to the mode · least "
+                                         "confident members · samples drawn from the cluster")),
+                     ("cluster_profiles", ("per cluster: decoded mode and the members closest to it · least confident "
+                                          "members · samples drawn from the cluster")),
+                     ("cluster_sizes", "cluster sizes")):
+        if key in figures:
+            parts.append(html_figure(figures[key], cap))
+    parts += ["<h2>Settings</h2>", f"<pre>{_esc(config_yaml.rstrip())}</pre>"]
+    return write_html_page(out, title, parts, footer="Generated by wae cluster.")

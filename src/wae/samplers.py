@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .data.source import apply_batched
 from .errors import ConfigError, WAEError
 from .registry import Registry
 
-__all__ = ["GaussianMixtureSampler", "SAMPLERS", "encode_all", "draw"]
+__all__ = ["GaussianMixtureSampler", "SAMPLERS", "encode_all", "draw", "check_sample_out", "write_samples"]
 
 
 class GaussianMixtureSampler(nn.Module):
@@ -89,8 +90,7 @@ class GaussianMixtureSampler(nn.Module):
 
 def encode_all(model, x: Tensor, batch_size: int = 500) -> Tensor:
     """The model's deterministic codes of x, in batches, without gradients (N, d)."""
-    with torch.no_grad():
-        return torch.cat([model.encode(x[i: i + batch_size]).flatten(1) for i in range(0, x.shape[0], batch_size)])
+    return apply_batched(lambda b: model.encode(b).flatten(1), x, batch_size)
 
 
 def _prior_draw(model, n: int, component: int | None, std_scale: float, generator, **_) -> Tensor:
@@ -121,3 +121,57 @@ def draw(name: str, model, n: int, component: int | None = None, std_scale: floa
     :class:`GaussianMixtureSampler`), optionally of one component, without gradients."""
     with torch.no_grad():
         return SAMPLERS.get(name)(model, n, component, std_scale, generator, **state)
+
+
+def check_sample_out(out, n: int) -> bool:
+    """Refuse an ``out`` that is neither ``.png`` (an image grid, at most :data:`~wae.plots.MAX_GRID` images) nor
+    ``.npz`` (the samples); True for ``.npz``."""
+    from .plots import MAX_GRID
+
+    to_npz = str(out).lower().endswith(".npz")
+    if not to_npz and not str(out).lower().endswith(".png"):
+        raise WAEError(f"--out {out}: the file name must end in .png (an image grid) or .npz (the samples)")
+    if n > MAX_GRID and not to_npz:
+        raise WAEError(f"--n {n}: a PNG grid holds at most {MAX_GRID:,} images; write the samples to an .npz "
+                       f"file instead (--out samples.npz)")
+    return to_npz
+
+
+def write_samples(model, out, n: int, sampler: str = "prior", component: int | None = None, std_scale: float = 1.0,
+                  seed: int = 0, train_x=None, gmm_components: int = 10, what: str = "the model") -> None:
+    """``n`` samples of ``model`` from ``sampler`` (``gmm``: a Gaussian mixture of ``gmm_components`` fitted to the
+    codes of ``train_x()``, the training examples) into ``out``: ``.npz`` (array ``x``), else a PNG — an image grid,
+    or for vectors a scatter of their first two features. Drawn 1,000 at a time; refused in one line when they would
+    not fit in memory or are not finite (nothing written)."""
+    from .data.core import format_bytes, max_array_bytes
+    from .files import atomic_write_with
+    from .plots import save_image_grid, scatter_2d
+
+    to_npz = check_sample_out(out, n)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    state = {}
+    if sampler == "gmm":
+        state["gmm"] = GaussianMixtureSampler.fit(encode_all(model, train_x()), gmm_components, seed=seed)
+    need = n * math.prod(model.data_shape) * 4
+    if need > max_array_bytes():
+        raise WAEError(f"--n {n}: the samples would take {format_bytes(need)}, more than the memory available; "
+                       "draw fewer (several files with different --seed)")
+    chunk = 1000  # bounded memory for any n
+    try:
+        with torch.no_grad():
+            x = torch.cat([draw(sampler, model, min(chunk, n - i), component, std_scale, g, **state)
+                           for i in range(0, n, chunk)])
+    except (RuntimeError, ValueError) as e:  # e.g. a sampler refusing probabilities its weights made invalid
+        raise WAEError(f"sampling from {what} failed ({str(e).strip().splitlines()[0][:160]})") from None
+    if not bool(torch.isfinite(x).all()):
+        raise WAEError(f"{what} produced non-finite samples (NaN or infinity); nothing written")
+    if to_npz:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, x=x.numpy().astype(np.float32))
+        atomic_write_with(out, write)
+    elif not model.is_image:
+        scatter_2d([(x.numpy()[:, :2], None, "samples")], out, f"{n} samples")
+    else:
+        save_image_grid(x, out, nrow=max(1, math.ceil(math.sqrt(n))))

@@ -10,7 +10,7 @@ import yaml
 from .config import from_dict, to_dict
 from .errors import WAEError
 from .files import atomic_write_text, atomic_write_with
-from .models.registry import create_model, get_model_entry
+from .models.registry import MODELS, create_model, get_model_entry
 
 __all__ = ["save_model", "load_model", "load"]
 
@@ -45,6 +45,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         name, shape, mcfg = meta["model"], meta["data_shape"], meta["model_config"]
     except (yaml.YAMLError, KeyError, TypeError, OSError) as e:
         raise WAEError(f"{meta_path} is corrupt ({type(e).__name__})") from None
+    name = MODELS.current(name)  # an export from before a rename
     entry = get_model_entry(name)
     model = create_model(name, shape, from_dict(entry.config_cls, mcfg, "model"))
     try:

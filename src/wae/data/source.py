@@ -313,3 +313,11 @@ def batches(x, batch_size: int, workers: int | None = None, device: torch.device
                                          collate_fn=as_batch)
     for _, raw in loader:
         yield x.decode(raw if device is None else raw.to(device))
+
+
+def apply_batched(fn, x, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``fn`` over ``x`` in batches (:func:`batches`, on ``device`` when given) without gradients: its outputs moved
+    to the CPU and concatenated (an empty tensor for empty ``x``)."""
+    with torch.no_grad():
+        outs = [fn(b).cpu() for b in batches(x, batch_size, device=device)]
+    return torch.cat(outs) if outs else torch.empty(0)

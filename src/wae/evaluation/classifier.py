@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.source import apply_batched
 from ..errors import WAEError
 from ..files import atomic_write_bytes, atomic_write_with
 
@@ -97,13 +98,11 @@ class DomainClassifier(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            dev = self.device
-            outs = [fn(x[s: s + batch_size].to(dev, torch.float32)).cpu() for s in range(0, x.shape[0], batch_size)]
+            if x.shape[0] == 0:
+                return torch.empty(0, FEATURE_DIM if fn is self.penultimate else self.num_classes)
+            return apply_batched(lambda b: fn(b.float()), x, batch_size, self.device)
         finally:
             self.train(was_training)
-        if not outs:
-            return torch.empty(0, FEATURE_DIM if fn is self.penultimate else self.num_classes)
-        return torch.cat(outs)
 
     def features(self, x: Any, batch_size: int = 500) -> Tensor:
         """The 128-d penultimate-layer features (N × 128, float32 on the CPU)."""

@@ -10,24 +10,16 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
+from ..data.source import apply_batched
 from ..divergences import mmd
 from ..files import write_json
 from ..plots import figures as F
 from ..reports import write_run_report
+from . import sample_quality
 from .baselines import kmeans_baseline, umap_gmm_scores
 from .clustering import class_cluster_matrix, clustering_metrics
-from . import sample_quality
 
-__all__ = ["evaluate_model", "evaluate_run", "make_figures", "batched", "kmeans_baseline", "EVAL_SAMPLE"]
-
-
-def batched(fn, x: torch.Tensor, batch_size: int = 500):
-    """Apply ``fn`` to chunks of x (no grad) and concatenate the results."""
-    outs = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            outs.append(fn(x[i: i + batch_size]))
-    return torch.cat(outs, 0)
+__all__ = ["evaluate_model", "evaluate_run", "make_figures", "kmeans_baseline", "EVAL_SAMPLE"]
 
 
 HEARTBEAT_SECONDS = 20.0
@@ -86,7 +78,7 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
     torch.manual_seed(seed)
     x = eval_ds.x
     out: dict[str, float] = {}
-    rec = batched(model.reconstruct, x, batch_size)
+    rec = apply_batched(model.reconstruct, x, batch_size)
     err = (rec - x).pow(2).flatten(1).sum(1)
     out[f"{prefix}recon_mse"] = float(err.mean())
     out[f"{prefix}recon_mse_pixel"] = float(err.mean() / x[0].numel())
@@ -114,8 +106,8 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
         out[f"{prefix}iwae_points"] = count
     # Clustering metrics for models with a discrete latent.
     if model.has_discrete_latent and eval_ds.y is not None:
-        probs = batched(model.cluster_probs, x, batch_size)
-        val = (batched(model.cluster_probs, map_ds.x, batch_size).numpy(), map_ds.y.numpy()) \
+        probs = apply_batched(model.cluster_probs, x, batch_size)
+        val = (apply_batched(model.cluster_probs, map_ds.x, batch_size).numpy(), map_ds.y.numpy()) \
             if map_ds is not None and map_ds.y is not None else (None, None)
         out.update(clustering_metrics(probs.numpy(), eval_ds.y.numpy(), prefix=prefix, val_probs=val[0],
                                       val_labels=val[1]))
@@ -190,7 +182,7 @@ def make_figures(model, run_dir: Path, eval_ds, seed: int = 0) -> list[Path]:
                 paths.append(F.scatter_2d([(data[:, :2], lab, "data"), (s[:, :2], None, "samples")],
                                           fig_dir / "samples.png", "data (coloured) and model samples (black)"))
         if model.has_discrete_latent:
-            probs_t = batched(model.cluster_probs, x, 500)
+            probs_t = apply_batched(model.cluster_probs, x, 500)
             probs = probs_t.numpy()
             if model.is_image and probs.shape[1] > 1:
                 grid, labels = cluster_gallery(model, x, probs_t, seed=seed)

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.source import apply_batched
 from ..errors import WAEError
+from ..models.base import one_code_per_group
 from .distances import exact_w2, fid_from_features, kid, precision_recall
 
 __all__ = [
@@ -133,32 +135,13 @@ def _one_code_per_example(model, x: Tensor) -> Tensor:
     if hasattr(model, "sample_posterior"):
         return model.sample_posterior(x)
     z, w, groups = model.posterior_samples(x)
-    if w is None:
-        if z.shape[0] != x.shape[0]:
-            raise WAEError(f"posterior_samples returned {z.shape[0]} codes for {x.shape[0]} examples and no weights")
-        return z
-    # Weighted codes (e.g. one per component and example): draw one per example (group) ∝ its weights.
-    w = w.reshape(-1).float().clamp_min(0)
-    if groups is None:
-        return z[torch.multinomial(w, x.shape[0], replacement=True)]
-    groups = groups.reshape(-1)
-    uniq, inv = torch.unique(groups, return_inverse=True)
-    # Gumbel-max per group: argmax of log w + Gumbel noise within each group.
-    score = torch.log(w.clamp_min(1e-30)) - torch.log(-torch.log(torch.rand_like(w).clamp_min(1e-30)))
-    score = torch.where(w > 0, score, torch.full_like(score, -float("inf")))
-    best = torch.full((uniq.numel(),), -float("inf"), device=w.device, dtype=score.dtype)
-    best = best.scatter_reduce(0, inv, score, reduce="amax")
-    is_best = score == best[inv]
-    idx = torch.full((uniq.numel(),), -1, dtype=torch.long, device=w.device)
-    pos = torch.arange(w.numel(), device=w.device)
-    idx = idx.scatter_reduce(0, inv[is_best], pos[is_best], reduce="amax")
-    return z[idx]
+    if w is None and z.shape[0] != x.shape[0]:
+        raise WAEError(f"posterior_samples returned {z.shape[0]} codes for {x.shape[0]} examples and no weights")
+    return one_code_per_group(z, w, groups, x.shape[0])
 
 
 def _posterior_codes(model, eval_x: Tensor, dev: torch.device) -> Tensor:
-    out = [_one_code_per_example(model, eval_x[s: s + _BATCH].to(dev)).detach().float().cpu()
-           for s in range(0, eval_x.shape[0], _BATCH)]
-    return torch.cat(out)
+    return apply_batched(lambda b: _one_code_per_example(model, b).detach().float(), eval_x, _BATCH, dev)
 
 
 # --- the metrics ---------------------------------------------------------------------------------------------------
@@ -265,8 +248,7 @@ def sample_cluster_agreement(model, classifier, eval_ds, per_component: int = 20
     preds = preds if preds is not None else _component_sample_classes(model, classifier, per_component, seed)
     K = len(preds)
     with _evaluating(model, seed) as dev:
-        probs = torch.cat([model.cluster_probs(eval_ds.x[i: i + batch_size].to(dev)).float().cpu()
-                           for i in range(0, len(eval_ds.x), batch_size)])
+        probs = apply_batched(lambda b: model.cluster_probs(b).float(), eval_ds.x, batch_size, dev)
     assign, y = probs.argmax(1), eval_ds.y.cpu().long()
     agreement: list[float | None] = []
     member: list[int] = []

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..data import load_dataset
+from ..data.source import apply_batched
 from ..errors import ConfigError, WAEError
 from ..evaluation.clustering import clustering_metrics, makhzani_accuracy
-from ..evaluation.runner import batched
 from ..files import atomic_write_text, write_json
 from ..plots import figures as F
 from ..reports import GMVAE_TABLE1
@@ -30,6 +30,7 @@ from ..training.callbacks import StepProbe
 from ..training.run import load_data_for
 from .common import base_config, default_mnist, embed_2d, finish_report, no_leftovers, split_sets, train_run
 from .registry import register_experiment
+
 
 # --------------------------------------------------------------------------------------------------- helpers
 def _int_opt(exp: dict, key: str, default: int, minimum: int = 1) -> int:
@@ -302,7 +303,7 @@ def _mnist_cfg(quick: bool, seed: int, K: int, M: int, sets: list[str]):
 def _acc_probe(x: torch.Tensor, y: np.ndarray):
 
     def fn(model, step):
-        return makhzani_accuracy(batched(model.cluster_probs, x).numpy(), y)[0]
+        return makhzani_accuracy(apply_batched(model.cluster_probs, x, 500).numpy(), y)[0]
 
     return fn
 
@@ -386,9 +387,9 @@ def gmvae_mnist(out: Path, quick: bool = False, seed: int = 0, sets=()):
                           title=f"Fig. 5a: w = 0, row k = 10 samples of component k (K={Kb}, M={best['M']})",
                           row_labels=[str(k) for k in range(Kb)])
         # Fig. 5b: a fixed z, w traversed over its two most used coordinates (largest spread of μ_w over the data)
-        mu_w = batched(lambda t: model.q_params(t)[2], eval_ds.x).numpy()
+        mu_w = apply_batched(lambda t: model.q_params(t)[2], eval_ds.x, 500).numpy()
         dims = tuple(int(d) for d in np.argsort(-mu_w.std(0))[:2]) if mu_w.shape[1] >= 2 else (0,)
-        probs = batched(model.cluster_probs, eval_ds.x).numpy()
+        probs = apply_batched(model.cluster_probs, eval_ds.x, 500).numpy()
         k_fix = int(np.bincount(probs.argmax(1), minlength=Kb).argmax())
         trav = model.traverse_w(k_fix, n=10, dims=dims, span=2.0)
         F.save_image_grid(trav.reshape(-1, *shape), fig_dir / "fig5b_traverse_w.png", nrow=10,

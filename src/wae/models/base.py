@@ -19,7 +19,7 @@ from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..priors import Prior
 
-__all__ = ["AutoEncoderModel", "ConsistencyConfig", "Objective", "identity_gather", "squared_l2"]
+__all__ = ["AutoEncoderModel", "ConsistencyConfig", "Objective", "identity_gather", "one_code_per_group", "squared_l2"]
 
 
 @dataclass
@@ -110,6 +110,27 @@ def identity_gather(t: Tensor) -> Tensor:
 def squared_l2(x: Tensor, y: Tensor) -> Tensor:
     """‖x − y‖² per example (summed over all but the first dimension)."""
     return (x - y).pow(2).flatten(1).sum(1)
+
+
+def one_code_per_group(z: Tensor, w: Tensor | None, groups: Tensor | None, n: int) -> Tensor:
+    """One code per example from :meth:`AutoEncoderModel.posterior_samples`' ``(z, w, groups)``: ``z`` itself
+    without weights; else ``n`` codes drawn ∝ ``w`` (without groups), or one per group ∝ its weights (Gumbel-max:
+    the argmax of log w + Gumbel noise within each group; zero weights never drawn)."""
+    if w is None:
+        return z
+    w = w.reshape(-1).float().clamp_min(0)
+    if groups is None:
+        return z[torch.multinomial(w, n, replacement=True)]
+    groups = groups.reshape(-1)
+    uniq, inv = torch.unique(groups, return_inverse=True)
+    score = torch.log(w.clamp_min(1e-30)) - torch.log(-torch.log(torch.rand_like(w).clamp_min(1e-30)))
+    score = torch.where(w > 0, score, torch.full_like(score, -float("inf")))
+    best = torch.full((uniq.numel(),), -float("inf"), device=w.device, dtype=score.dtype)
+    best = best.scatter_reduce(0, inv, score, reduce="amax")
+    is_best = score == best[inv]
+    idx = torch.full((uniq.numel(),), -1, dtype=torch.long, device=w.device)
+    pos = torch.arange(w.numel(), device=w.device)
+    return z[idx.scatter_reduce(0, inv[is_best], pos[is_best], reduce="amax")]
 
 
 class AutoEncoderModel(nn.Module):
@@ -228,23 +249,8 @@ class AutoEncoderModel(nn.Module):
 
     def sample_posterior(self, x: Tensor) -> Tensor:
         """One code of the aggregated posterior per example: the code of :meth:`posterior_samples`, or, for weighted
-        codes (several per example), one drawn per example ∝ its weights (Gumbel-max within each group)."""
-        z, w, groups = self.posterior_samples(x)
-        if w is None:
-            return z
-        w = w.reshape(-1).float().clamp_min(0)
-        if groups is None:
-            return z[torch.multinomial(w, x.shape[0], replacement=True)]
-        groups = groups.reshape(-1)
-        uniq, inv = torch.unique(groups, return_inverse=True)
-        score = torch.log(w.clamp_min(1e-30)) - torch.log(-torch.log(torch.rand_like(w).clamp_min(1e-30)))
-        score = torch.where(w > 0, score, torch.full_like(score, -float("inf")))
-        best = torch.full((uniq.numel(),), -float("inf"), device=w.device, dtype=score.dtype)
-        best = best.scatter_reduce(0, inv, score, reduce="amax")
-        is_best = score == best[inv]
-        idx = torch.full((uniq.numel(),), -1, dtype=torch.long, device=w.device)
-        pos = torch.arange(w.numel(), device=w.device)
-        return z[idx.scatter_reduce(0, inv[is_best], pos[is_best], reduce="amax")]
+        codes (several per example), one drawn per example ∝ its weights (:func:`one_code_per_group`)."""
+        return one_code_per_group(*self.posterior_samples(x), x.shape[0])
 
     # --- optional ------------------------------------------------------------------------------------------
     def pretrain_loss(self, x: Tensor) -> Tensor | None:

@@ -1,4 +1,4 @@
-"""GM-WAE and GM-VAE: a categorical × Gaussian-mixture latent model (Gaujac, Feige & Barber).
+"""GM-WAE and its ELBO foil (the paper's GM-VAE): a categorical × Gaussian-mixture latent model (Gaujac, Feige & Barber).
 
 Generative model: k ~ Cat(K) uniform, z | k ~ N(μ⁰_k, σ₀²I) with mutually equidistant means (exact simplex,
 pairwise distance ``separation``·σ₀), x = g(z) deterministic.
@@ -10,7 +10,8 @@ N(μ_k(x), diag σ_k²(x)) from K single-hidden-layer dense heads evaluated in o
     penalty = λ · MMD({z_iks, weight q_D(k|x_i)/(nS), group i}, prior mixture sampled per component)
 All n·K·S codes are decoded in one batch.
 
-``gm-vae`` maximises the ELBO of Eq. 2 with the exact sum over k (Bernoulli decoder by default):
+``gm-wae-elbo`` (the paper's GM-VAE) maximises the ELBO of Eq. 2 with the exact sum over k (Bernoulli decoder by
+default):
     E_{q_D}[E_{q_C} log p(x|z) − KL(q_C ‖ p(z|k))] − KL(q_D(k|x) ‖ p(k)).
 
 Kernel scales. The paper uses the IMQ sum over C ∈ {0.1, …, 10} (absolute). Our ``kernel_base`` multiplies
@@ -137,8 +138,8 @@ K_ESTIMATORS = ("exact", "sparse")
 
 @register_model("gm-wae", GMWAEConfig, "Gaussian-mixture WAE (Gaujac et al.), exact sum over k", "gmwae",
                 "gm-wae-mnist")
-@register_model("gm-vae", GMVAEFoilConfig, "GM-VAE: the same networks trained with the ELBO (collapses)", "gmwae",
-                "gm-vae-mnist")
+@register_model("gm-wae-elbo", GMVAEFoilConfig, "GM-WAE's networks trained with the ELBO (the paper's GM-VAE; "
+                "collapses)", "gmwae", "gm-wae-elbo-mnist", old_names=("gm-vae",))
 class GaussianMixtureAE(AutoEncoderModel):
     has_discrete_latent = True
 

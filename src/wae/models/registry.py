@@ -26,12 +26,17 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, config_cls: type, description: str, paper: str = "", default_preset: str | None = None):
-    """Class decorator: ``@register_model("wae-mmd", WAEMMDConfig, "…")``."""
+def register_model(name: str, config_cls: type, description: str, paper: str = "", default_preset: str | None = None,
+                   old_names: tuple[str, ...] = ()):
+    """Class decorator: ``@register_model("wae-mmd", WAEMMDConfig, "…")``. ``old_names``: names it had before, refused
+    with a "renamed to" hint when asked for, mapped to ``name`` when read from a run directory or an export."""
 
     def deco(cls):
         MODELS.add(name, ModelEntry(name, cls, config_cls, description, paper, default_preset))
         MODEL_CONFIGS.add(name, config_cls)
+        for old in old_names:
+            MODELS.rename(old, name)
+            MODEL_CONFIGS.rename(old, name)
         return cls
 
     return deco

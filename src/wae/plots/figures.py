@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from ..files import atomic_write_bytes  # noqa: E402
 
-__all__ = ["image_grid", "save_image_grid", "save_figure", "training_curves", "read_logs", "heatmap", "scatter_2d"]
+__all__ = ["MAX_GRID", "image_grid", "save_image_grid", "save_reconstructions", "save_figure", "training_curves", "read_logs", "heatmap", "scatter_2d"]
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -142,3 +142,23 @@ def scatter_2d(points: Sequence[tuple[np.ndarray, np.ndarray | None, str]], path
     if len(points) > 1:
         ax.legend(fontsize=7, markerscale=3)
     return save_figure(fig, path)
+
+
+MAX_GRID = 10_000
+"""Images in one PNG grid (``wae sample``, ``wae reconstruct``); more samples go to an .npz file."""
+
+
+def save_reconstructions(model, x: torch.Tensor, path: str | Path, depth: int | None = None,
+                         what: str = "the model") -> Path:
+    """A grid of ``x`` and its reconstructions (``depth``: through that latent layer, hierarchical models), rows of
+    8 originals above their 8 reconstructions; nothing written when they are not finite."""
+    from ..errors import WAEError
+
+    with torch.no_grad():
+        rec = model.reconstruct_from(x, depth) if depth is not None else model.reconstruct(x)
+    if not bool(torch.isfinite(rec).all()):
+        raise WAEError(f"{what} produced non-finite reconstructions (NaN or infinity); nothing written")
+    rows = []
+    for r in range(0, len(x), 8):
+        rows += [x[r:r + 8], rec[r:r + 8]]
+    return save_image_grid(torch.cat(rows), path, nrow=8)

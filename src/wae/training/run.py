@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from ..errors import ConfigError, TrainingError, TrainingStopped, WAEError
 from ..files import atomic_write_text
 from ..models import AutoEncoderModel, create_model
 from ..presets import load_run_config
+from ..runtime import local_rank as _rank
+from ..runtime import quiet_lightning as _quiet_lightning
 from ..serialization import save_model
 from .callbacks import EpochEvaluator
 from .checkpoint import AtomicCheckpointIO, EpochSeededSampler, PeriodicCheckpoint, load_checkpoint_safely, on_sigterm
@@ -327,19 +328,6 @@ class Prepared:
     @property
     def last(self) -> Path | None:
         return self.run_dir / "checkpoints" / "last.ckpt" if self.run_dir is not None else None
-
-
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LightningModule.*has parameters that were not used.*")
-    warnings.filterwarnings("ignore", ".*Checkpoint directory.*exists and is not empty.*")
-
-
-def _rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) or 0)
 
 
 def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = False, data: RunData | None = None,
