@@ -188,6 +188,16 @@ def mutated_idx(draw):
     return bytes(data)
 
 
+def test_an_empty_idx_shape_too_big_for_numpy_is_a_data_error(tmp_path):
+    """Hypothesis found it: zero elements, but the other dimensions overflow numpy's size type ("array is too big")."""
+    import struct
+
+    data = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+    with pytest.raises(DataError, match="not a valid array"):
+        parse_idx(data)
+    assert parse_idx(bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 0, 5)).shape == (0, 5)
+
+
 @settings(max_examples=200, deadline=None)
 @given(data=st.one_of(st.binary(max_size=64), mutated_idx()), gz=st.booleans())
 def test_idx_fuzz_only_array_or_data_error(fuzz_dir, data, gz):

@@ -60,8 +60,11 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if got > expected:
         raise DataError(f"{source}: {got - expected} trailing bytes after the IDX data of shape {dims}; {_FIX}")
     native = dtype.newbyteorder("=")
-    if count == 0:
-        return np.empty(dims, dtype=native)
+    if count == 0:  # numpy still refuses a shape whose other dimensions overflow its size type
+        try:
+            return np.empty(dims, dtype=native)
+        except ValueError as e:
+            raise DataError(f"{source}: IDX shape {dims} is not a valid array ({one_line(e)}); {_FIX}") from None
     return np.frombuffer(data, dtype=dtype, count=count, offset=header).astype(native).reshape(dims)
 
 
