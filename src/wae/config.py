@@ -67,7 +67,7 @@ class DataConfig:
     read in the main process, min(4, CPUs) for image folders, decoded in the workers). In-memory data use none."""
 
 
-RESTART_SELECT = ("tail", "fixed", "confidence", "consensus", "ensemble")
+RESTART_SELECT = ("tail", "confidence", "ensemble")
 """How ``train.restarts`` chooses its kept start (see ``TrainConfig.restart_select``)."""
 
 
@@ -105,21 +105,14 @@ class TrainConfig:
     """With ``restart_steps`` 0: each candidate start trains this fraction of ``max_steps`` (at least one step)."""
     restart_select: str = "tail"
     """How the kept start is chosen (no label is read): ``tail``, the lowest mean training objective over a
-    candidate's last quarter of steps; ``fixed``, the lowest objective of its final weights on the same 2,000
-    training examples with the same random warps for every candidate; ``confidence`` (mixture models), the highest
-    mean max_k q(k|x) on those examples; ``consensus`` (mixture models), the candidate whose hard assignments of
-    those examples agree best with the other candidates' (highest mean NMI; partitions that merge or split digits
-    differ from each other in different ways, good ones agree); ``ensemble`` (mixture models), the candidate whose
-    assignments of all the training data agree best (NMI) with the consensus partition of all candidates' (k-means
-    on their one-hot labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept
-    candidate's component ids, becomes the target of ``model.pseudo_label_weight`` for the rest of training:
-    each start merges or splits different digits, and their consensus does so less than any one of them.
-    ``train/restart_losses`` records the values (for ``confidence``, ``consensus`` and ``ensemble``, minus the
-    score: the lowest is kept in every case)."""
+    candidate's last quarter of steps; ``confidence`` (mixture models), the highest mean max_k q(k|x) on the same
+    2,000 training examples for every candidate; ``ensemble`` (mixture models), the candidate whose assignments of
+    all the training data agree best (NMI) with the consensus partition of all candidates' (k-means on their one-hot
+    labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept candidate's component ids,
+    becomes the target of ``model.pseudo_label_weight`` for the rest of training: each start merges or splits
+    different digits, and their consensus does so less than any one of them. ``train/restart_losses`` records the
+    values (for ``confidence`` and ``ensemble``, minus the score: the lowest is kept in every case)."""
     pretrain_lr: float = 1e-3
-    augment_shift: int = 0
-    """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
-    fill), drawn afresh every step on the training device (0 = off; images only)."""
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "1"
@@ -245,7 +238,6 @@ class RunConfig:
             (t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}"),
             (t.num_nodes >= 1, f"train.num_nodes must be >= 1, got {t.num_nodes}"),
             (t.eval_every_epochs >= 0, f"train.eval_every_epochs must be >= 0, got {t.eval_every_epochs}"),
-            (0 <= t.augment_shift <= 8, f"train.augment_shift must be an integer from 0 to 8 pixels, got {t.augment_shift}"),
             (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
         ]
         for f in fields(self.model_config):  # network width multipliers

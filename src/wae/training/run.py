@@ -365,13 +365,6 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     n = len(train_ds)
     if n < tc.batch_size:
         raise ConfigError(f"train.batch_size {tc.batch_size} exceeds the {n} training examples")
-    if tc.augment_shift and (len(train_ds.shape) != 3 or tc.augment_shift >= min(train_ds.shape[1:])):
-        raise ConfigError(f"train.augment_shift translates images; {cfg.data.dataset} has examples of shape "
-                          f"{tuple(train_ds.shape)}" + ("" if len(train_ds.shape) != 3 else " (shift too large)"))
-    mc = cfg.model_config
-    if train_ds.streamed and getattr(mc, "consistency_neighbours", 0) and getattr(mc, "consistency_weight", 0):
-        raise ConfigError(f"model.consistency_neighbours searches all {n:,} training examples for neighbours, and "
-                          f"{cfg.data.dataset} is streamed from disk: set it to 0 (warps and noise still give views)")
     L.seed_everything(tc.seed, workers=True, verbose=False)
     try:
         model = create_model(cfg.model, train_ds.shape, cfg.model_config)
@@ -503,31 +496,6 @@ def _fixed_batches(x: torch.Tensor, batch_size: int, n: int, seed: int, dev: tor
         yield x[idx[j:j + batch_size]].to(dev)
 
 
-def fixed_objective(model, x: torch.Tensor, batch_size: int, n: int = 2000, seed: int = 0) -> float:
-    """The training objective of ``model`` — in training mode, so with the extra terms, their random warps and
-    batch statistics — on the same ``n`` examples of ``x`` in the same batches with the same random draws, whatever
-    the model: candidates compared on equal terms (the tail of their training losses mixes batches, warps and a
-    moving model). No gradient; the model's state (batch-norm running statistics) and the global RNG are left as
-    they were."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.train()
-    total, count = 0.0, 0
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for xb in _fixed_batches(x, batch_size, n, seed, dev):
-                if len(xb) < 2:  # a batch statistic needs two
-                    break
-                total += float(model.loss(xb)["loss"]) * len(xb)
-                count += len(xb)
-    finally:
-        model.load_state_dict(state)
-        model.train(was_training)
-    return total / max(count, 1)
-
-
 def fixed_cluster_probs(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0):
     """q(k|x) (evaluation mode, on the CPU) of the same ``n`` examples of ``x`` whatever the model, or None for a
     model without clusters."""
@@ -553,22 +521,11 @@ def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000
     return None if p is None else float(p.max(dim=1).values.mean())
 
 
-def consensus_scores(assignments: list) -> list[float]:
-    """Each partition's mean NMI with the others (1.0 for a lone one): the ``consensus`` restart criterion."""
-    from ..evaluation.clustering import nmi
-
-    n = len(assignments)
-    if n == 1:
-        return [1.0]
-    pair = {(a, b): nmi(assignments[a], assignments[b]) for a in range(n) for b in range(a + 1, n)}
-    return [sum(pair[min(a, b), max(a, b)] for b in range(n) if b != a) / (n - 1) for a in range(n)]
-
-
 def _needs_clusters(value, cfg: RunConfig):
     """``value`` (a criterion of a restart candidate), refused when it is None: a model without clusters."""
     if value is None:
         raise ConfigError(f"train.restart_select={cfg.train.restart_select} needs a model with clusters; "
-                          f"{cfg.model} has none (use tail or fixed)")
+                          f"{cfg.model} has none (use tail)")
     return value
 
 
@@ -596,10 +553,6 @@ def all_assignments(model, x: torch.Tensor, batch_size: int = 500):
     return torch.cat(out).numpy()
 
 
-def _consensus_combine(assigned: list, cfg: RunConfig):
-    return [-v for v in consensus_scores(assigned)], None
-
-
 def _ensemble_combine(assigned: list, cfg: RunConfig):
     """Every candidate's minus NMI with the consensus partition of all of them, and that partition."""
     from ..evaluation.clustering import consensus_partition, nmi
@@ -623,16 +576,9 @@ class RestartCriterion:
 
 RESTART_CRITERIA: dict[str, RestartCriterion] = {
     "tail": RestartCriterion("training objective over the last quarter of steps", _tail),
-    "fixed": RestartCriterion("objective on 2,000 training examples",
-                              lambda model, tracker, x, cfg: fixed_objective(model, x, cfg.train.batch_size,
-                                                                             seed=cfg.train.seed)),
     "confidence": RestartCriterion(
         "minus the mean max_k q(k|x)",
         lambda model, tracker, x, cfg: -_needs_clusters(mean_confidence(model, x, seed=cfg.train.seed), cfg)),
-    "consensus": RestartCriterion("minus the mean NMI of its assignments with the other starts'",
-                                  lambda model, tracker, x, cfg: _needs_clusters(
-                                      fixed_cluster_probs(model, x, seed=cfg.train.seed), cfg).argmax(1).numpy(),
-                                  _consensus_combine),
     "ensemble": RestartCriterion("minus the NMI of its assignments with the starts' consensus partition",
                                  lambda model, tracker, x, cfg: _needs_clusters(all_assignments(model, x), cfg),
                                  _ensemble_combine),
@@ -659,13 +605,12 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest loss under ``restart_select``
     (:data:`RESTART_CRITERIA`), with every candidate's loss: the mean training objective over its last quarter of
-    steps (``tail``), :func:`fixed_objective` on the same 2,000 training examples and random draws (``fixed``), minus
-    :func:`mean_confidence` on them (``confidence``, mixture models), minus the mean NMI of its assignments of them
-    with the other candidates' (``consensus``, :func:`consensus_scores`) or minus the NMI of its assignments of all
-    training data with the candidates' consensus partition (``ensemble``). Third: that consensus in the kept
-    candidate's component ids (``ensemble``; the targets of ``model.pseudo_label_weight``), else None. Also every
-    candidate's optimiser and pre-training steps (:class:`Starts`). Label-free: no label is read. Unless ``quiet``,
-    a :class:`StartProgress` line says which start runs, its steps and the time elapsed.
+    steps (``tail``), minus :func:`mean_confidence` on the same 2,000 training examples (``confidence``, mixture
+    models) or minus the NMI of its assignments of all training data with the candidates' consensus partition
+    (``ensemble``). Third: that consensus in the kept candidate's component ids (``ensemble``; the targets of
+    ``model.pseudo_label_weight``), else None. Also every candidate's optimiser and pre-training steps
+    (:class:`Starts`). Label-free: no label is read. Unless ``quiet``, a :class:`StartProgress` line says which start
+    runs, its steps and the time elapsed.
     """
     from ..evaluation.clustering import align_partition
 
