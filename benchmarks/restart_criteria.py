@@ -32,9 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wae.evaluation.clustering import hungarian_accuracy
+from wae.evaluation.clustering import hungarian_accuracy, nmi
 from wae.presets import resolve_config
-from wae.evaluation.clustering import nmi
 from wae.training.run import _LossTracker, fit_in_memory, load_data_for, restart_seed
 
 SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "max_steps=900", "progress=false",

@@ -13,7 +13,7 @@ from wae.models import create_model
 
 def _gm(name="gm-wae", **kw):
     torch.manual_seed(0)
-    cfg = dict(latent_dim=4, num_components=5, width=0.05, head_hidden=4)
+    cfg = dict(latent_dim=4, num_components=5, width=0.05)
     cfg.update(kw)
     return create_model(name, (6,), **cfg).double()
 
@@ -72,7 +72,7 @@ def test_sparse_estimator_without_the_ratio_held_fixed_would_be_biased():
 
 
 def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
-    x = torch.randn(7, 6, dtype=torch.float64)
+    x = torch.randn(7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     # k_top + 1 >= K: the exact sum, draw for draw
     a, b = _gm(), _gm(k_estimator="sparse", k_top=4)
     b.load_state_dict(a.state_dict())
@@ -91,7 +91,8 @@ def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
             last.bias.copy_(torch.tensor([60.0, 0, 0, 0, 0], dtype=torch.float64))
             last.weight.zero_()
             model.heads.bias[:, 4:].fill_(-40.0)  # σ_k at its floor e^-6: z ≈ μ_k(x)
-            model.heads.bias[:, :4].copy_(3 * model.prior.means)  # heads far apart: they decode differently
+            model.heads.weight.zero_()  # every datum's code of head k is its bias: 10·μ_k
+            model.heads.bias[:, :4].copy_(10 * model.prior.means)  # heads far apart: they decode differently
     b.config.k_top = 1
     for model in (a, b):  # batch norm with fixed statistics: a code's decode must not depend on the other codes
         for mod in model.modules():
@@ -281,7 +282,7 @@ def _enumerated_sparse_vs_exact(name, shape, freeze_decoder_norm, monkeypatch):
     draw of the sampled components (4 choices per datum, 3 data), weighted by their probabilities q_j / r, taken
     exactly; codes are the heads' means and the MMD's prior draws fixed, so the draw of j is the only randomness."""
     torch.manual_seed(0)
-    kw = dict(latent_dim=4, num_components=5, width=0.05, head_hidden=4)
+    kw = dict(latent_dim=4, num_components=5, width=0.05)
     exact = create_model(name, shape, **kw).double().train()
     sparse = create_model(name, shape, k_estimator="sparse", k_top=1, **kw).double().train()
     sparse.load_state_dict(exact.state_dict())

@@ -83,13 +83,11 @@ class TrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.0
     lr_milestones: list[int] = field(default_factory=list)
     """Epochs at which the learning rate changes (WAE MNIST: 30 and 50)."""
     lr_factors: list[float] = field(default_factory=list)
     """Multipliers of the initial lr that take effect at each milestone (WAE MNIST: 0.5 and 0.1)."""
     critic_lr: float = 5e-4
-    critic_betas: tuple[float, float] = (0.5, 0.999)
     pretrain_steps: int = 0
     """Encoder pre-training steps before the main objective (0 = off)."""
     restarts: int = 1
@@ -112,7 +110,6 @@ class TrainConfig:
     becomes the target of ``model.pseudo_label_weight`` for the rest of training: each start merges or splits
     different digits, and their consensus does so less than any one of them. ``train/restart_losses`` records the
     values (for ``confidence`` and ``ensemble``, minus the score: the lowest is kept in every case)."""
-    pretrain_lr: float = 1e-3
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "1"
@@ -359,14 +356,41 @@ def _coerce(value: Any, tp, where: str):
     return value
 
 
+REMOVED: dict[str, Any] = {
+    "model.joint_mmd": 0.0, "model.moment_weight": 0.0, "model.consistency_sharpen": 1.0,
+    "model.consistency_threshold": 0.0, "model.consistency_neighbours": 0, "model.revive_threshold": 0.0,
+    "model.revive_every": 100, "model.revive_noise": 0.1, "model.kernel": "imq", "model.kernel_scales": [
+        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], "model.head_hidden": 16, "model.head_batch_norm": False,
+    "model.logvar_init": 0.0, "train.augment_shift": 0, "train.weight_decay": 0.0, "train.critic_betas": [0.5, 0.999],
+    "train.pretrain_lr": 0.001}
+"""Settings removed in issue 35 (options that lost on validation, or that nothing used) → the value that behaves as
+the code does now. A config of an earlier run that holds one with that value (every run that did not use it) still
+reads, the key dropped; another value is refused, naming the key. Keys a model's config still has are not affected
+(``model.kernel`` of WAE-MMD)."""
+
+
+def _drop_removed(d: dict, names: set[str], where: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{where}.{k}" if where else str(k)
+        if k in names or key not in REMOVED:
+            out[k] = v
+        elif v != REMOVED[key] and not (isinstance(v, (list, tuple)) and list(v) == REMOVED[key]):
+            raise ConfigError(f"{key} was removed (it lost on validation or went unused; benchmarks/README.md): this "
+                              f"config sets it to {_short(v)}, which this version cannot train")
+    return out
+
+
 def from_dict(cls, d: dict, where: str = ""):
-    """Build dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors."""
+    """Build dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors (a key of
+    :data:`REMOVED` with its neutral value is dropped)."""
     if d is None:
         d = {}
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
+    d = _drop_removed(d, names, where)
     unknown = set(d) - names
     if unknown:
         raise ConfigError(
@@ -532,6 +556,10 @@ def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> di
                                   f"{', '.join(sorted(sections[sec]))}")
         else:
             hits = [s for s, names in sections.items() if key in names]
+            gone = [f"{s}.{key}" for s in sections if f"{s}.{key}" in REMOVED]
+            if not hits and gone:
+                raise ConfigError(f"--set {key}: {gone[0]} was removed (it lost on validation or went unused; "
+                                  "benchmarks/README.md)")
             if not hits:
                 raise ConfigError(f"--set {key}: unknown key; use section.key with one of the keys `wae config` shows")
             if len(hits) > 1:

@@ -45,7 +45,7 @@ estimator's variance) stays bounded while q_D is still soft.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -72,23 +72,18 @@ class GMWAEConfig(ConsistencyConfig):
     """``wae`` (Eq. 4) or ``vae`` (the ELBO of Eq. 2)."""
     lam: float = 10.0
     cost_scale: float = 0.05
-    kernel: str = "imq"
     kernel_base: str = "1"
-    """Multiplier of ``kernel_scales``: a number, ``auto`` or ``gaussian`` (see the module docstring)."""
-    kernel_scales: list[float] = field(default_factory=lambda: list(DEFAULT_SCALES))
+    """Multiplier of the IMQ kernel's scales 0.1 … 10: a number, ``auto`` or ``gaussian`` (see the module
+    docstring)."""
     samples_per_component: int = 1
     """Monte Carlo samples S of z per (x, k)."""
     discrete_encoder: str = "gm-discrete"
     discrete_width: float = 1.0
-    head_hidden: int = 16
-    head_batch_norm: bool = False
     decoder: str = "gm-dcgan"
     width: float = 1.0
     likelihood: str = "bernoulli"
     """GM-VAE decoder likelihood: ``bernoulli`` or ``gaussian`` (variance ``obs_var``)."""
     obs_var: float = 1.0
-    logvar_init: float = 0.0
-    """Initial bias of the log-variance heads (0 → σ_k ≈ 1 before pre-training)."""
     entropy_weight: float = 0.0
     """Beyond the paper (0 = off): weight of −H(mean over the batch of q_D(k|x)) in the loss (both objectives). It
     asks for equal mass on every component, so two digits are pushed not to share one; with ``consistency_weight``
@@ -118,6 +113,8 @@ class GMVAEFoilConfig(GMWAEConfig):
 
 
 OBJECTIVES = ("wae", "vae")
+HEAD_HIDDEN = 16
+"""Hidden units of each component's dense head q_C(z | k, x) (§3)."""
 K_ESTIMATORS = ("exact", "sparse")
 
 
@@ -154,11 +151,11 @@ class GaussianMixtureAE(AutoEncoderModel):
         K, d = config.num_components, config.latent_dim
         self.prior = build_prior("mixture", d, config.prior_std, K, config.separation)
         self.discrete = build_encoder(config.discrete_encoder, self.data_shape, K, config.discrete_width)
-        self.heads = BatchedHeads(math.prod(self.data_shape), K, config.head_hidden, 2 * d, config.head_batch_norm)
+        self.heads = BatchedHeads(math.prod(self.data_shape), K, HEAD_HIDDEN, 2 * d)
         with torch.no_grad():
-            self.heads.bias[:, d:].fill_(config.logvar_init)
+            self.heads.bias[:, d:].fill_(0.0)  # log-variances start at 0: σ_k ≈ 1 before pre-training
         self.decoder = build_decoder(config.decoder, self.data_shape, d, config.width)
-        self.kernel = self.build_kernel(config.kernel, config.kernel_base, config.kernel_scales)
+        self.kernel = self.build_kernel("imq", config.kernel_base, DEFAULT_SCALES)
         if config.component_refit:  # only then, so that runs without it keep their state-dict keys
             self.register_buffer("refit_weights", self.prior.weights.clone())
             self.register_buffer("refit_means", self.prior.means.clone())

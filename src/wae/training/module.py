@@ -22,6 +22,12 @@ from ..models.base import AutoEncoderModel, identity_gather
 __all__ = ["LitAutoEncoder", "all_gather_with_grad", "lr_multiplier"]
 
 
+PRETRAIN_LR = 1e-3
+"""Adam's learning rate in encoder pre-training (``train.pretrain_steps``)."""
+CRITIC_BETAS = (0.5, 0.999)
+"""Adam's betas for the latent critic of adversarial models (WAE-GAN, Tolstikhin et al.)."""
+
+
 def all_gather_with_grad(t: Tensor) -> Tensor:
     """Concatenate ``t`` from every process along dim 0; gradients flow back to each process's own slice."""
     import torch.distributed as dist
@@ -97,7 +103,7 @@ class LitAutoEncoder(L.LightningModule):
         if self.model.pretrain_loss(self.train_x[:2].to(self.device)) is None:
             return
         g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 12345)
-        opt = torch.optim.Adam(self.model.main_parameters(), lr=self.cfg.pretrain_lr, betas=(0.9, 0.999))
+        opt = torch.optim.Adam(self.model.main_parameters(), lr=PRETRAIN_LR, betas=(0.9, 0.999))
         n = self.train_x.shape[0]
         self.model.train()
         for step in range(self.cfg.pretrain_steps):
@@ -118,12 +124,12 @@ class LitAutoEncoder(L.LightningModule):
     def configure_optimizers(self):
         c = self.cfg
         opt = torch.optim.Adam(self.model.main_parameters(), lr=c.lr, betas=tuple(c.betas), eps=c.eps,
-                               weight_decay=c.weight_decay)
+)
         ms, fs = list(c.lr_milestones), list(c.lr_factors)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_multiplier(e, ms, fs))
         if not self.model.has_critic:
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        copt = torch.optim.Adam(self.model.critic_parameters(), lr=c.critic_lr, betas=tuple(c.critic_betas))
+        copt = torch.optim.Adam(self.model.critic_parameters(), lr=c.critic_lr, betas=CRITIC_BETAS)
         csched = torch.optim.lr_scheduler.LambdaLR(copt, lambda e: lr_multiplier(e, ms, fs))
         return [opt, copt], [{"scheduler": sched, "interval": "epoch"}, {"scheduler": csched, "interval": "epoch"}]
 
