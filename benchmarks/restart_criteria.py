@@ -34,7 +34,8 @@ import torch
 
 from wae.evaluation.clustering import hungarian_accuracy, nmi
 from wae.presets import resolve_config
-from wae.training.run import _LossTracker, fit_in_memory, load_data_for, restart_seed
+from wae.training.restarts import _LossTracker, restart_seed
+from wae.training.run import fit_in_memory, load_data_for
 
 SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "max_steps=900", "progress=false",
         "restarts=1", "component_refit=false"]

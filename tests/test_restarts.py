@@ -29,7 +29,8 @@ def _data():
 
 
 def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
-    from wae.training.run import _LossTracker, fit_in_memory, restart_seed, select_start
+    from wae.training.restarts import _LossTracker, restart_seed, select_start
+    from wae.training.run import fit_in_memory
 
     cfg = _cfg(restarts=3, restart_steps=4)
     state, losses, _ = select_start(cfg, _data())[:3]
@@ -93,7 +94,8 @@ def test_candidate_steps_default_to_a_fraction_of_the_budget():
 
 def _replayed_candidates(n: int = 3, steps: int = 4) -> list:
     """Candidate starts 0..n-1 of seed 0 trained alone, as ``select_start`` trains them."""
-    from wae.training.run import fit_in_memory, restart_seed
+    from wae.training.restarts import restart_seed
+    from wae.training.run import fit_in_memory
 
     return [fit_in_memory(_cfg(restarts=1, max_steps=steps, seed=restart_seed(0, i)), _data(), refit=False)[0]
             for i in range(n)]
@@ -137,7 +139,7 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
 
 
 def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_clusters():
-    from wae.training.run import mean_confidence, select_start
+    from wae.training.restarts import mean_confidence, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
     state, values, _ = select_start(cfg, _data())[:3]
@@ -162,7 +164,7 @@ def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_c
 
 def test_every_restart_select_name_the_config_accepts_has_a_rule():
     from wae.config import RESTART_SELECT
-    from wae.training.run import RESTART_CRITERIA
+    from wae.training.restarts import RESTART_CRITERIA
 
     assert set(RESTART_CRITERIA) == set(RESTART_SELECT)
 
@@ -175,7 +177,7 @@ def test_start_progress_lines_come_at_the_start_and_then_at_most_every_interval(
     ``every`` seconds or more after the last line, one at the end; each says which start, its step, the time."""
     from types import SimpleNamespace
 
-    from wae.training.run import StartProgress
+    from wae.training.restarts import StartProgress
 
     now, lines = [100.0], []
     p = StartProgress("start 2 of 3", 50, t0=95.0, every=20.0, clock=lambda: now[0],

@@ -36,6 +36,11 @@ class ModelConfig:
 
     latent_dim: int = 8
 
+    def takes_cluster_targets(self) -> bool:
+        """Whether the model trains towards a target cluster per datum (``loss(x, targets=…)``), which only restarts
+        with ``train.restart_select=ensemble`` provide; a model's config declares it (False here)."""
+        return False
+
 
 @dataclass
 class DataConfig:
@@ -208,8 +213,7 @@ class RunConfig:
             (t.restarts == 1 or t.max_steps < 0 or t.candidate_steps < t.max_steps,
              f"train.restarts > 1 needs train.restart_steps < train.max_steps, got {t.candidate_steps} and "
              f"{t.max_steps} (--set restarts=1 turns restarts off)"),
-            (not getattr(self.model_config, "pseudo_label_weight", 0) or (t.restarts > 1 and
-                                                                      t.restart_select == "ensemble"),
+            (not self.model_config.takes_cluster_targets() or (t.restarts > 1 and t.restart_select == "ensemble"),
              ("model.pseudo_label_weight needs the targets that train.restart_select=ensemble with train.restarts > 1 "
               f"provides (got restart_select={t.restart_select}, restarts={t.restarts})")),
             (0.0 <= self.data.val_fraction < 1.0,

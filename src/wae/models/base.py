@@ -89,6 +89,9 @@ class ConsistencyConfig(ModelConfig):
     (``train.restart_select=ensemble``; self-labelling on an ensemble's partition, as SCAN's and DEC's self-training
     on their own confident labels). Data without a target (ŷ = −1) add nothing; the mean stays over the batch."""
 
+    def takes_cluster_targets(self) -> bool:
+        return self.pseudo_label_weight > 0
+
 
 def identity_gather(t: Tensor) -> Tensor:
     return t
@@ -108,7 +111,8 @@ class AutoEncoderModel(nn.Module):
     * :attr:`num_components` — mixture components of the generative model (1: none; per-component sampling);
     * :attr:`latent_layers` — depth of the latent hierarchy (> 1: :meth:`encode_layers`, :meth:`reconstruct_from`);
     * :meth:`mmd_reference` — the (prior, kernel) the aggregated posterior is compared with, or None;
-    * ``costly_eval_metrics`` — :meth:`eval_metrics` costs many decodes per example (evaluate a subset).
+    * ``costly_eval_metrics`` — :meth:`eval_metrics` costs many decodes per example (evaluate a subset);
+    * :attr:`takes_cluster_targets` — training passes a target cluster per datum, ``loss(x, targets=…)``.
     """
 
     config: ModelConfig
@@ -177,6 +181,12 @@ class AutoEncoderModel(nn.Module):
         return self.encode(x), None, None
 
     # --- capabilities --------------------------------------------------------------------------------------
+    @property
+    def takes_cluster_targets(self) -> bool:
+        """Whether training passes a target cluster per datum to :meth:`loss` (``targets=``), as its config
+        declares (the pseudo-label term of the mixture models)."""
+        return self.config.takes_cluster_targets()
+
     @property
     def num_components(self) -> int:
         """Mixture components of the generative model (1 for a single Gaussian prior)."""
@@ -330,7 +340,7 @@ class AutoEncoderModel(nn.Module):
     def add_pseudo_labels(self, obj: Objective, log_q: Tensor, targets: Tensor | None) -> None:
         """In training with ``pseudo_label_weight`` > 0 and ``targets`` (N ints, −1 = none) given, add the mean over
         the batch of −log q(ŷ_i|x_i) (``log_q`` (N, K), with its gradient) to the objective's extras."""
-        w = getattr(self.config, "pseudo_label_weight", 0.0)
+        w = self.config.pseudo_label_weight
         if not (w and self.training and targets is not None):
             return
         has = targets >= 0
