@@ -4,7 +4,7 @@
 
 Per candidate (seed ``restart_seed(BASE_SEED, i)``, exactly as ``train.restarts`` would train it): the mean
 training objective over its last quarter of steps (``tail``), the objective of its final weights on the same 2,000
-training digits with the same warps (``loss``, ``fixed``) and its terms, the mean max_k q(k|x) on them (``conf``,
+training digits with the same warps (``loss``) and its terms, the mean max_k q(k|x) on them (``conf``,
 ``confidence``), and the Hungarian accuracy on the validation split (labels read here only, to judge the criteria).
 The test set is not loaded. One JSON line per candidate; the list in runs/diag/crit-BASE.json.
 
@@ -32,12 +32,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wae.evaluation.clustering import hungarian_accuracy
+from wae.evaluation.clustering import hungarian_accuracy, nmi
 from wae.presets import resolve_config
-from wae.training.run import _LossTracker, consensus_scores, fit_in_memory, load_data_for, restart_seed
+from wae.training.restarts import _LossTracker, restart_seed
+from wae.training.run import fit_in_memory, load_data_for
 
 SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "max_steps=900", "progress=false",
         "restarts=1", "component_refit=false"]
+
+
+def consensus_scores(assignments: list) -> list[float]:
+    """Each partition's mean NMI with the others: the ``consensus`` rule (a ``train.restart_select`` value until it
+    lost on validation; see benchmarks/README.md)."""
+    n = len(assignments)
+    return [float(np.mean([nmi(assignments[a], assignments[b]) for b in range(n) if b != a])) if n > 1 else 1.0
+            for a in range(n)]
 
 
 def picks(path: str, r: int) -> dict[str, float]:
@@ -45,7 +54,7 @@ def picks(path: str, r: int) -> dict[str, float]:
     cands = json.loads(Path(path).read_text())
     labels = [np.asarray(c["labels"]) for c in cands]
 
-    def consensus(s):  # what train.restart_select=consensus keeps among the candidates s
+    def consensus(s):  # the candidate whose assignments agree best with the others'
         scores = consensus_scores([labels[i] for i in s])
         return s[scores.index(max(scores))]
 

@@ -133,13 +133,6 @@ def test_bad_set_value(tmp_path):
                                             cwd=tmp_path))
 
 
-def test_augment_shift_on_non_images_is_one_line(tmp_path):
-    line = _one_line_error(wae("train", "gmvae", "--dataset", "arcs", "--set", "train.augment_shift=1", "--out",
-                               str(tmp_path / "x"), cwd=tmp_path))
-    assert "augment_shift" in line and "(2,)" in line
-    assert not (tmp_path / "x" / "metrics.json").exists()
-
-
 def test_bad_flag_is_one_line(tmp_path):
     _one_line_error(wae("train", "--epochs", "many"))
 

@@ -133,7 +133,8 @@ def _data():
 
 
 def test_ensemble_keeps_the_start_closest_to_the_consensus_and_returns_it_in_that_starts_ids():
-    from wae.training.run import _LossTracker, all_assignments, fit_in_memory, restart_seed, select_start
+    from wae.training.restarts import _LossTracker, all_assignments, restart_seed, select_start
+    from wae.training.run import fit_in_memory
 
     cfg = _run_cfg(pseudo_label_weight=1.0)
     state, values, targets = select_start(cfg, _data())[:3]
@@ -170,7 +171,7 @@ def test_a_run_with_ensemble_restarts_trains_towards_the_consensus_and_keeps_it_
         assert "pseudo_labels" in terms
     finally:
         prep.close()
-    from wae.training.run import _offset_of
+    from wae.training.rundir import _offset_of
 
     o = _offset_of({"wae_offset": {"steps": 4, "seconds": 1.0, "losses": [0.1], "targets": [0, 2, 1]}})
     assert o["targets"] == [0, 2, 1]

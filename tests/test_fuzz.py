@@ -293,7 +293,7 @@ def test_float_overflow_is_a_config_error():
 override_items = st.one_of(
     st.text(max_size=20),
     st.tuples(st.sampled_from(["lr", "train.lr", "model.latent_dim", "latent_dim", "width", "data.limit", "epochs",
-                               "train.betas", "seed", "augment_shift", "nope", "model.nope", "x.y", "", "train.", "on_nan", "name"]),
+                               "train.betas", "seed", "restarts", "nope", "model.nope", "x.y", "", "train.", "on_nan", "name"]),
               st.one_of(st.text(max_size=12), st.sampled_from(["[1,", "{a: [", "!!python/object:os.system", "&a *a",
                                                                "1e400", "nan", ".inf", "- 1", "0x10", "[[[]]]"])))
     .map(lambda t: f"{t[0]}={t[1]}"))

@@ -10,7 +10,6 @@ from wae.config import RunConfig, load_preset
 from wae.errors import ConfigError
 from wae.models import create_model
 from wae.models.gmvae import GMVAE, GMVAEConfig
-from wae.training.module import copy_state_rows
 
 D = torch.distributions
 
@@ -281,96 +280,6 @@ def test_usage_term_against_direct_marginal():
     assert model.loss(x, eps_x, eps_w)["usage_kl"].item() < ref
 
 
-# --- re-seeding dead components (beyond the paper) ------------------------------------------------------------------
-
-def test_split_component_copies_the_donor_and_splits_its_mean():
-    """A re-seeded component k ← j outputs, for every w, the donor's log-variance and the donor's mean ± ε, with
-    ε = revive_noise · the donor's bias standard deviation; the donor moves by −ε, so the pair straddles its old mean."""
-    model = tiny(num_components=4, revive_threshold=0.1, revive_noise=0.3)
-    w = torch.randn(6, 2, dtype=torch.float64)
-    mu0, lv0 = (t.detach().clone() for t in model.mixture_params(w))
-    K, dx = 4, 3
-    bias_lv = model.prior_net[-1].bias.detach()[K * dx + 1 * dx:K * dx + 2 * dx].clone()
-    changed = model.split_component(torch.tensor([2]), torch.tensor([1]), step=100)
-    mu, lv = (t.detach() for t in model.mixture_params(w))
-    assert torch.equal(lv[:, 2], lv0[:, 1]) and torch.equal(lv[:, 1], lv0[:, 1])
-    eps = (mu[:, 2] - mu0[:, 1])
-    assert torch.allclose(mu[:, 1] - mu0[:, 1], -eps, atol=1e-12)  # donor moved the other way
-    assert torch.allclose(eps, eps[:1].expand_as(eps), atol=1e-12)  # a bias shift: the same for every w
-    z = eps[0] / (0.3 * (0.5 * bias_lv).exp())  # standardised split direction: a N(0, I) draw, not zero
-    assert 0 < z.abs().max() < 6
-    for k in (0, 3):  # the others are untouched
-        assert torch.equal(mu[:, k], mu0[:, k]) and torch.equal(lv[:, k], lv0[:, k])
-    (weight, dst, src), (bias, dst_b, src_b) = changed
-    assert weight is model.prior_net[-1].weight and bias is model.prior_net[-1].bias
-    assert dst.tolist() == [6, 7, 8, 18, 19, 20] and src.tolist() == [3, 4, 5, 15, 16, 17]
-    # the same step draws the same split on every process
-    other = tiny(num_components=4, revive_threshold=0.1, revive_noise=0.3)
-    other.split_component(torch.tensor([2]), torch.tensor([1]), step=100)
-    assert torch.equal(other.prior_net[-1].bias, model.prior_net[-1].bias)
-
-
-def test_after_step_finds_dead_components_and_picks_the_most_used_donors():
-    model = tiny(num_components=5, revive_threshold=0.1, revive_every=10, revive_noise=0.0)
-    assert model.after_step(10) == []  # nothing accumulated yet
-    model.usage_sum.copy_(torch.tensor([0.3, 0.005, 0.4, 0.29, 0.005]) * 2)  # mean shares over 2 steps
-    model.usage_steps.fill_(2)
-    assert model.after_step(15) == []  # not a check step: the window keeps accumulating
-    assert model.usage_steps.item() == 2
-    changed = model.after_step(20)
-    assert "1 ← 2" in model.upkeep_note and "4 ← 0" in model.upkeep_note
-    assert changed[0][1].tolist()[:3] == [3, 4, 5] and changed[0][2].tolist()[:3] == [6, 7, 8]
-    assert model.usage_steps.item() == 0 and model.usage_sum.abs().sum().item() == 0  # a fresh window
-    assert model.revived.item() == 2
-    w = torch.randn(4, 2, dtype=torch.float64)
-    mu, lv = model.mixture_params(w)
-    assert torch.equal(mu[:, 1], mu[:, 2]) and torch.equal(mu[:, 4], mu[:, 0])  # noise 0: exact copies
-    model.usage_sum.fill_(0.2)
-    model.usage_steps.fill_(1.0)
-    assert model.after_step(30) == []  # all used: nothing to do
-
-
-def test_revival_brings_back_a_component_the_elbo_had_lost():
-    """A component placed far from the data gets p(z=k|x,w) ≈ 0, hence no gradient from any term: training alone
-    leaves it unused; with revive_threshold it is re-seeded and used again."""
-    def run(threshold):
-        torch.manual_seed(0)
-        centres = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0], [0.0, -3.0]])
-        x = centres[torch.randint(4, (400,))] + 0.3 * torch.randn(400, 2)
-        model = create_model("gmvae", (2,), architecture="synthetic", latent_dim=2, w_dim=2, num_components=4,
-                             hidden=32, revive_threshold=threshold, revive_every=5, usage_weight=1.0)
-        with torch.no_grad():
-            model.prior_net[-1].bias[3 * 2:4 * 2] += 1e3  # component 3's mean, far away
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for step in range(1, 21):
-            out = model.loss(x[torch.randint(400, (100,))])
-            opt.zero_grad()
-            out["loss"].backward()
-            opt.step()
-            copy_state_rows(opt, model.after_step(step))
-        with torch.no_grad():
-            return model.cluster_probs(x).mean(0)[3].item()
-    assert run(0.0) < 1e-6
-    assert run(0.1) > 0.05
-
-
-def test_copy_state_rows_moves_adam_moments_with_the_parameters():
-    p = torch.nn.Parameter(torch.arange(12.0).view(4, 3))
-    opt = torch.optim.Adam([p], lr=0.1)
-    p.grad = torch.arange(12.0).view(4, 3) + 1
-    opt.step()
-    st = opt.state[p]
-    m, v = st["exp_avg"].clone(), st["exp_avg_sq"].clone()
-    copy_state_rows(opt, [(p, torch.tensor([3]), torch.tensor([0]))])
-    assert torch.equal(st["exp_avg"][3], m[0]) and torch.equal(st["exp_avg_sq"][3], v[0])
-    assert torch.equal(st["exp_avg"][:3], m[:3]) and st["step"].item() == 1
-
-
-def test_revival_off_keeps_the_state_dict_of_earlier_runs():
-    assert "usage_sum" not in tiny().state_dict() and tiny().after_step(100) == []
-    assert {"usage_sum", "usage_steps", "revived"} <= set(tiny(revive_threshold=0.1).state_dict())
-
-
 # --- training, shapes, vectorisation ------------------------------------------------------------------------------
 
 def test_loss_decreases_on_tiny_synthetic_problem():
@@ -470,9 +379,6 @@ def test_presets_and_registry():
     (dict(min_info_reduction="sum"), "min_info_reduction"),
     (dict(posterior_grad="flipped"), "posterior_grad"),
     (dict(usage_weight=-0.5), "usage_weight"),
-    (dict(revive_threshold=1.5), "revive_threshold"),
-    (dict(revive_every=0), "revive_every"),
-    (dict(revive_noise=float("nan")), "revive_noise"),
 ])
 def test_config_errors(kw, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -210,8 +210,8 @@ def test_bad_model_values_are_config_errors():
     ("gm-wae", dict(lam=float("nan")), "model.lam"),
     ("gm-wae", dict(cost_scale=0.0), "model.cost_scale"),
     ("gm-wae", dict(entropy_weight=-1.0), "model.entropy_weight"),
-    ("gm-wae", dict(kernel_scales=[]), "kernel scales"),
-    ("gm-wae", dict(kernel_scales=[1.0, -0.5]), "kernel scales"),
+    ("wae-mmd", dict(kernel_scales=[]), "kernel scales"),
+    ("wae-mmd", dict(kernel_scales=[1.0, -0.5]), "kernel scales"),
     ("wae-mmd", dict(kernel_scales=[0.0]), "kernel scales"),
     ("wae-mmd", dict(cost_scale=-0.05), "model.cost_scale"),
     ("wae-mmd", dict(lam=float("inf")), "model.lam"),
@@ -220,6 +220,27 @@ def test_objective_weights_and_kernel_scales_are_checked(name, kw, msg):
     """A negative λ would maximise the MMD and empty scales make it 0: both trained silently before."""
     with pytest.raises(ConfigError, match=msg):
         create_model(name, (1, 28, 28), width=0.1, **kw)
+
+
+def test_configs_of_earlier_runs_with_removed_settings_read_only_at_their_neutral_values():
+    from wae.config import REMOVED, apply_overrides
+    from wae.presets import run_config_from_dict
+
+    old = {"model": {"name": "gm-wae", "joint_mmd": 0.0, "kernel": "imq", "head_hidden": 16,
+                     "kernel_scales": [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]},
+           "train": {"augment_shift": 0, "critic_betas": [0.5, 0.999], "lr": 0.002}}
+    cfg = run_config_from_dict(old)
+    assert cfg.train.lr == 0.002 and cfg.to_dict() == run_config_from_dict(
+        {"model": {"name": "gm-wae"}, "train": {"lr": 0.002}}).to_dict()
+    for key, value in [("model.joint_mmd", 1.0), ("model.kernel", "rbf"), ("train.augment_shift", 2)]:
+        sec, name = key.split(".")
+        d = {"model": {"name": "gm-wae"}, sec: {**({"name": "gm-wae"} if sec == "model" else {}), name: value}}
+        with pytest.raises(ConfigError, match=f"{key} was removed"):
+            run_config_from_dict(d)
+    assert run_config_from_dict({"model": {"name": "wae-mmd", "kernel": "rbf"}}).model_config.kernel == "rbf"
+    with pytest.raises(ConfigError, match="model.moment_weight was removed"):
+        apply_overrides({}, ["moment_weight=0"], {"latent_dim"})
+    assert all(k.split(".")[0] in ("model", "train") for k in REMOVED)
 
 
 def test_run_config_yaml_round_trip_and_errors():

@@ -498,7 +498,7 @@ def test_second_run_into_a_locked_directory_exits_2(tmp_path, capsys, monkeypatc
 
 
 def test_stale_lock_is_taken_over(tmp_path):
-    from wae.training.run import RunLock
+    from wae.training.rundir import RunLock
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
@@ -786,7 +786,7 @@ def test_config_with_a_section_that_is_not_a_mapping_is_one_line(tmp_path, capsy
 
 
 def test_lock_of_an_unrelated_live_process_says_how_to_clear_it(tmp_path):
-    from wae.training.run import RunLock
+    from wae.training.rundir import RunLock
 
     p = subprocess.Popen(["sleep", "60"])
     try:

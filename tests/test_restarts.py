@@ -29,7 +29,8 @@ def _data():
 
 
 def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
-    from wae.training.run import _LossTracker, fit_in_memory, restart_seed, select_start
+    from wae.training.restarts import _LossTracker, restart_seed, select_start
+    from wae.training.run import fit_in_memory
 
     cfg = _cfg(restarts=3, restart_steps=4)
     state, losses, _ = select_start(cfg, _data())[:3]
@@ -78,6 +79,9 @@ def test_restart_settings_are_checked():
         _cfg(restarts=2, restart_steps=6).validate()
     with pytest.raises(ConfigError, match="restarts"):
         _cfg(restarts=0).validate()
+    for removed in ("best", "fixed", "consensus"):
+        with pytest.raises(ConfigError, match="restart_select"):
+            _cfg(restarts=2, restart_steps=3, restart_select=removed).validate()
 
 
 def test_candidate_steps_default_to_a_fraction_of_the_budget():
@@ -88,36 +92,10 @@ def test_candidate_steps_default_to_a_fraction_of_the_budget():
     _cfg(restarts=3, max_steps=150).validate()
 
 
-def test_fixed_objective_is_the_mean_loss_on_fixed_batches_and_leaves_model_and_rng_alone():
-    from wae.models import create_model
-    from wae.training.run import fixed_objective
-
-    torch.manual_seed(0)
-    m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05, consistency_weight=1.0,
-                     consistency_noise=0.2, entropy_weight=1.0)
-    x = _data().train.x
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    m.eval()
-    rng = torch.get_rng_state()
-    v = fixed_objective(m, x, batch_size=16, n=40, seed=3)
-    assert torch.equal(torch.get_rng_state(), rng) and not m.training
-    for k, t in m.state_dict().items():
-        assert torch.equal(t, before[k]), k
-    # by hand: the same 40 examples, batches of 16, 16, 8, training mode, the same draws
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))[:40]
-    m.train()
-    torch.manual_seed(3)
-    with torch.no_grad():
-        ref = sum(float(m.loss(x[idx[j:j + 16]])["loss"]) * len(idx[j:j + 16]) for j in range(0, 40, 16)) / 40
-    assert v == pytest.approx(ref, rel=1e-6)
-    m.load_state_dict(before)
-    m.eval()
-    assert fixed_objective(m, x, batch_size=16, n=40, seed=3) == pytest.approx(v, rel=1e-6)  # repeatable
-
-
 def _replayed_candidates(n: int = 3, steps: int = 4) -> list:
     """Candidate starts 0..n-1 of seed 0 trained alone, as ``select_start`` trains them."""
-    from wae.training.run import fit_in_memory, restart_seed
+    from wae.training.restarts import restart_seed
+    from wae.training.run import fit_in_memory
 
     return [fit_in_memory(_cfg(restarts=1, max_steps=steps, seed=restart_seed(0, i)), _data(), refit=False)[0]
             for i in range(n)]
@@ -126,19 +104,6 @@ def _replayed_candidates(n: int = 3, steps: int = 4) -> list:
 def _assert_same_state(model, state: dict) -> None:
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
-
-
-def test_restart_select_fixed_keeps_the_candidate_with_the_lowest_fixed_objective():
-    from wae.training.run import fixed_objective, select_start
-
-    cfg = _cfg(restarts=3, restart_steps=4, restart_select="fixed")
-    state, losses, _ = select_start(cfg, _data())[:3]
-    models = _replayed_candidates()
-    values = [fixed_objective(model, _data().train.x, 16, seed=0) for model in models]
-    assert values == pytest.approx(losses, rel=1e-6)
-    _assert_same_state(models[int(np.argmin(values))], state)
-    with pytest.raises(ConfigError, match="restart_select"):
-        _cfg(restarts=2, restart_steps=3, restart_select="best").validate()
 
 
 def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_uninterrupted_one_does(tmp_path):
@@ -174,7 +139,7 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
 
 
 def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_clusters():
-    from wae.training.run import mean_confidence, select_start
+    from wae.training.restarts import mean_confidence, select_start
 
     cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
     state, values, _ = select_start(cfg, _data())[:3]
@@ -197,32 +162,9 @@ def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_c
         select_start(wae_cfg, _data())
 
 
-def test_consensus_scores_are_each_partitions_mean_nmi_with_the_others():
-    from wae.training.run import consensus_scores
-
-    a = np.array([0, 0, 1, 1, 2, 2])
-    b = np.array([1, 1, 0, 0, 2, 2])  # a relabelled: NMI 1
-    c = np.array([0, 1, 0, 1, 0, 1])  # independent of a: NMI 0
-    s = consensus_scores([a, b, c])
-    assert s == pytest.approx([0.5, 0.5, 0.0])  # a: (1 + 0) / 2; c: (0 + 0) / 2
-    assert consensus_scores([a]) == [1.0]
-
-
-def test_restart_select_consensus_keeps_the_candidate_that_agrees_most_with_the_others():
-    from wae.training.run import consensus_scores, fixed_cluster_probs, select_start
-
-    cfg = _cfg(restarts=3, restart_steps=4, restart_select="consensus")
-    state, values, _ = select_start(cfg, _data())[:3]
-    models = _replayed_candidates()
-    assigned = [fixed_cluster_probs(m, _data().train.x, seed=0).argmax(1).numpy() for m in models]
-    scores = consensus_scores(assigned)
-    assert values == pytest.approx([-s for s in scores], rel=1e-6)
-    _assert_same_state(models[int(np.argmax(scores))], state)
-
-
 def test_every_restart_select_name_the_config_accepts_has_a_rule():
     from wae.config import RESTART_SELECT
-    from wae.training.run import RESTART_CRITERIA
+    from wae.training.restarts import RESTART_CRITERIA
 
     assert set(RESTART_CRITERIA) == set(RESTART_SELECT)
 
@@ -235,7 +177,7 @@ def test_start_progress_lines_come_at_the_start_and_then_at_most_every_interval(
     ``every`` seconds or more after the last line, one at the end; each says which start, its step, the time."""
     from types import SimpleNamespace
 
-    from wae.training.run import StartProgress
+    from wae.training.restarts import StartProgress
 
     now, lines = [100.0], []
     p = StartProgress("start 2 of 3", 50, t0=95.0, every=20.0, clock=lambda: now[0],

@@ -194,17 +194,6 @@ def test_a_streamed_run_resumes_exactly(tmp_path, streamed):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
-def test_neighbour_views_are_refused_on_streamed_data(tmp_path, streamed):
-    x, _ = digits(60)
-    np.save(tmp_path / "d.npy", x)
-    args = _train_args(f"npy:{tmp_path / 'd.npy'}", tmp_path / "r", 6) + ["--set", "consistency_weight=1", "--set",
-                                                                          "consistency_neighbours=5"]
-    r = subprocess.run([sys.executable, "-m", "wae.cli", *args], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
-    assert "consistency_neighbours" in r.stderr.strip().splitlines()[-1]
-
-
 # --- outputs in chunks --------------------------------------------------------------------------------------------
 
 

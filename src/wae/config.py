@@ -36,6 +36,11 @@ class ModelConfig:
 
     latent_dim: int = 8
 
+    def takes_cluster_targets(self) -> bool:
+        """Whether the model trains towards a target cluster per datum (``loss(x, targets=…)``), which only restarts
+        with ``train.restart_select=ensemble`` provide; a model's config declares it (False here)."""
+        return False
+
 
 @dataclass
 class DataConfig:
@@ -67,7 +72,7 @@ class DataConfig:
     read in the main process, min(4, CPUs) for image folders, decoded in the workers). In-memory data use none."""
 
 
-RESTART_SELECT = ("tail", "fixed", "confidence", "consensus", "ensemble")
+RESTART_SELECT = ("tail", "confidence", "ensemble")
 """How ``train.restarts`` chooses its kept start (see ``TrainConfig.restart_select``)."""
 
 
@@ -83,13 +88,11 @@ class TrainConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.0
     lr_milestones: list[int] = field(default_factory=list)
     """Epochs at which the learning rate changes (WAE MNIST: 30 and 50)."""
     lr_factors: list[float] = field(default_factory=list)
     """Multipliers of the initial lr that take effect at each milestone (WAE MNIST: 0.5 and 0.1)."""
     critic_lr: float = 5e-4
-    critic_betas: tuple[float, float] = (0.5, 0.999)
     pretrain_steps: int = 0
     """Encoder pre-training steps before the main objective (0 = off)."""
     restarts: int = 1
@@ -105,21 +108,13 @@ class TrainConfig:
     """With ``restart_steps`` 0: each candidate start trains this fraction of ``max_steps`` (at least one step)."""
     restart_select: str = "tail"
     """How the kept start is chosen (no label is read): ``tail``, the lowest mean training objective over a
-    candidate's last quarter of steps; ``fixed``, the lowest objective of its final weights on the same 2,000
-    training examples with the same random warps for every candidate; ``confidence`` (mixture models), the highest
-    mean max_k q(k|x) on those examples; ``consensus`` (mixture models), the candidate whose hard assignments of
-    those examples agree best with the other candidates' (highest mean NMI; partitions that merge or split digits
-    differ from each other in different ways, good ones agree); ``ensemble`` (mixture models), the candidate whose
-    assignments of all the training data agree best (NMI) with the consensus partition of all candidates' (k-means
-    on their one-hot labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept
-    candidate's component ids, becomes the target of ``model.pseudo_label_weight`` for the rest of training:
-    each start merges or splits different digits, and their consensus does so less than any one of them.
-    ``train/restart_losses`` records the values (for ``confidence``, ``consensus`` and ``ensemble``, minus the
-    score: the lowest is kept in every case)."""
-    pretrain_lr: float = 1e-3
-    augment_shift: int = 0
-    """Beyond the papers: translate each training image by a random integer offset in [−s, s]² pixels (zero
-    fill), drawn afresh every step on the training device (0 = off; images only)."""
+    candidate's last quarter of steps; ``confidence`` (mixture models), the highest mean max_k q(k|x) on the same
+    2,000 training examples for every candidate; ``ensemble`` (mixture models), the candidate whose assignments of
+    all the training data agree best (NMI) with the consensus partition of all candidates' (k-means on their one-hot
+    labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept candidate's component ids,
+    becomes the target of ``model.pseudo_label_weight`` for the rest of training: each start merges or splits
+    different digits, and their consensus does so less than any one of them. ``train/restart_losses`` records the
+    values (for ``confidence`` and ``ensemble``, minus the score: the lowest is kept in every case)."""
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "1"
@@ -218,8 +213,7 @@ class RunConfig:
             (t.restarts == 1 or t.max_steps < 0 or t.candidate_steps < t.max_steps,
              f"train.restarts > 1 needs train.restart_steps < train.max_steps, got {t.candidate_steps} and "
              f"{t.max_steps} (--set restarts=1 turns restarts off)"),
-            (not getattr(self.model_config, "pseudo_label_weight", 0) or (t.restarts > 1 and
-                                                                      t.restart_select == "ensemble"),
+            (not self.model_config.takes_cluster_targets() or (t.restarts > 1 and t.restart_select == "ensemble"),
              ("model.pseudo_label_weight needs the targets that train.restart_select=ensemble with train.restarts > 1 "
               f"provides (got restart_select={t.restart_select}, restarts={t.restarts})")),
             (0.0 <= self.data.val_fraction < 1.0,
@@ -245,7 +239,6 @@ class RunConfig:
             (t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}"),
             (t.num_nodes >= 1, f"train.num_nodes must be >= 1, got {t.num_nodes}"),
             (t.eval_every_epochs >= 0, f"train.eval_every_epochs must be >= 0, got {t.eval_every_epochs}"),
-            (0 <= t.augment_shift <= 8, f"train.augment_shift must be an integer from 0 to 8 pixels, got {t.augment_shift}"),
             (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
         ]
         for f in fields(self.model_config):  # network width multipliers
@@ -367,14 +360,41 @@ def _coerce(value: Any, tp, where: str):
     return value
 
 
+REMOVED: dict[str, Any] = {
+    "model.joint_mmd": 0.0, "model.moment_weight": 0.0, "model.consistency_sharpen": 1.0,
+    "model.consistency_threshold": 0.0, "model.consistency_neighbours": 0, "model.revive_threshold": 0.0,
+    "model.revive_every": 100, "model.revive_noise": 0.1, "model.kernel": "imq", "model.kernel_scales": [
+        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], "model.head_hidden": 16, "model.head_batch_norm": False,
+    "model.logvar_init": 0.0, "train.augment_shift": 0, "train.weight_decay": 0.0, "train.critic_betas": [0.5, 0.999],
+    "train.pretrain_lr": 0.001}
+"""Settings removed in issue 35 (options that lost on validation, or that nothing used) → the value that behaves as
+the code does now. A config of an earlier run that holds one with that value (every run that did not use it) still
+reads, the key dropped; another value is refused, naming the key. Keys a model's config still has are not affected
+(``model.kernel`` of WAE-MMD)."""
+
+
+def _drop_removed(d: dict, names: set[str], where: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{where}.{k}" if where else str(k)
+        if k in names or key not in REMOVED:
+            out[k] = v
+        elif v != REMOVED[key] and not (isinstance(v, (list, tuple)) and list(v) == REMOVED[key]):
+            raise ConfigError(f"{key} was removed (it lost on validation or went unused; benchmarks/README.md): this "
+                              f"config sets it to {_short(v)}, which this version cannot train")
+    return out
+
+
 def from_dict(cls, d: dict, where: str = ""):
-    """Build dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors."""
+    """Build dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors (a key of
+    :data:`REMOVED` with its neutral value is dropped)."""
     if d is None:
         d = {}
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
+    d = _drop_removed(d, names, where)
     unknown = set(d) - names
     if unknown:
         raise ConfigError(
@@ -540,6 +560,10 @@ def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> di
                                   f"{', '.join(sorted(sections[sec]))}")
         else:
             hits = [s for s, names in sections.items() if key in names]
+            gone = [f"{s}.{key}" for s in sections if f"{s}.{key}" in REMOVED]
+            if not hits and gone:
+                raise ConfigError(f"--set {key}: {gone[0]} was removed (it lost on validation or went unused; "
+                                  "benchmarks/README.md)")
             if not hits:
                 raise ConfigError(f"--set {key}: unknown key; use section.key with one of the keys `wae config` shows")
             if len(hits) > 1:

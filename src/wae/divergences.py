@@ -206,9 +206,6 @@ def mmd(
     x_groups: Tensor | int | None = None,
     y_groups: Tensor | int | None = None,
     *,
-    x_labels: Tensor | None = None,
-    y_labels: Tensor | None = None,
-    label_weight: float = 0.0,
     detach_norm: bool = False,
 ) -> Tensor:
     """Unbiased estimate of MMD²_k between the distributions of x (n×d) and y (m×d).
@@ -225,10 +222,6 @@ def mmd(
     * A mixture prior sampled by :meth:`wae.priors.Prior.sample_stratified`: m groups of one sample per component
       with weight w_k/m; again unbiased.
 
-    Labels: with ``x_labels``/``y_labels`` (an integer per point, e.g. its mixture component k) and ``label_weight``
-    α ∈ (0, 1], the kernel is the product kernel on (point, label) pairs, k((a,k),(b,k')) = k(a,b)·(1 − α + α·[k = k'])
-    (positive definite: a sum of two p.d. kernels), so the estimate compares the *joint* distributions of (point,
-    label); α = 1 is the sum over labels of the MMDs between the label-restricted (unnormalised) measures.
     ``detach_norm``: the normalisers Σ w_a w_b enter without gradient (right when they are constants by construction
     and only a sampled estimate of them would carry gradient noise; see ``AutoEncoderModel.prior_mmd``).
     """
@@ -237,12 +230,6 @@ def mmd(
     kxx = kernel(x, x)
     kyy = kernel(y, y)
     kxy = kernel(x, y)
-    if label_weight:
-        if x_labels is None or y_labels is None:
-            raise ValueError("mmd: label_weight needs x_labels and y_labels")
-        kxx = kxx * _label_factor(x_labels, x_labels, label_weight, kxx.dtype)
-        kyy = kyy * _label_factor(y_labels, y_labels, label_weight, kyy.dtype)
-        kxy = kxy * _label_factor(x_labels, y_labels, label_weight, kxy.dtype)
     sxx, nxx = _within_sum(kxx, x_weights, x_groups)
     syy, nyy = _within_sum(kyy, y_weights, y_groups)
     if detach_norm:
@@ -251,12 +238,6 @@ def mmd(
     wy = y_weights if y_weights is not None else y.new_full((y.shape[0],), 1.0 / y.shape[0])
     sxy = wx @ kxy @ wy
     return sxx / nxx + syy / nyy - 2.0 * sxy
-
-
-def _label_factor(a: Tensor, b: Tensor, alpha: float, dtype) -> Tensor:
-    """(1 − α) + α·[a_i = b_j]: the label part of the product kernel (n × m)."""
-    same = (a.reshape(-1, 1) == b.reshape(1, -1)).to(dtype)
-    return (1.0 - alpha) + alpha * same
 
 
 def mmd_brute_force(x, y, kernel_fn: Callable, x_weights=None, y_weights=None, x_groups=None, y_groups=None) -> float:

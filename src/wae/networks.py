@@ -150,17 +150,16 @@ class BatchedHeads(nn.Module):
     the second is a batched matmul with a (K, hidden, out) weight. Output: (N, K, out).
     """
 
-    def __init__(self, in_dim: int, num_heads: int, hidden: int, out_dim: int, batch_norm: bool = False):
+    def __init__(self, in_dim: int, num_heads: int, hidden: int, out_dim: int):
         super().__init__()
         self.k, self.hidden, self.out_dim = num_heads, hidden, out_dim
         self.first = nn.Linear(in_dim, num_heads * hidden)
-        self.bn = nn.BatchNorm1d(num_heads * hidden) if batch_norm else nn.Identity()
         bound = 1.0 / math.sqrt(hidden)
         self.weight = nn.Parameter(torch.empty(num_heads, hidden, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_heads, out_dim).uniform_(-bound, bound))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = torch.relu(self.bn(self.first(x.flatten(1)))).view(x.shape[0], self.k, self.hidden)
+        h = torch.relu(self.first(x.flatten(1))).view(x.shape[0], self.k, self.hidden)
         return torch.einsum("nkh,kho->nko", h, self.weight) + self.bias
 
 

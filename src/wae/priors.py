@@ -162,19 +162,18 @@ class Prior(nn.Module):
         groups = torch.arange(m, device=z.device).repeat_interleave(k)
         return z, weights, groups
 
-    def reference_sample(self, n: int) -> tuple[Tensor, Tensor | None, int | None, Tensor]:
-        """Prior samples to compare n codes with by the MMD: ``(z, weights, groups, components)``.
+    def reference_sample(self, n: int) -> tuple[Tensor, Tensor | None, int | None]:
+        """Prior samples to compare n codes with by the MMD: ``(z, weights, groups)``.
 
         A single Gaussian: n reparameterised draws (no weights, no groups). A mixture: ⌈n/K⌉ (at least 2) stratified
         draws per component (:meth:`sample_stratified`), groups of K consecutive samples (an int group size), weights
         w_k/m (two groups at least, so that the within-sample U-statistic has pairs)."""
         K = self.num_components
         if K == 1:
-            z = self.rsample((n,))
-            return z, None, None, torch.zeros(n, dtype=torch.long, device=z.device)
+            return self.rsample((n,)), None, None
         m = max(2, math.ceil(n / K))
         z, w, _ = self.sample_stratified(m)
-        return z, w, K, torch.arange(K, device=z.device).repeat(m)
+        return z, w, K
 
     def component_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; μ_k, σ²I) for every k: shape (..., K)."""

@@ -1,12 +1,7 @@
 """Batched, on-device data augmentation for image batches (beyond the papers, off by default).
 
-``random_shift`` translates every image of a batch by its own integer offset in [−s, s]² with zero fill (the "pad
-and random-crop" augmentation of MNIST/CIFAR training), in one indexing op on the batch's device: no Python loop over
-images, no host round trip. It is the cheapest way to show a model on 5,000 digits more of the variation that the
-60,000 the papers trained on contain.
-
 ``random_affine`` warps every image by its own small rotation, scaling and (sub-pixel) translation with bilinear
-sampling, again in one batched op (``affine_grid`` + ``grid_sample``); the models' optional cluster-consistency term
+sampling, in one batched op on the batch's device (``affine_grid`` + ``grid_sample``); the models' optional cluster-consistency term
 (``model.consistency_weight``) compares q(k|x) with q(k|warped x).
 """
 from __future__ import annotations
@@ -15,46 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["shift_images", "random_shift", "affine_images", "random_affine"]
-
-
-def shift_images(x: Tensor, dy: Tensor, dx: Tensor, max_shift: int | None = None) -> Tensor:
-    """Translate image ``i`` of ``x`` (N, C, H, W) down by ``dy[i]`` and right by ``dx[i]`` pixels (negative: up /
-    left); pixels shifted in are 0. ``|dy|, |dx|`` must be below the image's height/width. ``max_shift``, a known
-    bound on ``|dy|, |dx|``, saves reading the offsets back to the host (a device sync in a training step)."""
-    if x.dim() != 4:
-        raise ValueError(f"shift_images needs a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
-    n, c, h, w = x.shape
-    s = max_shift if max_shift is not None else int(
-        max(dy.abs().max().item() if dy.numel() else 0, dx.abs().max().item() if dx.numel() else 0))
-    if s >= min(h, w):
-        raise ValueError(f"shift of {s} pixels does not fit images of size {h}x{w}")
-    if s == 0:
-        return x.clone()
-    xp = F.pad(x, (s, s, s, s))
-    # output pixel (r, q) of image i reads padded pixel (r + s − dy_i, q + s − dx_i)
-    rows = torch.arange(h, device=x.device)[None, :] + (s - dy.to(x.device).long())[:, None]  # (N, H)
-    cols = torch.arange(w, device=x.device)[None, :] + (s - dx.to(x.device).long())[:, None]  # (N, W)
-    i = torch.arange(n, device=x.device)[:, None, None, None]
-    ch = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[i, ch, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
-    """Translate each image of ``x`` (N, C, H, W) by independent integer offsets drawn uniformly from
-    [−max_shift, max_shift] in each direction (zero fill). ``max_shift = 0`` returns ``x`` itself."""
-    if max_shift <= 0:
-        return x
-    n = x.shape[0]
-    d = torch.randint(-max_shift, max_shift + 1, (2, n), device=x.device, generator=generator)
-    return shift_images(x, d[0], d[1], max_shift)
+__all__ = ["affine_images", "random_affine"]
 
 
 def affine_images(x: Tensor, angle: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """Warp image ``i`` of ``x`` (N, C, H, W): rotate its content by ``angle[i]`` radians counter-clockwise as
     displayed and scale it by ``scale[i]``, both about the image centre, then translate it by ``shift[i]`` =
-    (right, down) pixels; bilinear sampling, zeros outside. Angle 0, scale 1 and integer shifts reproduce
-    :func:`shift_images` exactly; angle π/2 on a square image is ``torch.rot90(x, 1, (2, 3))``."""
+    (right, down) pixels; bilinear sampling, zeros outside. Angle 0, scale 1 and integer shifts move
+    the pixels exactly; angle π/2 on a square image is ``torch.rot90(x, 1, (2, 3))``."""
     if x.dim() != 4:
         raise ValueError(f"affine_images needs a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
     n, _, h, w = x.shape

@@ -88,7 +88,7 @@ def evaluate_model(model, eval_ds, seed: int = 0, mmd_points: int | None = None,
         prior, kernel = ref
         n_mmd = mmd_points or (500 if prior.num_components > 1 and model.has_discrete_latent else 2000)
         z, w, g = model.posterior_samples(x[:n_mmd])
-        zp, wp, gp, _ = prior.reference_sample(z.shape[0])
+        zp, wp, gp = prior.reference_sample(z.shape[0])
         out[f"{prefix}mmd_prior"] = float(mmd(z.detach(), zp, kernel, w, wp, g, gp))
     # Model-specific batch metrics (ELBO, IWAE bound, per-layer terms …), averaged over the test set.
     sums: dict[str, float] = {}

@@ -73,13 +73,6 @@ class ConsistencyConfig(ModelConfig):
     """Largest translation of T, in pixels per direction (uniform in ±, sub-pixel)."""
     consistency_scale: float = 0.1
     """Largest relative scaling of T (the factor is uniform in 1 ± this)."""
-    consistency_sharpen: float = 1.0
-    """Temperature τ ∈ (0, 1] of the term's target: the clean q(k|x)^(1/τ), renormalised (UDA's sharpening, Xie et
-    al. 2019); 1 = the clean q(k|x) itself, smaller pulls the warped view towards a more confident assignment
-    (self-labelling)."""
-    consistency_threshold: float = 0.0
-    """Only data whose clean max_k q(k|x) exceeds this enter the term (UDA's confidence mask; 0 = every datum; the
-    mean is still over the whole batch)."""
     consistency_noise: float = 0.0
     """Vector data (N×D), where no warp applies: T adds Gaussian noise of this many batch standard deviations to every
     feature (per feature, the batch's std, held fixed). 0 with ``consistency_dropout`` 0: the term is refused on
@@ -90,17 +83,14 @@ class ConsistencyConfig(ModelConfig):
     """Vector data, beyond the papers (0 = off): T then replaces each feature, with this probability, by the same
     feature of another datum of the batch drawn at random (SCARF's corruption, Bahri et al. 2022: a draw from the
     feature's empirical marginal, so the corrupted vector stays in the data's range and units)."""
-    consistency_neighbours: int = 0
-    """Beyond the papers (0 = off): in training, the view of a datum is one of its ``consistency_neighbours``
-    nearest neighbours in the training data (Euclidean in the model's input space, one drawn anew each step), then
-    T as above (warp, noise, dropout; none of them needed): the clusters are asked to keep near neighbours together
-    (SCAN's neighbour consistency, Van Gansbeke et al. 2020). It needs a training loop that knows the data set (the
-    project's does); a loss called on a bare batch falls back to T(x)."""
     pseudo_label_weight: float = 0.0
     """Beyond the papers (0 = off): weight of the cross-entropy −log q(ŷ_i|x_i), averaged over the batch, towards a
     target cluster ŷ_i per training datum that the training loop provides: the consensus of several restarts
     (``train.restart_select=ensemble``; self-labelling on an ensemble's partition, as SCAN's and DEC's self-training
     on their own confident labels). Data without a target (ŷ = −1) add nothing; the mean stays over the batch."""
+
+    def takes_cluster_targets(self) -> bool:
+        return self.pseudo_label_weight > 0
 
 
 def identity_gather(t: Tensor) -> Tensor:
@@ -142,7 +132,8 @@ class AutoEncoderModel(nn.Module):
     * :attr:`num_components` — mixture components of the generative model (1: none; per-component sampling);
     * :attr:`latent_layers` — depth of the latent hierarchy (> 1: :meth:`encode_layers`, :meth:`reconstruct_from`);
     * :meth:`mmd_reference` — the (prior, kernel) the aggregated posterior is compared with, or None;
-    * ``costly_eval_metrics`` — :meth:`eval_metrics` costs many decodes per example (evaluate a subset).
+    * ``costly_eval_metrics`` — :meth:`eval_metrics` costs many decodes per example (evaluate a subset);
+    * :attr:`takes_cluster_targets` — training passes a target cluster per datum, ``loss(x, targets=…)``.
     """
 
     config: ModelConfig
@@ -162,8 +153,6 @@ class AutoEncoderModel(nn.Module):
         # Batch-level divergences gather codes across processes through this hook (identity on one process).
         self.gather: Callable[[Tensor], Tensor] = identity_gather
         self.rank: int = 0
-        self.upkeep_note: str = ""
-        """What the last non-empty ``after_step`` did, in words (printed by the training loop)."""
 
     # --- what every model provides --------------------------------------------------------------------------
     def objective(self, x: Tensor, **kw) -> Objective:
@@ -213,6 +202,12 @@ class AutoEncoderModel(nn.Module):
         return self.encode(x), None, None
 
     # --- capabilities --------------------------------------------------------------------------------------
+    @property
+    def takes_cluster_targets(self) -> bool:
+        """Whether training passes a target cluster per datum to :meth:`loss` (``targets=``), as its config
+        declares (the pseudo-label term of the mixture models)."""
+        return self.config.takes_cluster_targets()
+
     @property
     def num_components(self) -> int:
         """Mixture components of the generative model (1 for a single Gaussian prior)."""
@@ -278,15 +273,6 @@ class AutoEncoderModel(nn.Module):
         """Model upkeep once training has ended, given the training data ``x`` (e.g. refitting the components a
         sampler draws from); called before the model is exported. Nothing by default."""
 
-    def after_step(self, step: int) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
-        """Model upkeep after optimiser step ``step`` (e.g. re-seeding unused mixture components).
-
-        Returns the parameter rows it overwrote as ``(parameter, destination rows, source rows)`` so that the
-        training loop can copy the optimiser's per-parameter state along; empty (the default) when nothing changed.
-        Must take the same decision on every process (it may only read gathered or replicated state).
-        """
-        return []
-
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
         """Extra per-batch test metrics (means over the batch), e.g. the ELBO for VAE-type models."""
         return {}
@@ -302,21 +288,15 @@ class AutoEncoderModel(nn.Module):
             (0 <= c.consistency_rotate <= 180, f"model.consistency_rotate must be 0-180 degrees, got {c.consistency_rotate}"),
             (0 <= c.consistency_shift <= 8, f"model.consistency_shift must be 0-8 pixels, got {c.consistency_shift}"),
             (0 <= c.consistency_scale < 0.5, f"model.consistency_scale must be in [0, 0.5), got {c.consistency_scale}"),
-            (0 < c.consistency_sharpen <= 1, f"model.consistency_sharpen must be in (0, 1], got {c.consistency_sharpen}"),
-            (0 <= c.consistency_threshold < 1,
-             f"model.consistency_threshold must be in [0, 1), got {c.consistency_threshold}"),
             (0 <= c.consistency_noise <= 10 and math.isfinite(c.consistency_noise),
              f"model.consistency_noise must be 0-10 standard deviations, got {c.consistency_noise}"),
             (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
             (0 <= c.consistency_resample < 1,
              f"model.consistency_resample must be in [0, 1), got {c.consistency_resample}"),
-            (c.consistency_neighbours >= 0,
-             f"model.consistency_neighbours must be >= 0, got {c.consistency_neighbours}"),
             (c.pseudo_label_weight >= 0 and math.isfinite(c.pseudo_label_weight),
              f"model.pseudo_label_weight must be >= 0, got {c.pseudo_label_weight}"),
             (c.consistency_weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
-                c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_resample > 0
-                or c.consistency_neighbours > 0)),
+                c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_resample > 0)),
              f"model.consistency_weight warps images; for vector data (this model's have shape {self.data_shape}) "
              "set model.consistency_noise, model.consistency_dropout or model.consistency_resample > 0"),
         ]
@@ -324,24 +304,17 @@ class AutoEncoderModel(nn.Module):
             if not ok:
                 raise ConfigError(msg)
 
-    def consistency_kl(self, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor],
-                       view: Tensor | None = None) -> Tensor:
-        """Mean over the batch of KL(q(k|x) ‖ q(k|T(v))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
-        ``log_q_fn`` maps a batch to log q(k|·) and is applied to T(v), v = ``view`` (a neighbour of each x, see
-        ``consistency_neighbours``) or x itself: images warped by a random affine T, vectors perturbed by
-        :meth:`perturb_vectors`."""
+    def consistency_kl(self, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """Mean over the batch of KL(q(k|x) ‖ q(k|T(x))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
+        ``log_q_fn`` maps a batch to log q(k|·) and is applied to T(x): images warped by a random affine T, vectors
+        perturbed by :meth:`perturb_vectors`."""
         c = self.config
-        v = x if view is None else view
         if self.is_image:
-            warped = augment.random_affine(v, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
+            warped = augment.random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
         else:
-            warped = self.perturb_vectors(v)
-        clean = log_q.detach()
-        target = torch.log_softmax(clean / c.consistency_sharpen, -1) if c.consistency_sharpen != 1.0 else clean
-        kl = (target.exp() * (target - log_q_fn(warped))).sum(-1)
-        if c.consistency_threshold > 0:  # only confident data teach their warped views (the mean stays over all)
-            kl = kl * (clean.max(-1).values.exp() > c.consistency_threshold).to(kl.dtype)
-        return kl.mean()
+            warped = self.perturb_vectors(x)
+        target = log_q.detach()
+        return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
 
     def perturb_vectors(self, x: Tensor) -> Tensor:
         """T for vector data (N, D): every feature j gets Gaussian noise of std ``consistency_noise`` · s_j, s_j the
@@ -364,17 +337,16 @@ class AutoEncoderModel(nn.Module):
             out = torch.where(swap, xd.gather(0, rows), out)
         return out
 
-    def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor, log_q_fn: Callable[[Tensor], Tensor],
-                        view: Tensor | None = None) -> None:
+    def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor,
+                        log_q_fn: Callable[[Tensor], Tensor]) -> None:
         """In training with ``consistency_weight`` > 0, add :meth:`consistency_kl` to the objective's extras."""
         if self.config.consistency_weight and self.training:
-            obj.extras["consistency"] = (self.config.consistency_weight,
-                                         self.consistency_kl(log_q, x, log_q_fn, view))
+            obj.extras["consistency"] = (self.config.consistency_weight, self.consistency_kl(log_q, x, log_q_fn))
 
     def add_pseudo_labels(self, obj: Objective, log_q: Tensor, targets: Tensor | None) -> None:
         """In training with ``pseudo_label_weight`` > 0 and ``targets`` (N ints, −1 = none) given, add the mean over
         the batch of −log q(ŷ_i|x_i) (``log_q`` (N, K), with its gradient) to the objective's extras."""
-        w = getattr(self.config, "pseudo_label_weight", 0.0)
+        w = self.config.pseudo_label_weight
         if not (w and self.training and targets is not None):
             return
         has = targets >= 0
@@ -398,7 +370,7 @@ class AutoEncoderModel(nn.Module):
         return build_kernel(name, value, scales)
 
     def prior_mmd(self, z: Tensor, weights: Tensor | None = None, groups: Tensor | int | None = None,
-                  labels: Tensor | None = None, label_weight: float = 0.0, fixed_mass: bool = False) -> Tensor:
+                  fixed_mass: bool = False) -> Tensor:
         """λ-free MMD between posterior samples and fresh prior samples over the *global* batch.
 
         Each process draws prior samples for its own codes (as many as codes for a Gaussian; for a mixture,
@@ -407,15 +379,11 @@ class AutoEncoderModel(nn.Module):
         concatenated batch. Weights are renormalised to sum to 1 after gathering. ``groups`` may be an int (the
         codes come in consecutive groups of that size, as GM-WAE lays them out); it stays valid after gathering.
 
-        ``labels`` (the mixture component of each code) with ``label_weight`` α > 0 make it the MMD between the
-        joint distributions of (z, k), kernel k_z · (1 − α + α·[k = k']) (:func:`wae.divergences.mmd`); the prior's
-        samples carry their components. ``fixed_mass``: every group's total weight is a known constant (GM-WAE's
+        ``fixed_mass``: every group's total weight is a known constant (GM-WAE's
         q_D(·|x_i)/n), so the weights' normalisers enter without gradient — exact, and it keeps the sparse estimate
         over k unbiased in its gradient too.
         """
-        zp, wp, gp, lp = self.prior.reference_sample(z.shape[0])
-        if labels is None:
-            lp = None
+        zp, wp, gp = self.prior.reference_sample(z.shape[0])
         if self.gather is not identity_gather:
             offset = self.rank * (1 << 32)
             z, zp = self.gather(z), self.gather(zp.detach())
@@ -423,12 +391,9 @@ class AutoEncoderModel(nn.Module):
             if isinstance(groups, Tensor):
                 groups = self.gather(groups + offset)
             wp = self.gather(wp) if wp is not None else None
-            if labels is not None:
-                labels, lp = self.gather(labels), self.gather(lp) if lp is not None else None
         if weights is not None:
             total = weights.sum()
             weights = weights / (total.detach() if fixed_mass else total)
         if wp is not None:
             wp = wp / wp.sum()
-        return mmd(z, zp, self.kernel, weights, wp, groups, gp, x_labels=labels, y_labels=lp,
-                   label_weight=label_weight, detach_norm=fixed_mass)
+        return mmd(z, zp, self.kernel, weights, wp, groups, gp, detach_norm=fixed_mass)

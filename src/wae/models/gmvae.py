@@ -59,14 +59,6 @@ Choices where the paper is silent or ambiguous (documented here, configurable wh
   over the batch (gathered across processes) and the M samples. The paper's z-prior term is per datum and is
   *smallest* for uncertain assignments; it says nothing about how often each component is used, which is how
   the ELBO on MNIST leaves components dead. ``usage_kl`` is logged either way.
-* ``revive_threshold = t > 0`` (beyond the paper, off by default) re-seeds dead components, the way k-means
-  re-seeds empty clusters and split-and-merge EM splits crowded ones: every ``revive_every`` steps, each component
-  whose mean share of p_β(z|x,w) over those steps (gathered across processes) is below t/K takes over the output
-  rows of β of the most used component (the largest first, one donor per dead component), and the two copies'
-  mean outputs are pushed apart by ± ``revive_noise`` of the donor's standard deviation (its log-variance bias) in
-  a random direction (seeded by the step, so every process draws the same). The optimiser's state rows follow
-  (``after_step`` returns them). Once p_β(z=k|x,w) ≈ 10⁻²⁶ no gradient reaches a dead component, the usage term's
-  included, so without this a component lost early stays lost.
 * All log-variances (of q(x|y), q(w|y), p_β(x|w,z) and a learnt p_θ(y|x)) are clamped to [−12, 8], like the rest
   of the library.
 """
@@ -126,13 +118,6 @@ class GMVAEConfig(ConsistencyConfig):
     usage_weight: float = 0.0
     """Beyond the paper (0 = off): weight γ of γ·KL(p̄ ‖ U(K)) added to the loss, p̄ the batch mean (over data, all
     processes, and M) of p_β(z|x,w) — a batch-level term that keeps components in use, unlike the per-datum z-prior."""
-    revive_threshold: float = 0.0
-    """Beyond the paper (0 = off): every ``revive_every`` steps, a component whose share of p_β(z|x,w) over those
-    steps fell below ``revive_threshold``/K is re-seeded by splitting the most used one (see the module docstring)."""
-    revive_every: int = 100
-    """Steps between the checks of ``revive_threshold`` (the share is averaged over these steps)."""
-    revive_noise: float = 0.1
-    """Split perturbation of the two halves' mean outputs, ± this many of the donor's standard deviations."""
     cluster_samples: int = 0
     """q(z|y) for clustering: 0 = p_β(z | mean of q(x|y), mean of q(w|y)); S > 0 = average over S samples."""
 
@@ -235,10 +220,6 @@ class GMVAE(AutoEncoderModel):
         # p_β(x|w, z): fc Tanh, then 2K output streams of size N_x in one Linear — Table A.2.
         self.prior_net = nn.Sequential(nn.Linear(dw, hidden), nn.Tanh(), nn.Linear(hidden, 2 * K * dx))
         self.register_buffer("log_pi", torch.full((K,), -math.log(K)))
-        if cfg.revive_threshold > 0:  # only then, so that runs without it keep their state-dict keys
-            self.register_buffer("usage_sum", torch.zeros(K))
-            self.register_buffer("usage_steps", torch.zeros(()))
-            self.register_buffer("revived", torch.zeros(()))  # re-seedings so far, logged as train/revived
         # The continuous prior the library's MMD compares posterior samples with is p(w) = N(0, I).
         self.prior = GaussianPrior(dw)
         self.kernel = self.build_kernel("imq", "auto", None)
@@ -269,11 +250,6 @@ class GMVAE(AutoEncoderModel):
             (cfg.cluster_samples >= 0, f"model.cluster_samples must be >= 0, got {cfg.cluster_samples}"),
             (cfg.usage_weight >= 0 and math.isfinite(cfg.usage_weight),
              f"model.usage_weight must be >= 0 (0 = off), got {cfg.usage_weight}"),
-            (0 <= cfg.revive_threshold <= 1, f"model.revive_threshold must lie in [0, 1] (0 = off), "
-                                             f"got {cfg.revive_threshold}"),
-            (cfg.revive_every >= 1, f"model.revive_every must be >= 1, got {cfg.revive_every}"),
-            (cfg.revive_noise >= 0 and math.isfinite(cfg.revive_noise),
-             f"model.revive_noise must be >= 0, got {cfg.revive_noise}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -415,7 +391,7 @@ class GMVAE(AutoEncoderModel):
         return z_kl.mean().clamp_min(lam)
 
     def objective(self, x: Tensor, eps_x: Tensor | None = None, eps_w: Tensor | None = None,
-                  view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
+                  targets: Tensor | None = None) -> Objective:
         t = self.elbo_terms(x, eps_x, eps_w)
         recon, cond, w_kl, z_kl = (t[k].mean() for k in ("recon_nll", "cond_prior_kl", "w_prior_kl", "z_prior_kl"))
         z_term = self.constrained_z_term(t["z_prior_kl"])
@@ -435,56 +411,9 @@ class GMVAE(AutoEncoderModel):
         if (self.config.consistency_weight or self.config.pseudo_label_weight and targets is not None) and self.training:
             # q(z|y) as clustering reads it: p_β(z | means of q(x|y), q(w|y)), clean (fixed) vs warped
             log_q = self.z_posterior_log(t["_mu_x"], t["_mu_w"])
-            self.add_consistency(obj, log_q, x, self._cluster_log_probs, view)
+            self.add_consistency(obj, log_q, x, self._cluster_log_probs)
             self.add_pseudo_labels(obj, log_q, targets)
-        if self.config.revive_threshold > 0 and self.training:
-            with torch.no_grad():
-                self.usage_sum += pbar.detach()
-                self.usage_steps += 1
-            obj.logs["revived"] = self.revived.clone()
         return obj
-
-    # --- re-seeding dead components (beyond the paper) ------------------------------------------------------
-    def _component_rows(self, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Output rows of β's last layer for components ``k``: (mean rows, log-variance rows), each (len(k)·N_x,)."""
-        K, dx = self.config.num_components, self.config.latent_dim
-        mean_rows = (k.view(-1, 1) * dx + torch.arange(dx, device=k.device)).reshape(-1)
-        return mean_rows, mean_rows + K * dx
-
-    def split_component(self, dead: Tensor, donor: Tensor, step: int) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
-        """Give each component in ``dead`` the β output rows of the same-position ``donor``, and push the two
-        copies' means apart by ± ``revive_noise`` donor standard deviations; returns the rows overwritten."""
-        last = self.prior_net[-1]
-        dm, dl = self._component_rows(dead)
-        sm, sl = self._component_rows(donor)
-        dst, src = torch.cat([dm, dl]), torch.cat([sm, sl])
-        g = torch.Generator(device="cpu").manual_seed(1_000_003 * (step + 1))
-        with torch.no_grad():
-            last.weight[dst] = last.weight[src]
-            last.bias[dst] = last.bias[src]
-            std = (0.5 * last.bias[sl].clamp(LOGVAR_MIN, LOGVAR_MAX)).exp()
-            eps = self.config.revive_noise * std * torch.randn(std.shape, generator=g).to(std)
-            last.bias[dm] += eps
-            last.bias[sm] -= eps
-        return [(last.weight, dst, src), (last.bias, dst, src)]
-
-    def after_step(self, step: int) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
-        cfg = self.config
-        if cfg.revive_threshold <= 0 or step % cfg.revive_every or float(self.usage_steps) == 0:
-            return []
-        share = self.usage_sum / self.usage_steps
-        self.usage_sum.zero_()
-        self.usage_steps.zero_()
-        dead = (share < cfg.revive_threshold / cfg.num_components).nonzero().flatten()
-        if dead.numel() == 0:
-            return []
-        alive = share.argsort(descending=True)[: cfg.num_components - dead.numel()]
-        donor = alive[torch.arange(dead.numel(), device=alive.device) % alive.numel()]
-        self.revived += dead.numel()
-        pairs = ", ".join(f"{int(d)} ← {int(s)}" for d, s in zip(dead, donor))
-        self.upkeep_note = (f"re-seeded component(s) used below {cfg.revive_threshold:g}/K over the last "
-                            f"{cfg.revive_every} steps, splitting the most used (new ← donor): {pairs}")
-        return self.split_component(dead, donor, step)
 
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
         """The (unconstrained) ELBO and its four terms, batch means."""

@@ -42,17 +42,11 @@ biased (measured by exact enumeration: value 0.02–0.7 %, gradient 0.4–3.7 %)
 (benchmarks/README.md, "Sparse against exact"), so the decode keeps batch statistics. ``k_rest_mass`` τ > 0 makes the number of exact components adaptive (exact early, sparse later): each
 step takes the least m ≥ ``k_top`` whose rest mass, averaged over the batch, is ≤ τ, so the sampled share (and the
 estimator's variance) stays bounded while q_D is still soft.
-
-Beyond the paper, ``joint_mmd`` = α > 0 matches the joint distributions of (z, k) instead of the z-marginal: the
-MMD kernel becomes k_z(z, z')·(1 − α + α·[k = k']), each code z_ik carrying its component k and each prior sample
-its mode, so component k's codes are pulled to prior mode k itself (Eq. 4 writes the divergence between joints;
-the z-marginal is what the paper's implementation matches). This is what ties "samples from component k" to
-"the data q_D assigns to k".
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -79,23 +73,18 @@ class GMWAEConfig(ConsistencyConfig):
     """``wae`` (Eq. 4) or ``vae`` (the ELBO of Eq. 2)."""
     lam: float = 10.0
     cost_scale: float = 0.05
-    kernel: str = "imq"
     kernel_base: str = "1"
-    """Multiplier of ``kernel_scales``: a number, ``auto`` or ``gaussian`` (see the module docstring)."""
-    kernel_scales: list[float] = field(default_factory=lambda: list(DEFAULT_SCALES))
+    """Multiplier of the IMQ kernel's scales 0.1 … 10: a number, ``auto`` or ``gaussian`` (see the module
+    docstring)."""
     samples_per_component: int = 1
     """Monte Carlo samples S of z per (x, k)."""
     discrete_encoder: str = "gm-discrete"
     discrete_width: float = 1.0
-    head_hidden: int = 16
-    head_batch_norm: bool = False
     decoder: str = "gm-dcgan"
     width: float = 1.0
     likelihood: str = "bernoulli"
     """GM-VAE decoder likelihood: ``bernoulli`` or ``gaussian`` (variance ``obs_var``)."""
     obs_var: float = 1.0
-    logvar_init: float = 0.0
-    """Initial bias of the log-variance heads (0 → σ_k ≈ 1 before pre-training)."""
     entropy_weight: float = 0.0
     """Beyond the paper (0 = off): weight of −H(mean over the batch of q_D(k|x)) in the loss (both objectives). It
     asks for equal mass on every component, so two digits are pushed not to share one; with ``consistency_weight``
@@ -110,9 +99,6 @@ class GMWAEConfig(ConsistencyConfig):
     per step as the least whose rest mass r = 1 − Σ_{top m} q_D(k|x), averaged over the (global) batch, is at most
     this; m + 1 ≥ K is the exact sum. Early in training q_D is soft and the step is (nearly) exact; as q_D sharpens
     it decodes k_top + 1 codes per datum. The sampled term's variance scales with r, so this bounds it."""
-    joint_mmd: float = 0.0
-    """Beyond the paper (0 = off, the z-marginal MMD): weight α ∈ [0, 1] of the component in the MMD's kernel on
-    (z, k) pairs; 1 matches the joint q(z, k) to the prior's p(z, k) (see the module docstring)."""
     component_refit: bool = False
     """Beyond the paper (off by default): once training has ended, each component's Gaussian is refitted to the codes
     q_D assigns to it in the training data (their q_D-weighted mean and full covariance, the encoder's noise
@@ -120,11 +106,6 @@ class GMWAEConfig(ConsistencyConfig):
     refitted components (ex-post density estimation per cluster, as the RAE paper does for a whole latent space, the
     clusters kept). The training prior is unchanged; its modes are wider than a cluster's codes, and their tails
     decode to ambiguous digits (benchmarks/README.md, "Generative clustering")."""
-    moment_weight: float = 0.0
-    """Beyond the paper (0 = off): weight of a per-component moment match, Σ_k (q̄_k/Σq̄) (mean‖m_k − μ⁰_k‖² +
-    mean‖C_k − σ₀²I‖²) with m_k, C_k the q_D-weighted mean and covariance of head k's codes over the (global) batch:
-    each component's codes are asked to fill its prior mode, so that samples drawn from mode k look like the data
-    assigned to k (the MMD alone lets a cluster's codes sit in a small part of its mode; see benchmarks/README.md)."""
 
 
 @dataclass
@@ -133,6 +114,8 @@ class GMVAEFoilConfig(GMWAEConfig):
 
 
 OBJECTIVES = ("wae", "vae")
+HEAD_HIDDEN = 16
+"""Hidden units of each component's dense head q_C(z | k, x) (§3)."""
 K_ESTIMATORS = ("exact", "sparse")
 
 
@@ -159,9 +142,6 @@ class GaussianMixtureAE(AutoEncoderModel):
              f"model.k_estimator must be one of {K_ESTIMATORS}, got {config.k_estimator!r}"),
             (config.k_top >= 1, f"model.k_top must be >= 1, got {config.k_top}"),
             (0 <= config.k_rest_mass < 1, f"model.k_rest_mass must be in [0, 1), got {config.k_rest_mass}"),
-            (0.0 <= config.joint_mmd <= 1.0, f"model.joint_mmd must be in [0, 1], got {config.joint_mmd}"),
-            (config.moment_weight >= 0 and math.isfinite(config.moment_weight),
-             f"model.moment_weight must be >= 0, got {config.moment_weight}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -172,11 +152,11 @@ class GaussianMixtureAE(AutoEncoderModel):
         K, d = config.num_components, config.latent_dim
         self.prior = build_prior("mixture", d, config.prior_std, K, config.separation)
         self.discrete = build_encoder(config.discrete_encoder, self.data_shape, K, config.discrete_width)
-        self.heads = BatchedHeads(math.prod(self.data_shape), K, config.head_hidden, 2 * d, config.head_batch_norm)
+        self.heads = BatchedHeads(math.prod(self.data_shape), K, HEAD_HIDDEN, 2 * d)
         with torch.no_grad():
-            self.heads.bias[:, d:].fill_(config.logvar_init)
+            self.heads.bias[:, d:].fill_(0.0)  # log-variances start at 0: σ_k ≈ 1 before pre-training
         self.decoder = build_decoder(config.decoder, self.data_shape, d, config.width)
-        self.kernel = self.build_kernel(config.kernel, config.kernel_base, config.kernel_scales)
+        self.kernel = self.build_kernel("imq", config.kernel_base, DEFAULT_SCALES)
         if config.component_refit:  # only then, so that runs without it keep their state-dict keys
             self.register_buffer("refit_weights", self.prior.weights.clone())
             self.register_buffer("refit_means", self.prior.means.clone())
@@ -226,12 +206,11 @@ class GaussianMixtureAE(AutoEncoderModel):
         return self.decode(self.encode(x))
 
     # --- objectives ------------------------------------------------------------------------------------------
-    def objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
-        """``view``: a neighbour of each datum for the consistency term (``consistency_neighbours``), or None;
-        ``targets``: a target cluster per datum (−1: none) for ``pseudo_label_weight``, or None."""
+    def objective(self, x: Tensor, targets: Tensor | None = None) -> Objective:
+        """``targets``: a target cluster per datum (−1: none) for ``pseudo_label_weight``, or None."""
         if self.config.objective == "wae":
-            return self._wae_objective(x, view, targets)
-        return self._vae_objective(x, view, targets)
+            return self._wae_objective(x, targets)
+        return self._vae_objective(x, targets)
 
     def components(self, logq: Tensor) -> tuple[Tensor | None, Tensor]:
         """The components a training step decodes per datum and their weights.
@@ -279,7 +258,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         eps = torch.randn(mu.shape[0], mu.shape[1], samples, mu.shape[2], device=mu.device, dtype=mu.dtype)
         return mu.unsqueeze(2) + (0.5 * logvar).exp().unsqueeze(2) * eps, mu, logvar
 
-    def _wae_objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
+    def _wae_objective(self, x: Tensor, targets: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
         n = x.shape[0]
@@ -291,37 +270,15 @@ class GaussianMixtureAE(AutoEncoderModel):
         err = (xr - x.unsqueeze(1).unsqueeze(1)).pow(2).flatten(3).sum(-1).mean(-1)  # (n, M)
         recon = cfg.cost_scale * (w * err).sum(-1).mean()
         weights = (w.unsqueeze(-1).expand(n, M, S) / (n * S)).reshape(-1)
-        labels = None
-        if cfg.joint_mmd:
-            comp = idx if idx is not None else torch.arange(M, device=x.device).expand(n, M)
-            labels = comp.unsqueeze(-1).expand(n, M, S).reshape(-1)
         # the M·S codes of data point i are consecutive: group size M·S (pairs within a data point are left out)
-        penalty = self.prior_mmd(z.reshape(n * M * S, -1), weights, M * S, labels=labels,
-                                 label_weight=cfg.joint_mmd, fixed_mass=True)
+        penalty = self.prior_mmd(z.reshape(n * M * S, -1), weights, M * S, fixed_mass=True)
         obj = Objective(paper=recon + cfg.lam * penalty, terms={"recon": recon, "mmd": penalty})
         if cfg.k_estimator != "exact":
             obj.logs["k_decoded"] = x.new_tensor(float(M))  # codes decoded per datum and sample this step
         self.add_entropy(obj, logq.exp())
-        self.add_consistency(obj, logq, x, self.q_discrete, view)
+        self.add_consistency(obj, logq, x, self.q_discrete)
         self.add_pseudo_labels(obj, logq, targets)
-        if cfg.moment_weight:
-            comp = idx if idx is not None else torch.arange(M, device=x.device).expand(n, M)
-            obj.extras["moments"] = (cfg.moment_weight, self.component_moments_loss(z[:, :, 0], comp, w))
         return obj
-
-    def weighted_moments(self, z: Tensor, comp: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(W_k, m_k, C_k): the total weight, weighted mean and weighted covariance of the codes z (..., d) of each
-        component k (``comp`` the component of each code, ``w`` its weight), over the global batch."""
-        K, d = self.config.num_components, z.shape[-1]
-        flat_k, flat_w, flat_z = comp.reshape(-1), w.reshape(-1), z.reshape(-1, d)
-        s0 = flat_w.new_zeros(K).index_add(0, flat_k, flat_w)
-        s1 = flat_z.new_zeros(K, d).index_add(0, flat_k, flat_w.unsqueeze(-1) * flat_z)
-        outer = flat_w[:, None, None] * flat_z[:, :, None] * flat_z[:, None, :]
-        s2 = flat_z.new_zeros(K, d, d).index_add(0, flat_k, outer)
-        s0, s1, s2 = (self.gather(t.unsqueeze(0)).sum(0) for t in (s0, s1, s2))
-        W = s0.clamp_min(1e-8)
-        m = s1 / W.unsqueeze(-1)
-        return s0, m, s2 / W[:, None, None] - m[:, :, None] * m[:, None, :]
 
     def after_fit(self, x: Tensor, batch_size: int = 500) -> None:
         """With ``component_refit``: refit each component's Gaussian to its training codes (see the config)."""
@@ -385,16 +342,6 @@ class GaussianMixtureAE(AutoEncoderModel):
             raise ConfigError(f"component {k} out of range: the model has {self.config.num_components} components")
         return self.refit_means[k: k + 1]
 
-    def component_moments_loss(self, z: Tensor, comp: Tensor, w: Tensor) -> Tensor:
-        """Σ_k (W_k/ΣW)(mean‖m_k − μ⁰_k‖² + mean‖C_k − σ₀²I‖²) for codes z (n, M, d) of components ``comp`` (n, M)
-        with weights ``w`` (n, M): W_k = Σ w over the codes of k, m_k and C_k their weighted mean and covariance —
-        all over the global batch (the weighted sums are gathered, so N processes compute one process's value)."""
-        d = z.shape[-1]
-        s0, m, cov = self.weighted_moments(z, comp, w)
-        eye = torch.eye(d, device=z.device, dtype=z.dtype) * self.prior.std ** 2
-        per = (m - self.prior.means).pow(2).mean(-1) + (cov - eye).pow(2).mean((-2, -1))
-        return (s0 / s0.sum() * per).sum()
-
     def add_entropy(self, obj: Objective, q: Tensor) -> None:
         """H(batch mean of q_D(k|x)) over the global batch, an extra logged as ``qD_entropy`` always; the loss gets
         −``entropy_weight`` × it."""
@@ -407,7 +354,7 @@ class GaussianMixtureAE(AutoEncoderModel):
             return bernoulli_log_likelihood(logits, x)
         return gaussian_log_likelihood(self.output(logits), x, math.log(self.config.obs_var))
 
-    def _vae_objective(self, x: Tensor, view: Tensor | None = None, targets: Tensor | None = None) -> Objective:
+    def _vae_objective(self, x: Tensor, targets: Tensor | None = None) -> Objective:
         cfg = self.config
         S = cfg.samples_per_component
         n = x.shape[0]
@@ -430,7 +377,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         obj = Objective(paper=paper, terms={"recon_nll": recon, "kl_continuous": kl_cont, "kl_discrete": kl_disc},
                         elbo=-paper)
         self.add_entropy(obj, q)
-        self.add_consistency(obj, logq, x, self.q_discrete, view)
+        self.add_consistency(obj, logq, x, self.q_discrete)
         self.add_pseudo_labels(obj, logq, targets)
         return obj
 

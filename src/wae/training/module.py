@@ -15,13 +15,17 @@ import torch
 from torch import Tensor
 
 from ..config import TrainConfig
-from ..data.augment import random_shift
-from ..data.neighbours import nearest_neighbours
 from ..data.source import Source
 from ..errors import TrainingError
 from ..models.base import AutoEncoderModel, identity_gather
 
-__all__ = ["LitAutoEncoder", "all_gather_with_grad", "copy_state_rows", "lr_multiplier"]
+__all__ = ["LitAutoEncoder", "all_gather_with_grad", "lr_multiplier"]
+
+
+PRETRAIN_LR = 1e-3
+"""Adam's learning rate in encoder pre-training (``train.pretrain_steps``)."""
+CRITIC_BETAS = (0.5, 0.999)
+"""Adam's betas for the latent critic of adversarial models (WAE-GAN, Tolstikhin et al.)."""
 
 
 def all_gather_with_grad(t: Tensor) -> Tensor:
@@ -37,16 +41,6 @@ def all_gather_with_grad(t: Tensor) -> Tensor:
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return torch.cat(out, dim=0)
-
-
-def copy_state_rows(optimizer: torch.optim.Optimizer, changed) -> None:
-    """Make the optimiser's per-parameter state (Adam's moments) follow rows a model copied: for each
-    ``(parameter, dst, src)``, every state tensor shaped like the parameter gets ``v[dst] = v[src]``."""
-    with torch.no_grad():
-        for p, dst, src in changed:
-            for v in optimizer.state.get(p, {}).values():
-                if torch.is_tensor(v) and v.shape == p.shape:
-                    v[dst] = v[src]
 
 
 def lr_multiplier(epoch: int, milestones: list[int], factors: list[float]) -> float:
@@ -71,8 +65,6 @@ class LitAutoEncoder(L.LightningModule):
         self.skip_pretrain = False
         """Set when the model starts from a state that was already pre-trained (a kept restart)."""
         self._t0 = time.time()
-        self.neighbours: Tensor | None = None
-        """(n, k) indices of each training datum's nearest neighbours, for ``consistency_neighbours``."""
         self.targets: Tensor | None = None
         """(n,) a target cluster per training datum (−1: none) for ``pseudo_label_weight``: the restarts' consensus."""
 
@@ -89,10 +81,6 @@ class LitAutoEncoder(L.LightningModule):
                 if next(child.parameters(), None) is not None:
                     child.compile()
             self.model._wae_compiled = True
-        mc = self.model.config
-        k = getattr(mc, "consistency_neighbours", 0)
-        if k and getattr(mc, "consistency_weight", 0) and self.train_x is not None and self.neighbours is None:
-            self.neighbours = nearest_neighbours(self.train_x, min(k, self.train_x.shape[0] - 1))
         if self.targets is not None and self.train_x is not None:
             self.targets = self.targets.to(self.device if self.source is not None else self.train_x.device)
         ws = self.trainer.world_size
@@ -115,7 +103,7 @@ class LitAutoEncoder(L.LightningModule):
         if self.model.pretrain_loss(self.train_x[:2].to(self.device)) is None:
             return
         g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 12345)
-        opt = torch.optim.Adam(self.model.main_parameters(), lr=self.cfg.pretrain_lr, betas=(0.9, 0.999))
+        opt = torch.optim.Adam(self.model.main_parameters(), lr=PRETRAIN_LR, betas=(0.9, 0.999))
         n = self.train_x.shape[0]
         self.model.train()
         for step in range(self.cfg.pretrain_steps):
@@ -136,12 +124,12 @@ class LitAutoEncoder(L.LightningModule):
     def configure_optimizers(self):
         c = self.cfg
         opt = torch.optim.Adam(self.model.main_parameters(), lr=c.lr, betas=tuple(c.betas), eps=c.eps,
-                               weight_decay=c.weight_decay)
+)
         ms, fs = list(c.lr_milestones), list(c.lr_factors)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_multiplier(e, ms, fs))
         if not self.model.has_critic:
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        copt = torch.optim.Adam(self.model.critic_parameters(), lr=c.critic_lr, betas=tuple(c.critic_betas))
+        copt = torch.optim.Adam(self.model.critic_parameters(), lr=c.critic_lr, betas=CRITIC_BETAS)
         csched = torch.optim.lr_scheduler.LambdaLR(copt, lambda e: lr_multiplier(e, ms, fs))
         return [opt, copt], [{"scheduler": sched, "interval": "epoch"}, {"scheduler": csched, "interval": "epoch"}]
 
@@ -153,17 +141,8 @@ class LitAutoEncoder(L.LightningModule):
 
     def _batch(self, idx: Tensor, raw: Tensor | None = None) -> Tensor:
         if raw is not None:
-            x = self._on_device(self.source.decode(raw))
-        else:
-            x = self.train_x[idx.to(self.train_x.device)]
-        return random_shift(x, self.cfg.augment_shift) if self.cfg.augment_shift else x
-
-    def _neighbour_view(self, idx: Tensor) -> Tensor:
-        """One of the k nearest training neighbours of each datum of the batch (``idx`` on the training device),
-        drawn anew on the device."""
-        nb = self.neighbours[idx]
-        pick = torch.randint(0, nb.shape[1], (nb.shape[0], 1), device=nb.device)
-        return self.train_x[nb.gather(1, pick).squeeze(1)]
+            return self._on_device(self.source.decode(raw))
+        return self.train_x[idx.to(self.train_x.device)]
 
     def _check(self, terms: dict[str, Tensor]) -> bool:
         # One fused test and one host sync per step; the per-term search only runs when something is off.
@@ -192,16 +171,13 @@ class LitAutoEncoder(L.LightningModule):
 
     def training_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int):
         idx, raw = batch if isinstance(batch, (tuple, list)) else (batch, None)  # streamed data carry their rows
-        # once: the batch, its neighbour view and its targets index with it
+        # once: the batch and its targets index with it
         idx = idx.to(self.device if self.source is not None else self.train_x.device)
         x = self._batch(idx, raw)
         saved = self._save_buffers()
         if self.model.has_critic:
             return self._adversarial_step(x, saved)
-        extra = {} if self.neighbours is None else {"view": self._neighbour_view(idx)}
-        if self.targets is not None:
-            extra["targets"] = self.targets[idx]
-        terms = self.model.loss(x, **extra)
+        terms = self.model.loss(x) if self.targets is None else self.model.loss(x, targets=self.targets[idx])
         if not self._check(terms):
             self._restore_buffers(saved)
             return None
@@ -242,16 +218,6 @@ class LitAutoEncoder(L.LightningModule):
         opt.step()
         self._log_terms({**terms, "critic": closs})
         return None
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        changed = self.model.after_step(self.global_step)
-        if not changed:
-            return
-        opts = self.optimizers()
-        for opt in opts if isinstance(opts, list) else [opts]:
-            copy_state_rows(getattr(opt, "optimizer", opt), changed)
-        if self.model.upkeep_note:
-            self.print(f"step {self.global_step}: {self.model.upkeep_note}")
 
     def on_train_epoch_end(self) -> None:
         if self.model.has_critic:
