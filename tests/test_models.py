@@ -363,3 +363,24 @@ def test_a_rename_needs_a_registered_new_name_and_a_free_old_one():
         r.rename("blue", "red")  # the old name is still registered
     r.rename("rouge", "red")
     assert r.current("rouge") == "red" and r.current("blue") == "blue" and "rouge" not in r
+
+
+def test_a_preset_inherits_from_its_base_and_lists_only_what_differs(tmp_path, monkeypatch):
+    """`base: NAME` lays the preset's own keys over NAME's (null removes one); a loop and a bad base are one error."""
+    import wae.config as C
+    from wae.config import RunConfig, load_preset
+    from wae.errors import ConfigError
+
+    best, main_ = RunConfig.from_dict(load_preset("gm-wae-mnist-best")), RunConfig.from_dict(load_preset("main"))
+    assert (best.train.restarts, best.train.restart_select, best.train.max_minutes) == (5, "ensemble", None)
+    assert best.model_config.pseudo_label_weight == 1.0 and main_.model_config.pseudo_label_weight == 0.0
+    assert best.model_config.consistency_rotate == main_.model_config.consistency_rotate == 35.0  # from main
+    assert "base" not in load_preset("gm-wae-mnist-best")
+    (tmp_path / "a.yaml").write_text("base: b\nmodel: {name: gm-wae}\n")
+    (tmp_path / "b.yaml").write_text("base: a\n")
+    (tmp_path / "c.yaml").write_text("base: [main]\n")
+    monkeypatch.setattr(C, "PRESET_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="inherits from itself: a → b → a"):
+        load_preset("a")
+    with pytest.raises(ConfigError, match="base must be a preset's name"):
+        load_preset("c")

@@ -592,8 +592,18 @@ def preset_summary(name: str) -> str:
     return first.lstrip("#").strip() if first.startswith("#") else ""
 
 
-def load_preset(name: str) -> dict:
+def load_preset(name: str, _chain: tuple[str, ...] = ()) -> dict:
+    """The run dict of preset ``name``. A preset that says ``base: OTHER`` is OTHER's with its own sections laid over
+    it key by key, so it lists only what differs (``null`` removes a setting, e.g. the base's clock)."""
+    if name in _chain:
+        raise ConfigError(f"preset {name!r} inherits from itself: {' → '.join((*_chain, name))}")
     p = PRESET_DIR / f"{name}.yaml"
     if not p.exists():
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
-    return load_yaml(p)
+    d = load_yaml(p)
+    base = d.pop("base", None)
+    if base is None:
+        return d
+    if not isinstance(base, str):
+        raise ConfigError(f"preset {name!r}: base must be a preset's name, got {_short(base)}")
+    return deep_update(load_preset(base, (*_chain, name)), d)
