@@ -95,7 +95,27 @@ def parquet_available() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
-class TableWriter:
+class _ChunkedWriter:
+    """A file written chunk by chunk into a temporary name: ``with`` commits it (``close``) when the block ends
+    normally and removes every trace (``abort``) when it raises."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class TableWriter(_ChunkedWriter):
     """A table written chunk by chunk, so that memory holds one chunk whatever the number of rows: CSV (cells
     formatted by :meth:`write`'s caller or here: floats ``%.6g``) or Parquet (typed columns; needs pyarrow). Rows go
     into a temporary file beside ``path``, renamed into place by :meth:`close` (atomic, like :func:`atomic_write_with`);
@@ -166,17 +186,9 @@ class TableWriter:
             except OSError:
                 pass
 
-    def __enter__(self) -> "TableWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
-class NpzWriter:
+class NpzWriter(_ChunkedWriter):
     """Arrays of ``n`` rows written chunk by chunk into an uncompressed ``.npz`` (``numpy.load`` reads it as it reads
     ``numpy.savez``'s): each array's rows are appended to a ``.npy`` file of their own beside ``path`` (memory: one
     chunk), stored into the zip by :meth:`close` in the order the arrays first came, and the zip renamed into place
@@ -233,11 +245,3 @@ class NpzWriter:
     def abort(self) -> None:
         self._cleanup()
 
-    def __enter__(self) -> "NpzWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
