@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "wae"
 
 LAYERS = [
-    ["wae.errors", "wae._version", "wae.registry", "wae.runtime"],
+    ["wae.errors", "wae._version", "wae.registry", "wae.runtime", "wae.typed", "wae.yamlio"],
     ["wae.config", "wae.priors", "wae.divergences", "wae.networks", "wae.likelihoods", "wae.files"],
     ["wae.data"],
     ["wae.models"],

@@ -6,19 +6,17 @@ unknown keys and values of the wrong type raise :class:`wae.errors.ConfigError` 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import reprlib
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-import yaml
 
 from .errors import ConfigError
 from .registry import Registry
+from .typed import coerce, names as _names, short as _short, to_dict
+from .yamlio import dump_yaml, load_yaml, safe_yaml
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "from_dict", "to_dict", "apply_overrides",
            "load_yaml", "dump_yaml", "load_preset", "list_presets", "PRESET_DIR", "MODEL_CONFIGS"]
@@ -190,7 +188,7 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> "RunConfig":
-        return cls.from_dict(_safe_yaml(text, "config"))
+        return cls.from_dict(safe_yaml(text, "config"))
 
     def validate(self) -> "RunConfig":
         t = self.train
@@ -255,111 +253,6 @@ class RunConfig:
 MAX_SEED = 2 ** 32 - 1
 """Largest seed: NumPy (and Lightning's ``seed_everything``) take seeds from 0 to 2^32 − 1."""
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 5
-_REPR.maxlevel = 2
-
-
-def _short(value) -> str:
-    """``repr(value)`` cut to a few dozen characters, in time bounded whatever the value (nested, shared, huge)."""
-    try:
-        return _REPR.repr(value)
-    except Exception:  # noqa: BLE001 - a hostile __repr__
-        return f"<{type(value).__name__}>"
-
-
-def _names(keys, limit: int = 8) -> str:
-    """Sorted key names for a message: at most ``limit`` of them, each cut short."""
-    names = sorted(_short(k) if not isinstance(k, str) else (k if len(k) <= 40 else k[:39] + "…") for k in keys)
-    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
-# --- generic dataclass <-> dict ------------------------------------------------------------------------------
-
-
-def to_dict(obj) -> dict:
-    out = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if isinstance(v, tuple):
-            v = list(v)
-        out[f.name] = v
-    return out
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _coerce(value: Any, tp, where: str):
-    """Convert ``value`` (from YAML or the command line) to the annotated type ``tp`` or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {_short(value)}")
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
-        inner = args[0] if args else Any
-        seq = [_coerce(v, inner, where) for v in value]
-        return tuple(seq) if origin is tuple else seq
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise ConfigError(f"{where}: expected true/false, got {_short(value)}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
-        try:
-            out = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: expected a number, got {_short(value)}") from None
-        if math.isnan(out):
-            raise ConfigError(f"{where}: NaN is not a valid value")
-        return out
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {_short(value)}")
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    return value
-
-
 REMOVED: dict[str, Any] = {
     "model.joint_mmd": 0.0, "model.moment_weight": 0.0, "model.consistency_sharpen": 1.0,
     "model.consistency_threshold": 0.0, "model.consistency_neighbours": 0, "model.revive_threshold": 0.0,
@@ -401,123 +294,8 @@ def from_dict(cls, d: dict, where: str = ""):
             f"unknown key(s) {_names(unknown)} in {where or cls.__name__}; "
             f"known: {', '.join(sorted(names))}"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()}
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k, from_dict) for k, v in d.items()}
     return cls(**kwargs)
-
-
-MAX_YAML_CHARS = 1_000_000
-"""Longest YAML text read as a config (a run config is a few kilobytes)."""
-MAX_YAML_NODES = 100_000
-"""Most values a YAML document may stand for once its aliases are expanded (bounds nested-alias "bombs")."""
-
-
-MAX_YAML_DEPTH = 100
-"""Deepest nesting of YAML collections read as a config (a run config nests three levels)."""
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses collections nested beyond :data:`MAX_YAML_DEPTH` while composing, so that
-    neither the recursion of the composer nor the scanner's work on deep flow nesting grows with the input."""
-
-    _depth = 0
-
-    def compose_node(self, parent, index):
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"the YAML nests deeper than {MAX_YAML_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _expanded_nodes(root, what: str) -> int:
-    """The number of nodes of ``root`` with every alias expanded, counted on the composed graph (each distinct node
-    once, memoised) and refused beyond :data:`MAX_YAML_NODES`; a recursive alias is refused too."""
-    size: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        key = id(node)
-        if done:
-            on_path.discard(key)
-            kids = _children(node)
-            total = 1 + sum(size[id(k)] for k in kids)
-            if total > MAX_YAML_NODES:
-                raise ConfigError(f"{what}: the YAML expands to more than {MAX_YAML_NODES:,} values (nested aliases?)")
-            size[key] = total
-            continue
-        if key in size:
-            continue
-        if key in on_path:
-            raise ConfigError(f"{what}: a YAML alias refers to itself (recursive data is not a config)")
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((k, False) for k in _children(node) if id(k) not in size)
-    return size[id(root)]
-
-
-def _children(node) -> list:
-    if isinstance(node, yaml.MappingNode):
-        return [x for pair in node.value for x in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _safe_yaml(text: str, what: str):
-    """``yaml.safe_load`` with bounded time and memory: at most :data:`MAX_YAML_CHARS` characters, at most
-    :data:`MAX_YAML_NODES` values after alias expansion, no recursion; every failure is one :class:`ConfigError`."""
-    if len(text) > MAX_YAML_CHARS:
-        raise ConfigError(f"{what}: {len(text):,} characters is too long for a config (at most {MAX_YAML_CHARS:,})")
-    loader = None
-    try:
-        loader = _BoundedLoader(text)  # its reader refuses control characters here already
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _expanded_nodes(node, what)
-        return loader.construct_document(node)
-    except ConfigError as e:
-        raise ConfigError(f"{what}: {e}") if str(e).startswith("the YAML nests") else e from None
-    except yaml.YAMLError as e:
-        first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise ConfigError(f"{what}: not valid YAML ({first[:200]})") from None
-    except RecursionError:
-        raise ConfigError(f"{what}: the YAML is nested too deeply") from None
-    except (ValueError, OverflowError, TypeError) as e:  # e.g. an integer of more digits than Python converts
-        raise ConfigError(f"{what}: a value cannot be read ({str(e)[:120]})") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-
-
-def load_yaml(path: str | Path) -> dict:
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:  # never more than the limit into memory
-            raw = f.read(MAX_YAML_CHARS * 4 + 1)
-        if len(raw) > MAX_YAML_CHARS * 4:
-            raise ConfigError(f"config file {p} is larger than a config can be ({MAX_YAML_CHARS:,} characters)")
-        text = raw.decode("utf-8")
-    except IsADirectoryError:
-        raise ConfigError(f"config file {p} is a directory") from None
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {p}: {e}") from None
-    data = _safe_yaml(text, str(p))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a config file must hold a mapping (model:, data:, train:), got "
-                          f"{type(data).__name__}")
-    return data
-
-
-def dump_yaml(d: dict) -> str:
-    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
 
 
 def deep_update(base: dict, upd: dict) -> dict:
@@ -548,7 +326,7 @@ def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> di
         if len(key) > 100:
             raise ConfigError(f"--set {_short(key)}: unknown key")
         try:
-            value = _safe_yaml(raw, f"--set {key}") if raw.strip() else ""
+            value = safe_yaml(raw, f"--set {key}") if raw.strip() else ""
         except ConfigError:
             value = raw
         if "." in key:

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from ..config import RunConfig, _short
+from ..config import RunConfig
+from ..typed import short as _short
 from ..errors import ConfigError, WAEError
 from ..files import atomic_write_text
 from ..presets import load_run_config
