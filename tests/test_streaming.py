@@ -334,7 +334,7 @@ def test_wae_cluster_on_streamed_data_matches_memory_and_says_what_was_sampled(t
 
 
 def test_cgroup_limit_counts(tmp_path, monkeypatch):
-    from wae.data.core import _cgroup_left, memory_limit
+    from wae.data.memory import _cgroup_left, memory_limit
 
     monkeypatch.delenv("WAE_MAX_ARRAY_BYTES", raising=False)
     assert _cgroup_left(tmp_path) is None
