@@ -184,8 +184,6 @@ def _default_dataset() -> tuple[str, str | None]:
 
 
 def cmd_train(a) -> int:
-    from .training import train
-
     dataset = a.dataset
     sets = list(a.set)
     preset = a.preset
@@ -193,7 +191,7 @@ def cmd_train(a) -> int:
         # The main job: GM-WAE sized to finish (training + evaluation + figures) in 10 minutes on 2 CPU cores.
         dataset, notice = _default_dataset()
         if notice:
-            print(notice)
+            print(notice, flush=True)
         preset = MAIN_PRESET
         sets = main_job_sets(dataset) + sets
     flags = {"data.data_dir": a.data_dir, "data.eval_dataset": a.eval_dataset, "data.eval_data_dir": a.eval_data_dir,
@@ -205,12 +203,13 @@ def cmd_train(a) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     out = a.out or os.path.join("runs", f"{cfg.model}-{cfg.data.dataset.replace(':', '-').replace('/', '_')}")
+    if process_rank() == 0 and not a.quiet:  # the first line before the training engine loads (seconds)
+        print(f"training {cfg.model} on {cfg.data.dataset} → {out}", flush=True)
+    from .training import train
     from .training.run import check_output_dir
 
     # read-only here: the directory is created, locked and written only once config, data and model are checked
     run_dir = check_output_dir(out)
-    if process_rank() == 0:
-        print(f"training {cfg.model} on {cfg.data.dataset} → {run_dir}")
     metrics = train(cfg, run_dir, resume=a.resume, quiet=a.quiet, overwrite=a.overwrite)
     if metrics:
         split = metrics.get("eval_split", "test")
