@@ -10,14 +10,22 @@ from ..errors import DataError
 __all__ = ["IN_MEMORY_BYTES", "format_bytes", "in_memory_bytes", "max_array_bytes", "memory_limit", "too_big"]
 
 
-def _meminfo_available() -> int | None:
+def _proc_kib(path: str, key: str) -> int | None:
+    """The value of ``key`` (in kB) in a Linux /proc status file, in bytes; None where the system does not show it."""
     try:
-        with open("/proc/meminfo", "rb") as f:
+        with open(path, "rb") as f:
             for line in f.read(65536).decode("ascii", "replace").splitlines():
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _meminfo_available() -> int | None:
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
@@ -26,14 +34,7 @@ def _meminfo_available() -> int | None:
 
 def _mapped_bytes() -> int:
     """The address space the process has mapped now (Linux ``VmSize``; 0 where the system does not show it)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f.read(65536).decode("ascii", "replace").splitlines():
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _proc_kib("/proc/self/status", "VmSize") or 0
 
 
 def _read_int(path: Path) -> int | None:
