@@ -93,7 +93,7 @@ def test_consistency_kl_value_and_no_gradient_through_the_target(monkeypatch):
     import wae.data.augment as aug
     from wae.models import create_model
 
-    m = create_model("gm-wae", (1, 28, 28), width=0.125, consistency_weight=1.0)
+    m = create_model("gm-wae", (1, 28, 28), width=0.125, consistency={"weight": 1.0})
     x = torch.rand(6, 1, 28, 28)
     warped = torch.rand(6, 1, 28, 28)
     monkeypatch.setattr(aug, "random_affine", lambda t, *a, **k: warped)
@@ -115,20 +115,20 @@ def test_consistency_term_in_the_loss(name, monkeypatch):
     from wae.models import create_model
 
     torch.manual_seed(0)
-    m = create_model(name, (1, 28, 28), width=0.125, consistency_weight=2.0)
+    m = create_model(name, (1, 28, 28), width=0.125, consistency={"weight": 2.0})
     x = torch.rand(8, 1, 28, 28)
     torch.manual_seed(1)
     on = m.loss(x)
     assert on["consistency"] > 0
     # the same draws without the term: the loss differs by exactly weight × term
-    m.config.consistency_weight = 0.0
+    m.config.consistency.weight = 0.0
     torch.manual_seed(1)
     off = m.loss(x)
     assert "consistency" not in off
     torch.testing.assert_close(on["loss"] - off["loss"], 2.0 * on["consistency"], rtol=1e-4, atol=1e-4)
     # with the identity warp the term vanishes: KL(p ‖ p) = 0
-    m.config.consistency_weight = 1.0
-    m.config.consistency_rotate = m.config.consistency_shift = m.config.consistency_scale = 0.0
+    m.config.consistency.weight = 1.0
+    m.config.consistency.rotate = m.config.consistency.shift = m.config.consistency.scale = 0.0
     m.eval()  # batch norm with fixed statistics: the clean and the warped pass see the same function
     assert "consistency" not in m.loss(x)  # evaluation never adds it
     m.train()
@@ -142,9 +142,9 @@ def test_consistency_term_in_the_loss(name, monkeypatch):
 def test_consistency_config_errors():
     from wae.models import create_model
 
-    with pytest.raises(ConfigError, match="consistency_weight must be >= 0"):
-        create_model("gm-wae", (1, 28, 28), width=0.125, consistency_weight=-1.0)
-    with pytest.raises(ConfigError, match="consistency_scale"):
-        create_model("gmvae", (1, 28, 28), width=0.125, consistency_scale=0.7)
+    with pytest.raises(ConfigError, match="consistency.weight must be >= 0"):
+        create_model("gm-wae", (1, 28, 28), width=0.125, consistency={"weight": -1.0})
+    with pytest.raises(ConfigError, match="consistency.scale"):
+        create_model("gmvae", (1, 28, 28), width=0.125, consistency={"scale": 0.7})
     with pytest.raises(ConfigError, match="warps images"):
-        create_model("gmvae", (2,), consistency_weight=1.0)
+        create_model("gmvae", (2,), consistency={"weight": 1.0})

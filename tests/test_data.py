@@ -396,8 +396,8 @@ def test_validation_split_is_carved_from_training_data_and_fixed_across_seeds():
     from wae.config import DataConfig
     from wae.data.splits import load_run_data
 
-    d0 = load_run_data(DataConfig(dataset="mnist-5k", val_size=300), seed=0)
-    d1 = load_run_data(DataConfig(dataset="mnist-5k", val_size=300, limit=1000), seed=1)
+    d0 = load_run_data(DataConfig(dataset="mnist-5k", val_fraction=0.06), seed=0)
+    d1 = load_run_data(DataConfig(dataset="mnist-5k", val_fraction=0.06, limit=1000), seed=1)
     assert len(d0.train) == 4700 and len(d0.val) == 300 and len(d0.test) == 10000
     assert torch.equal(d0.val.x, d1.val.x)  # the same validation digits whatever the training seed
     # never trained on: no validation digit is among the training digits
@@ -406,10 +406,10 @@ def test_validation_split_is_carved_from_training_data_and_fixed_across_seeds():
     tr0 = d0.train.x.flatten(1)
     assert not any(bool((tr0 == d0.val.x[i].flatten()).all(1).any()) for i in range(0, 300, 7))
     assert load_run_data(DataConfig(dataset="mnist-5k"), 0).val.x.shape[0] == 500  # val_fraction 0.1
-    none = load_run_data(DataConfig(dataset="mnist-5k", val_size=0, evaluate_test=False), 0)
+    none = load_run_data(DataConfig(dataset="mnist-5k", val_fraction=0.0, evaluate_test=False), 0)
     assert none.val is None and none.test is None and none.held_out[0] == "train" and none.curve[0] == "train"
     assert d0.held_out[0] == "test" and d0.curve[0] == "val"
-    data_error(lambda: load_run_data(DataConfig(dataset="mnist-5k", val_size=5000), 0), "leaves none")
+    data_error(lambda: load_run_data(DataConfig(dataset="mnist-5k", val_fraction=0.99995), 0), "leaves none")
 
 
 # --- SVHN -----------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ CASES = [
     ("wae-mmd", "wae-mmd", 8, {}, "loss"),
     ("wae-mmd-stochastic", "wae-mmd", 8, {"stochastic_encoder": True}, "loss"),
     ("gm-wae", "gm-wae", 6, {}, "loss"),
-    ("gm-wae-S2-entropy", "gm-wae", 5, {"samples_per_component": 2, "entropy_weight": 0.5}, "loss"),
+    ("gm-wae-entropy", "gm-wae", 5, {"entropy_weight": 0.5}, "loss"),
     ("wae-gan", "wae-gan", 8, {}, "loss"),
     ("wae-gan-critic", "wae-gan", 8, {}, "critic"),
     ("gmvae-usage", "gmvae", 4, {"usage_weight": 1.0}, "loss"),
@@ -315,7 +315,7 @@ class Record(L.Callback):
 
 cfg = resolve_config("gm-wae", None, "npy:" + sys.argv[1], None, [
     "model.width=0.0625", "pretrain_steps=0", "figures=false", "train.sample_metrics=[]", "batch_size=20", "epochs=2",
-    "accelerator=cpu", "devices=2", "strategy=ddp", "val_size=40", "checkpoint_every_minutes=0"], {})
+    "hardware.accelerator=cpu", "hardware.devices=2", "hardware.strategy=ddp", "val_fraction=0.2", "checkpoint_every_minutes=0"], {})
 train(cfg, sys.argv[2], quiet=True, callbacks=[Record()])
 """
 

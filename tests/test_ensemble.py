@@ -59,7 +59,7 @@ def _gm(**kw):
 
     cfg = RunConfig.from_dict({"model": {"name": "gm-wae", "latent_dim": 2, "num_components": 3, "width": 0.05,
                                          "pseudo_label_weight": 2.0, **kw},
-                               "data": {"dataset": "npz:x"}, "train": {"restarts": 2, "restart_select": "ensemble",
+                               "data": {"dataset": "npz:x"}, "train": {"restarts": {"count": 2, "select": "ensemble"},
                                                                        "max_steps": 10}})
     torch.manual_seed(0)
     return create_model(cfg.model, (5,), cfg.model_config)
@@ -104,9 +104,9 @@ def test_pseudo_labels_in_the_objective_pull_q_towards_the_targets():
 def test_pseudo_label_weight_needs_ensemble_restarts():
     d = {"model": {"name": "gm-wae", "pseudo_label_weight": 1.0}, "data": {"dataset": "npz:x"},
          "train": {"max_steps": 10}}
-    with pytest.raises(ConfigError, match="restart_select=ensemble"):
+    with pytest.raises(ConfigError, match="restarts.select=ensemble"):
         RunConfig.from_dict(d).validate()
-    d["train"].update(restarts=2, restart_select="ensemble")
+    d["train"].update(restarts={"count": 2, "select": "ensemble"})
     RunConfig.from_dict(d).validate()
     d["model"]["pseudo_label_weight"] = -1.0
     with pytest.raises(ConfigError, match="pseudo_label_weight must be >= 0"):
@@ -118,8 +118,8 @@ def _run_cfg(**model):
     return RunConfig.from_dict({
         "model": {"name": "gm-wae", "latent_dim": 3, "num_components": 3, "width": 0.05, **model},
         "data": {"dataset": "npz:unused"},
-        "train": {"batch_size": 16, "pretrain_steps": 2, "max_steps": 6, "epochs": 50, "progress": False,
-                  "restarts": 3, "restart_steps": 4, "restart_select": "ensemble"}})
+        "train": {"batch_size": 16, "pretrain_steps": 2, "max_steps": 6, "epochs": 50,
+                  "restarts": {"count": 3, "fraction": 4 / 6, "select": "ensemble"}}})
 
 
 def _data():
@@ -141,7 +141,7 @@ def test_ensemble_keeps_the_start_closest_to_the_consensus_and_returns_it_in_tha
     assigned = []
     for i in range(3):  # each candidate alone, as select_start trains it (no pseudo-labels yet)
         c = _run_cfg()
-        c.train.restarts, c.train.max_steps, c.train.seed = 1, 4, restart_seed(0, i)
+        c.train.restarts.count, c.train.max_steps, c.train.seed = 1, 4, restart_seed(0, i)
         model, _ = fit_in_memory(c, _data(), callbacks=[_LossTracker()], refit=False)
         a = all_assignments(model, _data().train.x)
         model.eval()

@@ -110,7 +110,7 @@ def test_score_is_documented_to_compare_fits_of_one_k_only_and_does():
     assert (a.model_config.num_components, b.model_config.num_components) == (3, 12)
     assert b.model_config.latent_dim == 11 > a.model_config.latent_dim == 10
     X, _ = blobs()
-    one = dict(random_state=0, device="cpu", overrides=["train.restarts=1"])
+    one = dict(random_state=0, device="cpu", overrides=["train.restarts.count=1"])
     short = GMWAEClustering(3, max_steps=2, **one).fit(X)
     long = GMWAEClustering(3, max_steps=150, **one).fit(X)
     assert long.score(X) > short.score(X)
@@ -297,15 +297,15 @@ def test_invariance_and_budget_settings():
     cfg = est.run_config((1, 8, 8), 500)
     m, t = cfg.model_config, cfg.train
     assert m.num_components == 12 and m.latent_dim >= 11  # K equidistant means need dim(z) ≥ K − 1
-    assert m.consistency_weight == 0 and t.max_steps == 100 and t.pretrain_steps == 20 and t.lr == 5e-4
+    assert m.consistency.weight == 0 and t.max_steps == 100 and t.pretrain_steps == 20 and t.lr == 5e-4
     assert m.cost_scale == pytest.approx(0.05 * 784 / 64)  # per-784-pixel cost scaled to 8×8
     # small images: five starts whose consensus is kept and taught (validated on the sklearn digits)
-    assert (t.restarts, t.restart_select, m.pseudo_label_weight) == (5, "ensemble", 1.0)
-    assert m.consistency_shift == pytest.approx(2.0 * 8 / 28)
+    assert (t.restarts.count, t.restarts.select, m.pseudo_label_weight) == (5, "ensemble", 1.0)
+    assert m.consistency.shift == pytest.approx(2.0 * 8 / 28)
     vec = GMWAEClustering(10).run_config((64,), 1000)
-    assert vec.model_config.discrete_encoder == "mlp" and vec.model_config.consistency_weight > 0
-    assert vec.model_config.consistency_noise > 0 and vec.model_config.consistency_resample == 0.3
-    assert vec.train.restart_select == "confidence"
+    assert vec.model_config.discrete_encoder == "mlp" and vec.model_config.consistency.weight > 0
+    assert vec.model_config.consistency.noise > 0 and vec.model_config.consistency.resample == 0.3
+    assert vec.train.restarts.select == "confidence"
     main = GMWAEClustering(10).run_config((1, 28, 28), 5000)
     from wae.presets import resolve_config
 
@@ -347,8 +347,8 @@ def test_sized_conv_nets_refuse_tiny_images():
 def _vector_model(**kw):
     from wae.models import create_model
 
-    cfg = dict(num_components=3, latent_dim=4, consistency_weight=1.0, k_estimator="sparse")
-    return create_model("gm-wae", (6,), **{**cfg, **kw})
+    cons = {"weight": 1.0, **{k.removeprefix("consistency_"): v for k, v in kw.items()}}
+    return create_model("gm-wae", (6,), num_components=3, latent_dim=4, k_estimator="sparse", consistency=cons)
 
 
 def test_vector_perturbation_statistics():
@@ -377,7 +377,7 @@ def test_vector_resampling_draws_each_feature_from_its_own_column():
     assert set(x.grad.unique().tolist()) <= {0.0, 1.0}
     assert (x.grad[changed] == 0).all()  # a replaced entry passes no gradient, to itself or to the lender
     assert abs((x.grad == 1).float().mean().item() - 0.75) < 0.01  # the kept ones (a datum may lend to itself)
-    with pytest.raises(ConfigError, match="consistency_resample must be"):
+    with pytest.raises(ConfigError, match="consistency.resample must be"):
         _vector_model(consistency_resample=1.0)
     _vector_model(consistency_noise=0.0, consistency_resample=0.2)  # alone it is a valid perturbation
 
@@ -399,11 +399,11 @@ def test_vector_consistency_term_is_the_kl_to_the_perturbed_input():
 
 
 def test_vector_consistency_config_errors():
-    with pytest.raises(ConfigError, match="consistency_noise"):
+    with pytest.raises(ConfigError, match="consistency.noise"):
         _vector_model(consistency_noise=0.0, consistency_dropout=0.0)
-    with pytest.raises(ConfigError, match="consistency_dropout must be"):
+    with pytest.raises(ConfigError, match="consistency.dropout must be"):
         _vector_model(consistency_dropout=1.0)
-    with pytest.raises(ConfigError, match="consistency_noise must be"):
+    with pytest.raises(ConfigError, match="consistency.noise must be"):
         _vector_model(consistency_noise=-1.0)
 
 

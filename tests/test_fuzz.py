@@ -207,8 +207,8 @@ def test_image_folder_loader_fuzz(valid_images, data):
 
 SECTION_KEYS = {
     "model": ["name", "latent_dim", "width", "lam", "kernel", "bogus"],
-    "data": ["dataset", "limit", "eval_limit", "split", "bogus"],
-    "train": ["epochs", "lr", "betas", "batch_size", "on_nan", "lr_milestones", "lr_factors", "seed", "deterministic",
+    "data": ["dataset", "limit", "eval_limit", "val_fraction", "bogus"],
+    "train": ["epochs", "lr", "betas", "batch_size", "on_nan", "lr_milestones", "lr_factors", "seed", "restarts",
               "checkpoint_every_minutes", "max_minutes", "bogus"],
 }
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.integers(-2 ** 70, 2 ** 70),
@@ -293,7 +293,7 @@ def test_float_overflow_is_a_config_error():
 override_items = st.one_of(
     st.text(max_size=20),
     st.tuples(st.sampled_from(["lr", "train.lr", "model.latent_dim", "latent_dim", "width", "data.limit", "epochs",
-                               "train.betas", "seed", "restarts", "nope", "model.nope", "x.y", "", "train.", "on_nan", "name"]),
+                               "train.betas", "seed", "restarts", "restarts.count", "nope", "model.nope", "x.y", "", "train.", "on_nan", "name"]),
               st.one_of(st.text(max_size=12), st.sampled_from(["[1,", "{a: [", "!!python/object:os.system", "&a *a",
                                                                "1e400", "nan", ".inf", "- 1", "0x10", "[[[]]]"])))
     .map(lambda t: f"{t[0]}={t[1]}"))
@@ -302,14 +302,12 @@ override_items = st.one_of(
 @FUZZ
 @given(st.lists(override_items, max_size=4))
 def test_apply_overrides_fuzz(items):
-    from dataclasses import fields
-
     from wae.config import RunConfig, apply_overrides
     from wae.models.registry import get_model_entry
 
     entry = get_model_entry("wae-mmd")
     try:
-        d = apply_overrides({"model": {"name": "wae-mmd"}}, items, {f.name for f in fields(entry.config_cls)})
+        d = apply_overrides({"model": {"name": "wae-mmd"}}, items, entry.config_cls)
         RunConfig.from_dict(d).validate()
     except WAEError as e:
         _one_line(e)
@@ -400,6 +398,7 @@ def test_nested_alias_yaml_is_bounded(doc):
     import time
 
     from wae.config import RunConfig, apply_overrides, load_yaml
+    from wae.models.wae import WAEConfig
 
     text, key, value = doc
     with tempfile.TemporaryDirectory() as d:
@@ -407,7 +406,7 @@ def test_nested_alias_yaml_is_bounded(doc):
         p.write_text(text)
         for parse in (lambda: RunConfig.from_yaml(text), lambda: RunConfig.from_dict(load_yaml(p)),
                       lambda: RunConfig.from_dict(apply_overrides({"model": {"name": "wae-mmd"}},
-                                                                  [f"train.{key}={value}"], {"width"}))):
+                                                                  [f"train.{key}={value}"], WAEConfig))):
             t0 = time.monotonic()
             try:
                 parse()

@@ -21,7 +21,7 @@ def _gm(name="gm-wae", **kw):
 def test_sparse_components_are_unbiased_in_value_and_gradient():
     """E_j[Σ_M w f_idx] = Σ_k q_k f_k, and the same for its gradient with respect to the logits of q_D (Monte Carlo
     over 200,000 draws of j, within 5 standard errors)."""
-    m = _gm(k_estimator="sparse", k_top=2)
+    m = _gm(k_estimator="sparse")
     m.train()
     K = 5
     logits = torch.tensor([1.5, 0.3, -0.2, -1.0, 0.1], dtype=torch.float64, requires_grad=True)
@@ -30,7 +30,7 @@ def test_sparse_components_are_unbiased_in_value_and_gradient():
     torch.manual_seed(1)
     logq = torch.log_softmax(logits, -1).expand(N, K)
     idx, w = m.components(logq)
-    assert idx.shape == (N, 3) and w.shape == (N, 3)
+    assert idx.shape == (N, 2) and w.shape == (N, 2)
     per = (w * f[idx]).sum(-1)  # one estimate per draw
     est = per.mean()
     (g_est,) = torch.autograd.grad(est, logits, retain_graph=True)
@@ -44,10 +44,10 @@ def test_sparse_components_are_unbiased_in_value_and_gradient():
                          for i in range(300)])
     g_se = grads.std(0) / math.sqrt(N)
     assert torch.all((g_est - g_exact).abs() < 5 * g_se + 1e-9), (g_est, g_exact)
-    # the top-2 components are always taken exactly, the sampled one always from the rest
-    top = q.detach().topk(2).indices
-    assert torch.equal(idx[:, :2], top.expand(N, 2))
-    assert not bool((idx[:, 2:] == top[0]).any() or (idx[:, 2:] == top[1]).any())
+    # the most likely component is always taken exactly, the sampled one always from the rest
+    top = q.detach().topk(1).indices
+    assert torch.equal(idx[:, :1], top.expand(N, 1))
+    assert not bool((idx[:, 1:] == top[0]).any())
     # each draw's weights sum to 1 in value (the rest's mass r goes to the sampled component)
     torch.testing.assert_close(w.detach().sum(-1), torch.ones(N, dtype=torch.float64))
 
@@ -57,12 +57,12 @@ def test_sparse_estimator_without_the_ratio_held_fixed_would_be_biased():
     instead (gradient ∇r, no score term) gives the same value but a measurably wrong gradient."""
     logits = torch.tensor([1.5, 0.3, -0.2, -1.0, 0.1], dtype=torch.float64, requires_grad=True)
     f = torch.tensor([2.0, -1.0, 3.0, 0.5, -2.5], dtype=torch.float64)
-    m = _gm(k_estimator="sparse", k_top=2)
+    m = _gm(k_estimator="sparse")
     N = 200_000
     torch.manual_seed(1)
     logq = torch.log_softmax(logits, -1).expand(N, 5)
     idx, w = m.components(logq)
-    q_top = logq.gather(-1, idx[:, :2]).exp()
+    q_top = logq.gather(-1, idx[:, :1]).exp()
     wrong = torch.cat([q_top, 1 - q_top.sum(-1, keepdim=True)], -1)
     torch.testing.assert_close(wrong.detach(), w.detach())  # the same values
     (g_wrong,) = torch.autograd.grad((wrong * f[idx]).sum(-1).mean(), logits, retain_graph=True)
@@ -73,8 +73,8 @@ def test_sparse_estimator_without_the_ratio_held_fixed_would_be_biased():
 
 def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
     x = torch.randn(7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    # k_top + 1 >= K: the exact sum, draw for draw
-    a, b = _gm(), _gm(k_estimator="sparse", k_top=4)
+    # K = 2: the top component plus the only other one is the exact sum, draw for draw
+    a, b = _gm(num_components=2), _gm(num_components=2, k_estimator="sparse")
     b.load_state_dict(a.state_dict())
     a.train(), b.train()
     torch.manual_seed(3)
@@ -83,6 +83,8 @@ def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
     tb = b.loss(x)
     for k in ("loss", "recon", "mmd"):
         assert float(tb[k]) == float(ta[k])
+    a, b = _gm(), _gm(k_estimator="sparse")
+    b.load_state_dict(a.state_dict())
     # one-hot q_D and deterministic codes: the reconstruction term is the exact one (the sampled component has
     # weight ~0, and the top one weight ~1)
     for model in (a, b):
@@ -93,7 +95,6 @@ def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
             model.heads.bias[:, 4:].fill_(-40.0)  # σ_k at its floor e^-6: z ≈ μ_k(x)
             model.heads.weight.zero_()  # every datum's code of head k is its bias: 10·μ_k
             model.heads.bias[:, :4].copy_(10 * model.prior.means)  # heads far apart: they decode differently
-    b.config.k_top = 1
     for model in (a, b):  # batch norm with fixed statistics: a code's decode must not depend on the other codes
         for mod in model.modules():
             if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
@@ -103,7 +104,7 @@ def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
     torch.manual_seed(6)
     rb = b.loss(x)["recon"]
     assert float(rb) == pytest.approx(float(ra), rel=1e-3)  # equal up to the codes' noise (σ ≥ e^-6)
-    c = _gm(k_estimator="sparse", k_top=1)  # a different head decoded instead would not be close
+    c = _gm(k_estimator="sparse")  # a different head decoded instead would not be close
     c.load_state_dict(b.state_dict())
     with torch.no_grad():
         [mod for mod in c.discrete.modules() if isinstance(mod, torch.nn.Linear)][-1].bias.copy_(
@@ -114,8 +115,8 @@ def test_sparse_equals_exact_when_it_covers_every_component_or_q_is_one_hot():
     assert abs(float(c.loss(x)["recon"]) - float(ra)) > 1e-2
 
 
-def test_sparse_training_decodes_k_top_plus_one_codes_per_datum_and_evaluation_is_exact():
-    m = _gm(k_estimator="sparse", k_top=1)
+def test_sparse_training_decodes_two_codes_per_datum_and_evaluation_is_exact():
+    m = _gm(k_estimator="sparse")
     calls = []
     orig = m.decoder.forward
     m.decoder.forward = lambda z: calls.append(z.shape[0]) or orig(z)
@@ -130,8 +131,8 @@ def test_sparse_training_decodes_k_top_plus_one_codes_per_datum_and_evaluation_i
 
 
 def test_gm_vae_sparse_uses_the_selected_components_prior_means():
-    m = _gm(name="gm-wae-elbo", k_estimator="sparse", k_top=4)  # covers every component: exact
-    e = _gm(name="gm-wae-elbo")
+    m = _gm(name="gm-wae-elbo", k_estimator="sparse", num_components=2)  # covers every component: exact
+    e = _gm(name="gm-wae-elbo", num_components=2)
     e.load_state_dict(m.state_dict())
     x = torch.randn(5, 6, dtype=torch.float64)
     torch.manual_seed(2)
@@ -139,7 +140,7 @@ def test_gm_vae_sparse_uses_the_selected_components_prior_means():
     torch.manual_seed(2)
     b = e.loss(x)
     assert float(a["kl_continuous"]) == float(b["kl_continuous"])
-    m.config.k_top = 2
+    m = _gm(name="gm-wae-elbo", k_estimator="sparse").train()
     torch.manual_seed(2)
     out = m.loss(x)
     assert torch.isfinite(out["loss"]) and out["kl_continuous"] > 0
@@ -223,49 +224,6 @@ def test_training_refits_the_components_before_export(tmp_path):
     assert not torch.allclose(m.refit_means, m.prior.means)
 
 
-def _logq(rows):
-    return torch.tensor(rows, dtype=torch.float64).log()
-
-
-def test_rest_mass_rule_takes_the_least_top_set_whose_mean_rest_is_below_tau():
-    m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.1).train()
-    # sorted q per row; rest after top-1: 0.5, 0.1 → mean 0.3; after top-2: 0.2, 0.05 → 0.125; top-3: 0.1, 0.02 → 0.06
-    lq = _logq([[0.5, 0.3, 0.1, 0.06, 0.04], [0.03, 0.9, 0.05, 0.015, 0.005]])
-    assert m.exact_count(lq) == 3
-    idx, w = m.components(lq)
-    assert idx.shape == (2, 4)  # 3 exact + 1 sampled
-    assert idx[0, :3].tolist() == [0, 1, 2] and idx[1, :3].tolist() == [1, 2, 0]
-    assert torch.allclose(w.sum(-1), torch.ones(2, dtype=torch.float64))  # the sampled one carries the rest
-    m.config.k_rest_mass = 0.3  # mean rest after the top 1 is exactly 0.3: no more needed
-    assert m.exact_count(lq) == 1
-    m.config.k_rest_mass = 0.0  # off: always k_top
-    assert m.exact_count(lq) == 1
-
-
-def test_rest_mass_rule_is_exact_while_q_is_soft_and_sparse_once_it_is_sharp():
-    m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.05).train()
-    idx, w = m.components(torch.full((4, 5), 0.2, dtype=torch.float64).log())
-    assert idx is None and torch.allclose(w, torch.full((4, 5), 0.2, dtype=torch.float64))
-    sharp = torch.full((4, 5), 0.001, dtype=torch.float64)
-    sharp[:, 2] = 0.996
-    idx, w = m.components(sharp.log())
-    assert idx.shape == (4, 2) and (idx[:, 0] == 2).all()
-    x = torch.randn(8, 6, dtype=torch.float64)
-    assert float(m.loss(x)["k_decoded"]) in {2.0, 3.0, 4.0, 5.0}
-
-
-def test_rest_mass_rule_agrees_across_processes_through_the_gathered_means():
-    m = _gm(k_estimator="sparse", k_top=1, k_rest_mass=0.1).train()
-    sharp = _logq([[0.97, 0.01, 0.01, 0.005, 0.005]])
-    soft = _logq([[0.2, 0.2, 0.2, 0.2, 0.2]])
-    assert m.exact_count(sharp) == 1
-    # another process holds the soft row: the global mean rest after the top 4 is (0.005 + 0.2) / 2 > 0.1 → m = 5 = K
-    m.gather = lambda t: torch.cat([t, torch.cat([(1 - soft.exp().cumsum(-1)).clamp_min(0).sum(0),
-                                                  t.new_tensor([1.0])]).unsqueeze(0)])
-    assert m.exact_count(sharp) == 5
-    assert m.components(sharp)[0] is None
-
-
 def _mean_codes(m):
     """Replace the codes' noise by the heads' means: the draw of the sampled component is the only randomness."""
     def codes(x, idx, samples):
@@ -284,7 +242,7 @@ def _enumerated_sparse_vs_exact(name, shape, freeze_decoder_norm, monkeypatch):
     torch.manual_seed(0)
     kw = dict(latent_dim=4, num_components=5, width=0.05)
     exact = create_model(name, shape, **kw).double().train()
-    sparse = create_model(name, shape, k_estimator="sparse", k_top=1, **kw).double().train()
+    sparse = create_model(name, shape, k_estimator="sparse", **kw).double().train()
     sparse.load_state_dict(exact.state_dict())
     torch.manual_seed(7)
     reference = exact.prior.reference_sample(10)

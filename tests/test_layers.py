@@ -6,13 +6,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "wae"
 
 LAYERS = [
-    ["wae.errors", "wae._version", "wae.registry", "wae.runtime", "wae.typed", "wae.yamlio"],
+    ["wae.errors", "wae._version", "wae.registry", "wae.runtime", "wae.typed", "wae.yamlio", "wae.renames"],
     ["wae.config", "wae.priors", "wae.divergences", "wae.networks", "wae.likelihoods", "wae.files"],
     ["wae.data"],
     ["wae.models"],

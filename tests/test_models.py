@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import yaml
 import torch
 
 from wae.config import RunConfig
@@ -9,6 +10,7 @@ from wae.divergences import mmd_brute_force
 from wae.errors import ConfigError
 from wae.io import load_model, save_model
 from wae.models import create_model, list_models
+from wae.models.gmwae import GMWAEConfig
 
 
 def test_registry_lists_the_core_models():
@@ -33,16 +35,18 @@ def test_interface_shapes_on_images(name):
     assert s.shape == (4, 1, 28, 28) and float(s.min()) >= 0 and float(s.max()) <= 1
 
 
-def _tiny_gm(objective="wae", S=1):
+def _tiny_gm(objective="wae"):
     torch.manual_seed(0)
-    m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, samples_per_component=S, objective=objective,
-                     likelihood="gaussian", width=0.05, kernel_base="auto")
+    if objective == "vae":
+        m = create_model("gm-wae-elbo", (6,), latent_dim=3, num_components=3, likelihood="gaussian", width=0.05)
+    else:
+        m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05)
     return m.double().eval()
 
 
 def test_gm_wae_exact_k_objective_equals_brute_force_loop():
-    m = _tiny_gm(S=2)
-    n, K, S = 4, 3, 2
+    m = _tiny_gm()
+    n, K, S = 4, 3, 1
     x = torch.randn(n, 6, dtype=torch.float64)
     torch.manual_seed(123)
     terms = m.loss(x)
@@ -239,8 +243,75 @@ def test_configs_of_earlier_runs_with_removed_settings_read_only_at_their_neutra
             run_config_from_dict(d)
     assert run_config_from_dict({"model": {"name": "wae-mmd", "kernel": "rbf"}}).model_config.kernel == "rbf"
     with pytest.raises(ConfigError, match="model.moment_weight was removed"):
-        apply_overrides({}, ["moment_weight=0"], {"latent_dim"})
-    assert all(k.split(".")[0] in ("model", "train") for k in REMOVED)
+        apply_overrides({}, ["moment_weight=0"], GMWAEConfig)
+    assert all(k.split(".")[0] in ("model", "data", "train") for k in REMOVED)
+    # a removed setting the model's class still fixes (the foil's objective) reads at that value, not another
+    assert run_config_from_dict({"model": {"name": "gm-wae-elbo", "objective": "vae"}}).model == "gm-wae-elbo"
+    with pytest.raises(ConfigError, match="model.objective was removed"):
+        run_config_from_dict({"model": {"name": "gm-wae-elbo", "objective": "wae"}})
+
+
+def test_nested_groups_take_dotted_overrides_and_refuse_the_old_flat_keys():
+    from wae.config import apply_overrides, leaf_paths
+    from wae.presets import resolve_config
+
+    cfg = resolve_config("gm-wae", sets=["consistency.weight=2", "model.consistency.rotate=20", "restarts.count=3",
+                                         "train.restarts.select=confidence", "max_steps=100", "hardware.devices=2"])
+    assert (cfg.model_config.consistency.weight, cfg.model_config.consistency.rotate) == (2.0, 20.0)
+    assert cfg.model_config.consistency.shift == 2.0  # the rest of the group keeps its values
+    assert (cfg.train.restarts.count, cfg.train.restarts.select, cfg.train.hardware.devices) == (3, "confidence", "2")
+    again = RunConfig.from_yaml(cfg.to_yaml())
+    assert again == cfg
+    for old, new in [("consistency_weight=2", "model.consistency.weight"), ("restarts=3", "train.restarts.count"),
+                     ("train.restart_select=tail", "train.restarts.select"), ("devices=2", "train.hardware.devices"),
+                     ("data.split=test", "data.dataset"), ("critic_lr=1e-3", "model.critic_lr")]:
+        with pytest.raises(ConfigError, match=f"renamed to {new}"):
+            resolve_config("gm-wae", sets=[old])
+    for d, new in [({"train": {"restarts": 3}}, "train.restarts.count"),
+                   ({"model": {"name": "gm-wae", "consistency_rotate": 9}}, "model.consistency.rotate")]:
+        with pytest.raises(ConfigError, match=f"renamed to {new}"):
+            RunConfig.from_dict({"model": {"name": "gm-wae"}, **d})
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides({}, ["consistency.wieght=1"], GMWAEConfig)
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides({}, ["weight=1"], GMWAEConfig)  # a path within its section, not a bare leaf name
+    assert "consistency.weight" in leaf_paths(GMWAEConfig) and "restarts.count" in leaf_paths(type(cfg.train))
+
+
+def test_a_run_stored_before_the_groups_loads_with_its_settings_moved(tmp_path):
+    """config.yaml and model.yaml written before issue 35 (flat keys) load into today's groups, same values."""
+    from wae.presets import load_run_config
+
+    old = {"model": {"name": "gm-wae", "latent_dim": 3, "num_components": 3, "width": 0.05, "consistency_weight": 3.0,
+                     "consistency_rotate": 35.0, "k_top": 1, "samples_per_component": 1, "objective": "wae"},
+           "data": {"dataset": "svhn", "split": "train+extra", "val_size": None, "workers": 2},
+           "train": {"restarts": 3, "restart_fraction": 0.25, "restart_select": "ensemble", "restart_steps": 0,
+                     "accelerator": "cpu", "devices": "1", "progress": False, "eps": 1e-8, "critic_lr": 1e-3}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg = load_run_config(tmp_path / "config.yaml")
+    assert (cfg.model_config.consistency.weight, cfg.model_config.consistency.rotate) == (3.0, 35.0)
+    assert cfg.data.dataset == "svhn:train+extra"
+    assert (cfg.train.restarts.count, cfg.train.restarts.fraction, cfg.train.restarts.select) == (3, 0.25, "ensemble")
+    assert cfg.train.hardware.accelerator == "cpu"
+    gan = load_run_config_from({"model": {"name": "wae-gan"}, "train": {"critic_lr": 1e-3}}, tmp_path)
+    assert gan.model_config.critic_lr == 1e-3  # moved to the model that has the critic
+    m = create_model("gm-wae", (6,), latent_dim=3, num_components=3, width=0.05,
+                     consistency={"weight": 3.0, "noise": 0.2})
+    save_model(m, tmp_path, cfg)
+    meta = yaml.safe_load((tmp_path / "model.yaml").read_text())
+    group = meta["model_config"].pop("consistency")
+    meta["model_config"].update({f"consistency_{k}": v for k, v in group.items()}, k_top=1)
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(meta))
+    loaded = load_model(tmp_path)
+    assert loaded.config.consistency.weight == 3.0 and loaded.config == m.config
+
+
+def load_run_config_from(d: dict, tmp_path):
+    from wae.presets import load_run_config
+
+    p = tmp_path / "other.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return load_run_config(p)
 
 
 def test_run_config_yaml_round_trip_and_errors():
@@ -283,31 +354,31 @@ def test_every_preset_is_a_valid_run_config():
     assert usage.train.epochs == paper.train.epochs == 100
     assert usage.train.lr == 3e-4 and paper.train.lr == 1e-4  # the paper's rate stays in the paper preset
     cons = RunConfig.from_dict(load_preset("gmvae-mnist-consistency"))
-    assert cons.model_config.consistency_weight == 3.0 and usage.model_config.consistency_weight == 0.0
+    assert cons.model_config.consistency.weight == 3.0 and usage.model_config.consistency.weight == 0.0
     # everything else is the usage preset's
-    cons.model_config.consistency_weight = 0.0
+    cons.model_config.consistency.weight = 0.0
     assert cons == usage
     gm_cons = RunConfig.from_dict(load_preset("gm-wae-mnist-consistency"))
     gm = RunConfig.from_dict(load_preset("gm-wae-mnist"))
-    assert (gm_cons.model_config.consistency_weight, gm_cons.model_config.entropy_weight) == (3.0, 1.0)
-    assert (gm.model_config.consistency_weight, gm.model_config.entropy_weight) == (0.0, 0.0)
-    gm_cons.model_config.consistency_weight = gm_cons.model_config.entropy_weight = 0.0
+    assert (gm_cons.model_config.consistency.weight, gm_cons.model_config.entropy_weight) == (3.0, 1.0)
+    assert (gm.model_config.consistency.weight, gm.model_config.entropy_weight) == (0.0, 0.0)
+    gm_cons.model_config.consistency.weight = gm_cons.model_config.entropy_weight = 0.0
     assert gm_cons == gm  # everything else is the paper preset's
     best = RunConfig.from_dict(load_preset("gm-wae-mnist-best"))
     main = RunConfig.from_dict(load_preset("main"))
-    assert (best.train.restarts, best.train.restart_select, best.model_config.pseudo_label_weight) == (5, "ensemble", 1.0)
+    assert (best.train.restarts.count, best.train.restarts.select, best.model_config.pseudo_label_weight) == (5, "ensemble", 1.0)
     assert best.train.max_minutes is None
-    best.train.restarts, best.train.restart_select, best.model_config.pseudo_label_weight = 3, "tail", 0.0
+    best.train.restarts.count, best.train.restarts.select, best.model_config.pseudo_label_weight = 3, "tail", 0.0
     best.train.max_minutes = main.train.max_minutes
     assert best == main  # everything else is the main job's
     gmvae_best = RunConfig.from_dict(load_preset("gmvae-mnist-best"))
     m = gmvae_best.model_config
-    assert (m.num_components, m.width, m.consistency_rotate) == (30, 0.5, 35.0)
+    assert (m.num_components, m.width, m.consistency.rotate) == (30, 0.5, 35.0)
     assert (gmvae_best.train.max_steps, gmvae_best.data.dataset, gmvae_best.data.val_fraction) == (3000, "mnist-5k", 0.1)
-    m.num_components, m.width, m.consistency_rotate = 10, 1.0, 15.0
+    m.num_components, m.width, m.consistency.rotate = 10, 1.0, 15.0
     gmvae_best.train.max_steps = cons.train.max_steps
     gmvae_best.data = cons.data
-    cons.model_config.consistency_weight = 3.0
+    cons.model_config.consistency.weight = 3.0
     assert gmvae_best == cons  # everything else is gmvae-mnist-consistency's
 
 
@@ -372,9 +443,9 @@ def test_a_preset_inherits_from_its_base_and_lists_only_what_differs(tmp_path, m
     from wae.errors import ConfigError
 
     best, main_ = RunConfig.from_dict(load_preset("gm-wae-mnist-best")), RunConfig.from_dict(load_preset("main"))
-    assert (best.train.restarts, best.train.restart_select, best.train.max_minutes) == (5, "ensemble", None)
+    assert (best.train.restarts.count, best.train.restarts.select, best.train.max_minutes) == (5, "ensemble", None)
     assert best.model_config.pseudo_label_weight == 1.0 and main_.model_config.pseudo_label_weight == 0.0
-    assert best.model_config.consistency_rotate == main_.model_config.consistency_rotate == 35.0  # from main
+    assert best.model_config.consistency.rotate == main_.model_config.consistency.rotate == 35.0  # from main
     assert "base" not in load_preset("gm-wae-mnist-best")
     (tmp_path / "a.yaml").write_text("base: b\nmodel: {name: gm-wae}\n")
     (tmp_path / "b.yaml").write_text("base: a\n")

@@ -894,7 +894,7 @@ BAD_NUMBERS = [
     ["train", "--epochs", "0"], ["train", "--max-steps", "0"], ["train", "--max-steps", "-2"],
     ["train", "--seed", "-1"], ["train", "--seed", str(2 ** 64)], ["train", "--lr", "nan"], ["train", "--lr", "0"],
     ["train", "--batch-size", "1"], ["train", "--num-nodes", "0"],
-    ["train", "--set", "seed=-1"], ["train", "--set", f"seed={2 ** 70}"], ["train", "--set", "data.val_seed=-5"],
+    ["train", "--set", "seed=-1"], ["train", "--set", f"seed={2 ** 70}"], ["train", "--set", "data.val_fraction=-5"],
     ["train", "--set", "model.width=0"], ["train", "--set", "model.width=-0.5"], ["train", "--set", "width=.nan"],
     ["train", "--set", "data.limit=0"], ["train", "--set", "data.eval_limit=0"], ["train", "--set", "epochs=0"],
     ["train", "--set", "max_steps=0"], ["train", "--set", "max_minutes=0"], ["train", "--set", "max_minutes=-1"],

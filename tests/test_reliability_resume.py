@@ -117,14 +117,14 @@ def test_a_run_ended_mid_epoch_by_max_steps_continues_exactly_with_a_larger_budg
     np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
     common = ["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--quiet", "--set", "model.width=0.05",
               "--set", "num_components=3", "--set", "latent_dim=3", "--set", "batch_size=16", "--set",
-              "pretrain_steps=2", "--set", f"restarts={restarts}", "--set", "restart_steps=2", "--set",
+              "pretrain_steps=2", "--set", f"restarts.count={restarts}", "--set", "restarts.fraction=0.1", "--set",
               "figures=false", "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--set", "max_steps=5", "--out", str(tmp_path / "b")]) == 0  # mid-epoch (6 per epoch)
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "b"), "--resume"]) == 0
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
     assert a["train/steps_kept_run"] == b["train/steps_kept_run"] == 7
-    assert a["train/steps"] == b["train/steps"] == 7 + 2 * (restarts - 1)  # and the discarded start's 2
+    assert a["train/steps"] == b["train/steps"] == 7 + 1 * (restarts - 1)  # and the discarded start's 1 (10 %)
     wa, wb = (load_file(str(tmp_path / r / "model.safetensors")) for r in "ab")
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k

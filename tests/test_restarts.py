@@ -14,10 +14,11 @@ from wae.data.splits import RunData
 from wae.errors import ConfigError
 
 
-def _cfg(**train):
+def _cfg(restarts=1, fraction=0.3, select="tail", **train):
     d = {"model": {"name": "gm-wae", "latent_dim": 3, "num_components": 3, "width": 0.05},
          "data": {"dataset": "npz:unused"},
-         "train": {"batch_size": 16, "pretrain_steps": 2, "max_steps": 6, "epochs": 50, "progress": False, **train}}
+         "train": {"batch_size": 16, "pretrain_steps": 2, "max_steps": 6, "epochs": 50,
+                   "restarts": {"count": restarts, "fraction": fraction, "select": select}, **train}}
     return RunConfig.from_dict(d)
 
 
@@ -32,7 +33,7 @@ def test_the_kept_start_is_the_candidate_with_the_lowest_objective():
     from wae.training.restarts import _LossTracker, restart_seed, select_start
     from wae.training.run import fit_in_memory
 
-    cfg = _cfg(restarts=3, restart_steps=4)
+    cfg = _cfg(restarts=3, fraction=4 / 6)
     state, losses, _ = select_start(cfg, _data())[:3]
     assert len(losses) == 3 and all(np.isfinite(losses))
     # each candidate replayed alone: same objective values, and the kept state is the argmin's
@@ -61,7 +62,7 @@ def test_a_run_with_restarts_counts_every_optimiser_step_and_records_the_objecti
     assert main(["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--out", str(run), "--quiet",
                  "--set", "model.width=0.05", "--set", "num_components=3", "--set", "latent_dim=3",
                  "--set", "batch_size=16", "--set", "pretrain_steps=2", "--set", "max_steps=7",
-                 "--set", "restarts=2", "--set", "restart_steps=3", "--set", "figures=false",
+                 "--set", "restarts.count=2", "--set", "restarts.fraction=0.43", "--set", "figures=false",
                  "--set", "checkpoint_every_minutes=0"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert m["train/steps"] == 10 and m["train/steps_kept_run"] == 7 and m["train/pretrain_steps"] == 4
@@ -69,26 +70,25 @@ def test_a_run_with_restarts_counts_every_optimiser_step_and_records_the_objecti
 
 
 def test_restart_settings_are_checked():
-    with pytest.raises(ConfigError, match="restart_steps"):
-        _cfg(restarts=2, restart_steps=0, max_steps=-1).validate()  # no max_steps to take a fraction of
-    with pytest.raises(ConfigError, match="restart_steps"):
-        _cfg(restarts=2, restart_steps=0, max_steps=1).validate()  # a start of >= 1 step leaves nothing after it
-    with pytest.raises(ConfigError, match="restart_fraction"):
-        _cfg(restarts=2, restart_fraction=1.0).validate()
-    with pytest.raises(ConfigError, match="restart_steps"):
-        _cfg(restarts=2, restart_steps=6).validate()
-    with pytest.raises(ConfigError, match="restarts"):
+    with pytest.raises(ConfigError, match="needs a train.max_steps"):
+        _cfg(restarts=2, max_steps=-1).validate()  # no max_steps to take a fraction of
+    with pytest.raises(ConfigError, match="shorter than train.max_steps"):
+        _cfg(restarts=2, max_steps=1).validate()  # a start of >= 1 step leaves nothing after it
+    with pytest.raises(ConfigError, match="restarts.fraction"):
+        _cfg(restarts=2, fraction=1.0).validate()
+    with pytest.raises(ConfigError, match="shorter than train.max_steps"):
+        _cfg(restarts=2, fraction=0.95).validate()  # round(0.95 × 6) = 6 steps: nothing after the start
+    with pytest.raises(ConfigError, match="restarts.count"):
         _cfg(restarts=0).validate()
     for removed in ("best", "fixed", "consensus"):
-        with pytest.raises(ConfigError, match="restart_select"):
-            _cfg(restarts=2, restart_steps=3, restart_select=removed).validate()
+        with pytest.raises(ConfigError, match="restarts.select"):
+            _cfg(restarts=2, select=removed).validate()
 
 
 def test_candidate_steps_default_to_a_fraction_of_the_budget():
-    assert _cfg(restarts=3, max_steps=3000).train.candidate_steps == 900  # restart_fraction 0.3
+    assert _cfg(restarts=3, max_steps=3000).train.candidate_steps == 900  # restarts.fraction 0.3
     assert _cfg(restarts=3, max_steps=150).train.candidate_steps == 45  # a shorter --max-steps shortens the starts
-    assert _cfg(restarts=3, max_steps=3000, restart_steps=200).train.candidate_steps == 200  # explicit wins
-    assert _cfg(restarts=3, max_steps=2).train.candidate_steps == 1
+    assert _cfg(restarts=3, max_steps=2).train.candidate_steps == 1  # at least one step
     _cfg(restarts=3, max_steps=150).validate()
 
 
@@ -108,28 +108,29 @@ def _assert_same_state(model, state: dict) -> None:
 
 def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_uninterrupted_one_does(tmp_path):
     """The kept start's steps and the candidates' time travel in the checkpoint: stopping a restarted run at step 5
-    and resuming it to 7 trains the same 7 steps as one run to 7 (not 3 more). Batches of 54 of the 108 training
-    examples: the trainer's 2 steps after the kept start's 3 end on an epoch boundary, where resume is exact."""
+    and resuming it to 7 trains the same 7 steps as one run to 7 (not 7 more). Starts of 10 % of the budget: one
+    step for 5 and for 7. Batches of 54 of the 108 training examples: the trainer's 4 steps after the kept start's
+    one end on an epoch boundary, where resume is exact."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 120)
     np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
     common = ["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--quiet", "--set", "model.width=0.05",
               "--set", "num_components=3", "--set", "latent_dim=3", "--set", "batch_size=54", "--set",
-              "pretrain_steps=2", "--set", "restarts=2", "--set", "restart_steps=3", "--set", "figures=false",
-              "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
+              "pretrain_steps=2", "--set", "restarts.count=2", "--set", "restarts.fraction=0.1", "--set",
+              "figures=false", "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--set", "max_steps=5", "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train/steps_kept_run"] == 5
     assert main([*common, "--set", "max_steps=7", "--out", str(tmp_path / "b"), "--resume"]) == 0
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in "ab")
     assert b["train/steps_kept_run"] == a["train/steps_kept_run"] == 7
-    assert b["train/steps"] == a["train/steps"] == 10 and b["train/pretrain_steps"] == a["train/pretrain_steps"] == 4
+    assert b["train/steps"] == a["train/steps"] == 8 and b["train/pretrain_steps"] == a["train/pretrain_steps"] == 4
     assert b["train/restart_losses"] == pytest.approx(a["train/restart_losses"])
     from safetensors.torch import load_file
 
     wa, wb = (load_file(str(tmp_path / r / "model.safetensors")) for r in "ab")
     assert wa.keys() == wb.keys()
-    for k in wa:  # the same steps trained: the same weights (a resume that forgot the 3 kept steps trains 3 more)
+    for k in wa:  # the same steps trained: the same weights (a resume that forgot the kept start's step trains 1 more)
         assert torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6), k
     held_out = [k for k in a if k.startswith(("val/", "train/recon")) and isinstance(a[k], float)
                 and not k.endswith("_seconds")]  # wall times differ between any two runs
@@ -141,7 +142,7 @@ def test_a_resumed_run_still_counts_its_kept_starts_steps_and_ends_where_an_unin
 def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_clusters():
     from wae.training.restarts import mean_confidence, select_start
 
-    cfg = _cfg(restarts=3, restart_steps=4, restart_select="confidence")
+    cfg = _cfg(restarts=3, fraction=4 / 6, select="confidence")
     state, values, _ = select_start(cfg, _data())[:3]
     confs = []
     models = _replayed_candidates()
@@ -156,8 +157,8 @@ def test_restart_select_confidence_keeps_the_most_decisive_candidate_and_needs_c
     _assert_same_state(models[int(np.argmax(confs))], state)
     wae_cfg = RunConfig.from_dict({"model": {"name": "wae-mmd", "latent_dim": 3, "width": 0.05},
                                    "data": {"dataset": "npz:unused"},
-                                   "train": {"batch_size": 16, "max_steps": 6, "epochs": 50, "progress": False,
-                                             "restarts": 2, "restart_steps": 2, "restart_select": "confidence"}})
+                                   "train": {"batch_size": 16, "max_steps": 6, "epochs": 50,
+                                             "restarts": {"count": 2, "fraction": 2 / 6, "select": "confidence"}}})
     with pytest.raises(ConfigError, match="needs a model with clusters"):
         select_start(wae_cfg, _data())
 
@@ -202,7 +203,8 @@ def _npz(tmp_path):
     np.savez(tmp_path / "d.npz", x=(rng.normal(size=(120, 6)) + 3 * np.eye(6)[y]).astype(np.float32), y=y)
     return ["train", "gm-wae", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--set", "model.width=0.05",
             "--set", "num_components=3", "--set", "latent_dim=3", "--set", "batch_size=16", "--set", "pretrain_steps=2",
-            "--set", "max_steps=7", "--set", "restarts=2", "--set", "restart_steps=3", "--set", "figures=false",
+            "--set", "max_steps=7", "--set", "restarts.count=2", "--set", "restarts.fraction=0.43", "--set",
+            "figures=false",
             "--set", "checkpoint_every_minutes=0", "--set", "train.sample_metrics=[]"]
 
 
@@ -245,7 +247,7 @@ def test_a_clock_stopped_fit_says_so_and_is_counted(tmp_path):
     X = _data().train.x.numpy().astype(np.float64)
     with pytest.warns(UserWarning, match="not reproducible"):
         est = GMWAEClustering(3, max_steps=100_000, max_minutes=1e-5, random_state=0, device="cpu",
-                              overrides=["train.restarts=1"]).fit(X)  # candidate starts run without a clock
+                              overrides=["train.restarts.count=1"]).fit(X)  # candidate starts run without a clock
     assert est.clock_stopped_ and est.n_iter_kept_ < 100_000
     run = tmp_path / "run"
     assert main([*_npz(tmp_path), "--out", str(run), "--quiet", "--set", "max_steps=100000",

@@ -147,7 +147,7 @@ def test_image_folder_streamed_in_workers(tmp_path, monkeypatch):
 def _train_args(data: str, out: Path, steps: int) -> list[str]:
     return ["train", "gm-wae", "--dataset", data, "--quiet", "--set", "model.width=0.0625", "--set",
             "num_components=3", "--set", "latent_dim=3", "--batch-size", "20", "--set", "pretrain_steps=3",
-            "--set", "restarts=2", "--set", "restart_steps=3", "--set", "restart_select=ensemble", "--set",
+            "--set", "restarts.count=2", "--set", "restarts.fraction=0.1", "--set", "restarts.select=ensemble", "--set",
             "pseudo_label_weight=1", "--set", "component_refit=true", "--set", "data.limit=150", "--set",
             "figures=false", "--set", "train.sample_metrics=[]", "--set", "checkpoint_every_minutes=0",
             "--max-steps", str(steps), "--out", str(out)]
@@ -169,7 +169,7 @@ def test_streamed_training_equals_in_memory_training(tmp_path, monkeypatch, kind
 
         for i in range(len(x)):
             Image.fromarray(x[i]).save(tmp_path / f"{i:03d}.png")
-        data, extra = f"folder:{tmp_path}", ["--set", "data.workers=1"]
+        data, extra = f"folder:{tmp_path}", []
     assert main(_train_args(data, tmp_path / "mem", 11) + extra) == 0
     monkeypatch.setenv("WAE_IN_MEMORY_BYTES", "0")
     assert main(_train_args(data, tmp_path / "disk", 11) + extra) == 0

@@ -196,8 +196,9 @@ def cmd_train(a) -> int:
         sets = main_job_sets(dataset) + sets
     flags = {"data.data_dir": a.data_dir, "data.eval_dataset": a.eval_dataset, "data.eval_data_dir": a.eval_data_dir,
              "train.epochs": a.epochs, "train.max_steps": a.max_steps, "train.batch_size": a.batch_size,
-             "train.lr": a.lr, "train.seed": a.seed, "train.accelerator": a.accelerator, "train.devices": a.devices,
-             "train.strategy": a.strategy, "train.num_nodes": a.num_nodes}
+             "train.lr": a.lr, "train.seed": a.seed, "train.hardware.accelerator": a.accelerator,
+             "train.hardware.devices": a.devices, "train.hardware.strategy": a.strategy,
+             "train.hardware.num_nodes": a.num_nodes}
     cfg = resolve_config(a.model, preset, dataset, a.config, sets, flags)
     if a.dry_run:
         print(cfg.to_yaml(), end="")

@@ -353,7 +353,7 @@ def _sample_notes(est: GMWAEClustering, n: int, m: int, streamed: bool, labels: 
         cfg = est.run_config_
         if getattr(cfg.model_config, "component_refit", False) and n > REFIT_SAMPLE:
             out.append(f"the components were refitted to the codes of a random sample of {REFIT_SAMPLE:,} examples")
-        if cfg.train.restarts > 1 and cfg.train.restart_select == "ensemble" and n > ENSEMBLE_SAMPLE:
+        if cfg.train.restarts.count > 1 and cfg.train.restarts.select == "ensemble" and n > ENSEMBLE_SAMPLE:
             out.append(f"the starts' consensus was taken on a random sample of {ENSEMBLE_SAMPLE:,} examples")
         if swept and round(SWEEP_VAL_FRACTION * n) > SAMPLE:
             out.append(f"the sweep scored each K on a random sample of {SAMPLE:,} held-out examples")

@@ -6,20 +6,23 @@ unknown keys and values of the wrong type raise :class:`wae.errors.ConfigError` 
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 
 from .errors import ConfigError
+from .renames import REMOVED, RENAMED, drop_removed, migrate
 from .registry import Registry
 from .typed import coerce, names as _names, short as _short, to_dict
 from .yamlio import dump_yaml, load_yaml, safe_yaml
 
 __all__ = ["ModelConfig", "DataConfig", "TrainConfig", "RunConfig", "from_dict", "to_dict", "apply_overrides",
-           "load_yaml", "dump_yaml", "load_preset", "list_presets", "PRESET_DIR", "MODEL_CONFIGS"]
+           "load_yaml", "dump_yaml", "load_preset", "list_presets", "PRESET_DIR", "MODEL_CONFIGS", "migrate",
+           "leaf_paths", "Restarts", "Hardware", "REMOVED", "RENAMED"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -36,16 +39,16 @@ class ModelConfig:
 
     def takes_cluster_targets(self) -> bool:
         """Whether the model trains towards a target cluster per datum (``loss(x, targets=…)``), which only restarts
-        with ``train.restart_select=ensemble`` provide; a model's config declares it (False here)."""
+        with ``train.restarts.select=ensemble`` provide; a model's config declares it (False here)."""
         return False
 
 
 @dataclass
 class DataConfig:
     dataset: str = "mnist-5k"
-    """Training data set (``wae datasets`` lists them; ``npz:/path.npz`` and ``folder:/dir`` for your own)."""
+    """Training data set, ``NAME[:SPLIT]`` (``wae datasets`` lists them; split ``train`` unless given, e.g.
+    ``svhn:train+extra``; ``npz:/path.npz`` and ``folder:/dir`` for your own)."""
     data_dir: str | None = None
-    split: str = "train"
     eval_dataset: str | None = None
     """The test data, e.g. ``mnist:test``; default: the training set's ``test`` split. A data set without one has
     no test metrics (the run is judged on its validation split, ``val/…``)."""
@@ -57,21 +60,52 @@ class DataConfig:
     eval_limit: int | None = 10000
     """Use at most this many test examples (a fixed random subset)."""
     val_fraction: float = 0.1
-    """Share of the training split held out as the validation split, never trained on: per-epoch curves
-    (``train.eval_every_epochs``) and the ``val/…`` metrics come from it. Choose settings on it, never on the test set."""
-    val_size: int | None = None
-    """Number of validation examples (overrides ``val_fraction``); 0 = no validation split."""
-    val_seed: int = 0
-    """Seed of the validation carve: fixed across training seeds, so every seed is scored on the same examples."""
+    """Share of the training split held out as the validation split (carved with a fixed seed, so every training
+    seed is scored on the same examples; 0: none), never trained on: per-epoch curves (``train.eval_every_epochs``)
+    and the ``val/…`` metrics come from it. Choose settings on it, never on the test set."""
     evaluate_test: bool = True
     """Evaluate on the test split at the end. Set it false while choosing settings: the test set is then never read."""
-    workers: int | None = None
-    """DataLoader worker processes reading training data streamed from disk (``None``: 0 for arrays, whose rows are
-    read in the main process, min(4, CPUs) for image folders, decoded in the workers). In-memory data use none."""
 
 
 RESTART_SELECT = ("tail", "confidence", "ensemble")
-"""How ``train.restarts`` chooses its kept start (see ``TrainConfig.restart_select``)."""
+"""How ``train.restarts`` chooses its kept start (see :class:`Restarts`)."""
+
+
+@dataclass
+class Restarts:
+    """Beyond the papers: several candidate starts, one kept by a label-free criterion (``count`` 1 = off)."""
+
+    count: int = 1
+    """Train this many candidate starts (different seeds; the first is ``train.seed``) for ``fraction`` of
+    ``train.max_steps`` each, in memory, keep the best by ``select`` — no label is read — and continue it to the
+    budget (its steps count towards ``max_steps``, the others' time towards ``max_minutes``; ``train/steps`` counts
+    every start's steps, ``train/steps_kept_run`` the kept run's). The candidates run without the clock. A mixture
+    model settles on its partition of the data early, and keeps it."""
+    fraction: float = 0.3
+    """Each candidate start trains this fraction of ``train.max_steps`` (at least one step; pre-training included)."""
+    select: str = "tail"
+    """How the kept start is chosen (no label is read): ``tail``, the lowest mean training objective over a
+    candidate's last quarter of steps; ``confidence`` (mixture models), the highest mean max_k q(k|x) on the same
+    2,000 training examples for every candidate; ``ensemble`` (mixture models), the candidate whose assignments of
+    all the training data agree best (NMI) with the consensus partition of all candidates' (k-means on their one-hot
+    labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept candidate's component ids,
+    becomes the target of ``model.pseudo_label_weight`` for the rest of training: each start merges or splits
+    different digits, and their consensus does so less than any one of them. ``train/restart_losses`` records the
+    values (for ``confidence`` and ``ensemble``, minus the score: the lowest is kept in every case)."""
+
+
+@dataclass
+class Hardware:
+    """Where and how a run executes (Lightning's Trainer arguments); a ``--resume`` may change them."""
+
+    accelerator: str = "auto"
+    devices: str = "1"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    """``bf16-mixed`` (autocast) on a GPU; changes numerics."""
+    compile: bool = False
+    """Compile each network in place with ``torch.compile`` (parameter names and exports unchanged)."""
 
 
 @dataclass
@@ -85,49 +119,19 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
-    eps: float = 1e-8
     lr_milestones: list[int] = field(default_factory=list)
     """Epochs at which the learning rate changes (WAE MNIST: 30 and 50)."""
     lr_factors: list[float] = field(default_factory=list)
     """Multipliers of the initial lr that take effect at each milestone (WAE MNIST: 0.5 and 0.1)."""
-    critic_lr: float = 5e-4
     pretrain_steps: int = 0
     """Encoder pre-training steps before the main objective (0 = off)."""
-    restarts: int = 1
-    """Beyond the papers (1 = off): train this many candidate starts (different seeds; the first is ``seed``) for
-    ``restart_steps`` steps each, in memory, keep the best by ``restart_select`` — no label is read — and continue it
-    to the budget (its steps count towards ``max_steps``, the others' time towards ``max_minutes``; ``train/steps``
-    counts every start's steps, ``train/steps_kept_run`` the kept run's). The candidates run without the clock. A
-    mixture model settles on its partition of the data early, and keeps it."""
-    restart_steps: int = 0
-    """Steps of each candidate start (pre-training included before them); must be below ``max_steps``. 0: the
-    fraction ``restart_fraction`` of ``max_steps`` (so a shorter ``--max-steps`` shortens the starts with it)."""
-    restart_fraction: float = 0.3
-    """With ``restart_steps`` 0: each candidate start trains this fraction of ``max_steps`` (at least one step)."""
-    restart_select: str = "tail"
-    """How the kept start is chosen (no label is read): ``tail``, the lowest mean training objective over a
-    candidate's last quarter of steps; ``confidence`` (mixture models), the highest mean max_k q(k|x) on the same
-    2,000 training examples for every candidate; ``ensemble`` (mixture models), the candidate whose assignments of
-    all the training data agree best (NMI) with the consensus partition of all candidates' (k-means on their one-hot
-    labels, ``evaluation.clustering.consensus_partition``), and the consensus, in the kept candidate's component ids,
-    becomes the target of ``model.pseudo_label_weight`` for the rest of training: each start merges or splits
-    different digits, and their consensus does so less than any one of them. ``train/restart_losses`` records the
-    values (for ``confidence`` and ``ensemble``, minus the score: the lowest is kept in every case)."""
+    restarts: Restarts = field(default_factory=Restarts)
     seed: int = 0
-    accelerator: str = "auto"
-    devices: str = "1"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    sync_batchnorm: bool = False
-    compile: bool = False
-    channels_last: bool = False
-    deterministic: bool = False
+    hardware: Hardware = field(default_factory=Hardware)
     log_every: int = 10
     checkpoint_every_minutes: float = 5.0
     on_nan: str = "stop"
     """``stop`` (default: keep the last good checkpoint and exit ≠ 0) or ``skip`` (drop the bad batch)."""
-    progress: bool = True
     eval_every_epochs: int = 0
     """Compute validation metrics (``val/…``) every N epochs during training (0 = only at the end)."""
     sample_metrics: list[str] = field(default_factory=lambda: ["component_purity"])
@@ -137,11 +141,10 @@ class TrainConfig:
 
     @property
     def candidate_steps(self) -> int:
-        """Steps of each candidate start under ``restarts``: ``restart_steps``, or ``restart_fraction`` of
-        ``max_steps``."""
-        if self.restart_steps > 0 or self.max_steps <= 0:
-            return self.restart_steps
-        return max(1, round(self.restart_fraction * self.max_steps))
+        """Steps of each candidate start under ``restarts``: ``restarts.fraction`` of ``max_steps`` (at least 1)."""
+        if self.max_steps <= 0:
+            return 0
+        return max(1, round(self.restarts.fraction * self.max_steps))
 
 
 @dataclass
@@ -192,40 +195,33 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         t = self.train
+        r = t.restarts
         checks = [
             (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}" + (": 0 epochs would export an untrained "
                                                                           "model" if t.epochs == 0 else "")),
             (t.batch_size >= 2, f"train.batch_size must be >= 2 (MMD needs pairs), got {t.batch_size}"),
             (t.lr > 0 and math.isfinite(t.lr), f"train.lr must be a positive number, got {t.lr}"),
-            (t.critic_lr > 0, f"train.critic_lr must be positive, got {t.critic_lr}"),
             (len(t.lr_milestones) == len(t.lr_factors), "train.lr_milestones and train.lr_factors differ in length"),
             (t.on_nan in ("stop", "skip"), f"train.on_nan must be 'stop' or 'skip', got {_short(t.on_nan)}"),
             (t.pretrain_steps >= 0, "train.pretrain_steps must be >= 0"),
-            (1 <= t.restarts <= 100, f"train.restarts must be from 1 to 100, got {t.restarts}"),
-            (0 < t.restart_fraction < 1, f"train.restart_fraction must be in (0, 1), got {t.restart_fraction}"),
-            (t.restart_select in RESTART_SELECT,
-             f"train.restart_select must be one of {RESTART_SELECT}, got {t.restart_select!r}"),
-            (t.restarts == 1 or t.restart_steps >= 0 and (t.restart_steps > 0 or t.max_steps > 0),
-             "train.restarts > 1 needs train.restart_steps > 0 or a train.max_steps to take restart_fraction of, got "
-             f"restart_steps {t.restart_steps}, max_steps {t.max_steps}"),
-            (t.restarts == 1 or t.max_steps < 0 or t.candidate_steps < t.max_steps,
-             f"train.restarts > 1 needs train.restart_steps < train.max_steps, got {t.candidate_steps} and "
-             f"{t.max_steps} (--set restarts=1 turns restarts off)"),
-            (not self.model_config.takes_cluster_targets() or (t.restarts > 1 and t.restart_select == "ensemble"),
-             ("model.pseudo_label_weight needs the targets that train.restart_select=ensemble with train.restarts > 1 "
-              f"provides (got restart_select={t.restart_select}, restarts={t.restarts})")),
+            (1 <= r.count <= 100, f"train.restarts.count must be from 1 to 100, got {r.count}"),
+            (0 < r.fraction < 1, f"train.restarts.fraction must be in (0, 1), got {r.fraction}"),
+            (r.select in RESTART_SELECT,
+             f"train.restarts.select must be one of {RESTART_SELECT}, got {r.select!r}"),
+            (r.count == 1 or t.max_steps > 0,
+             "train.restarts.count > 1 needs a train.max_steps to take train.restarts.fraction of"),
+            (r.count == 1 or t.max_steps < 0 or t.candidate_steps < t.max_steps,
+             f"train.restarts.count > 1 needs candidate starts shorter than train.max_steps, got {t.candidate_steps} "
+             f"and {t.max_steps} (--set restarts.count=1 turns restarts off)"),
+            (not self.model_config.takes_cluster_targets() or (r.count > 1 and r.select == "ensemble"),
+             ("model.pseudo_label_weight needs the targets that train.restarts.select=ensemble with "
+              f"train.restarts.count > 1 provides (got select={r.select}, count={r.count})")),
             (0.0 <= self.data.val_fraction < 1.0,
              f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
-            (self.data.val_size is None or self.data.val_size >= 0,
-             f"data.val_size must be >= 0, got {self.data.val_size}"),
             (self.data.limit is None or self.data.limit >= 1, f"data.limit must be >= 1, got {self.data.limit}"),
-            (self.data.workers is None or 0 <= self.data.workers <= 256,
-             f"data.workers must be from 0 to 256 (or null: by data kind), got {_short(self.data.workers)}"),
             (self.data.eval_limit is None or self.data.eval_limit >= 1,
              f"data.eval_limit must be >= 1 (or null: every test example), got {self.data.eval_limit}"),
             (0 <= t.seed <= MAX_SEED, f"train.seed must be an integer from 0 to {MAX_SEED}, got {_short(t.seed)}"),
-            (0 <= self.data.val_seed <= MAX_SEED,
-             f"data.val_seed must be an integer from 0 to {MAX_SEED}, got {_short(self.data.val_seed)}"),
             (t.max_steps == -1 or t.max_steps >= 1,
              f"train.max_steps must be -1 (no limit) or >= 1, got {t.max_steps}: 0 steps would export an untrained "
              "model"),
@@ -235,7 +231,7 @@ class RunConfig:
              f"train.checkpoint_every_minutes must be >= 0 (0: only at epoch boundaries), got "
              f"{t.checkpoint_every_minutes}"),
             (t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}"),
-            (t.num_nodes >= 1, f"train.num_nodes must be >= 1, got {t.num_nodes}"),
+            (t.hardware.num_nodes >= 1, f"train.hardware.num_nodes must be >= 1, got {t.hardware.num_nodes}"),
             (t.eval_every_epochs >= 0, f"train.eval_every_epochs must be >= 0, got {t.eval_every_epochs}"),
             (self.model_config.latent_dim >= 1, "model.latent_dim must be >= 1"),
         ]
@@ -253,41 +249,21 @@ class RunConfig:
 MAX_SEED = 2 ** 32 - 1
 """Largest seed: NumPy (and Lightning's ``seed_everything``) take seeds from 0 to 2^32 − 1."""
 
-REMOVED: dict[str, Any] = {
-    "model.joint_mmd": 0.0, "model.moment_weight": 0.0, "model.consistency_sharpen": 1.0,
-    "model.consistency_threshold": 0.0, "model.consistency_neighbours": 0, "model.revive_threshold": 0.0,
-    "model.revive_every": 100, "model.revive_noise": 0.1, "model.kernel": "imq", "model.kernel_scales": [
-        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], "model.head_hidden": 16, "model.head_batch_norm": False,
-    "model.logvar_init": 0.0, "train.augment_shift": 0, "train.weight_decay": 0.0, "train.critic_betas": [0.5, 0.999],
-    "train.pretrain_lr": 0.001}
-"""Settings removed in issue 35 (options that lost on validation, or that nothing used) → the value that behaves as
-the code does now. A config of an earlier run that holds one with that value (every run that did not use it) still
-reads, the key dropped; another value is refused, naming the key. Keys a model's config still has are not affected
-(``model.kernel`` of WAE-MMD)."""
-
-
-def _drop_removed(d: dict, names: set[str], where: str) -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{where}.{k}" if where else str(k)
-        if k in names or key not in REMOVED:
-            out[k] = v
-        elif v != REMOVED[key] and not (isinstance(v, (list, tuple)) and list(v) == REMOVED[key]):
-            raise ConfigError(f"{key} was removed (it lost on validation or went unused; benchmarks/README.md): this "
-                              f"config sets it to {_short(v)}, which this version cannot train")
-    return out
-
-
 def from_dict(cls, d: dict, where: str = ""):
     """Build dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors (a key of
-    :data:`REMOVED` with its neutral value is dropped)."""
+    :data:`REMOVED` with its neutral value is dropped; a key of :data:`RENAMED` is refused with its new name)."""
     if d is None:
         d = {}
     if not isinstance(d, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
-    d = _drop_removed(d, names, where)
+    for k, v in d.items():
+        key = f"{where}.{k}" if where else str(k)
+        grouped = k in names and dataclasses.is_dataclass(hints[k]) and not isinstance(v, dict)
+        if key in RENAMED and (k not in names or grouped):
+            raise ConfigError(f"{key} was renamed to {RENAMED[key]}")
+    d = drop_removed(d, names, where, cls)
     unknown = set(d) - names
     if unknown:
         raise ConfigError(
@@ -308,16 +284,26 @@ def deep_update(base: dict, upd: dict) -> dict:
     return out
 
 
-def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> dict:
-    """Apply ``key=value`` overrides to a run dict. Keys are ``section.field`` or a bare field name that is
-    unambiguous across the sections (``lr`` → ``train.lr``; ``latent_dim`` → ``model.latent_dim``).
-    Values are parsed as YAML scalars/lists and type-checked later by :meth:`RunConfig.from_dict`."""
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    sections = {
-        "model": model_fields | {"name"},
-        "data": {f.name for f in fields(DataConfig)},
-        "train": {f.name for f in fields(TrainConfig)},
-    }
+def leaf_paths(cls, prefix: str = "") -> list[str]:
+    """The dotted paths of dataclass ``cls``'s settings, nested groups expanded (``restarts.count``, …)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if f.init and dataclasses.is_dataclass(hints[f.name]):
+            out += leaf_paths(hints[f.name], f"{prefix}{f.name}.")
+        elif f.init:
+            out.append(prefix + f.name)
+    return out
+
+
+def apply_overrides(d: dict, overrides: list[str], model_cls: type) -> dict:
+    """Apply ``key=value`` overrides to a run dict. Keys are ``section.path`` (``train.restarts.count``) or the path
+    within its section when that is unambiguous across the sections (``lr`` → ``train.lr``; ``consistency.weight``
+    → ``model.consistency.weight``). Values are parsed as YAML scalars/lists and type-checked later by
+    :meth:`RunConfig.from_dict`."""
+    d = copy.deepcopy(d)
+    sections = {"model": set(leaf_paths(model_cls)) | {"name"}, "data": set(leaf_paths(DataConfig)),
+                "train": set(leaf_paths(TrainConfig))}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {_short(item)}")
@@ -329,31 +315,43 @@ def apply_overrides(d: dict, overrides: list[str], model_fields: set[str]) -> di
             value = safe_yaml(raw, f"--set {key}") if raw.strip() else ""
         except ConfigError:
             value = raw
-        if "." in key:
-            sec, name = key.split(".", 1)
-            if sec not in sections:
-                raise ConfigError(f"--set {key}: unknown section {_short(sec)}; known: model, data, train")
-            if name not in sections[sec]:
-                raise ConfigError(f"--set {key}: unknown key {_short(name)} in {sec}; known: "
-                                  f"{', '.join(sorted(sections[sec]))}")
+        sec, _, rest = key.partition(".")
+        if sec in sections and rest:
+            if rest not in sections[sec]:
+                _refuse_key(key, [key], f"unknown key {_short(rest)} in {sec}; known: "
+                            f"{', '.join(sorted(sections[sec]))}")
+            path = rest
         else:
             hits = [s for s, names in sections.items() if key in names]
-            gone = [f"{s}.{key}" for s in sections if f"{s}.{key}" in REMOVED]
-            if not hits and gone:
-                raise ConfigError(f"--set {key}: {gone[0]} was removed (it lost on validation or went unused; "
-                                  "benchmarks/README.md)")
             if not hits:
-                raise ConfigError(f"--set {key}: unknown key; use section.key with one of the keys `wae config` shows")
+                _refuse_key(key, [f"{s}.{key}" for s in sections],
+                            "unknown key; use section.key with one of the keys `wae config` shows")
             if len(hits) > 1:
                 raise ConfigError(f"--set {key}: ambiguous, say {' or '.join(h + '.' + key for h in hits)}")
-            sec, name = hits[0], key
+            sec, path = hits[0], key
         if d.get(sec) is None:
             d[sec] = {}
         elif not isinstance(d[sec], dict):
             raise ConfigError(f"config section {sec!r} must be a mapping of keys to values, got "
                               f"{type(d[sec]).__name__} {_short(d[sec])}")
-        d[sec][name] = value
+        node = d[sec]
+        *groups, name = path.split(".")
+        for g in groups:
+            if not isinstance(node.get(g), dict):
+                node[g] = {}
+            node = node[g]
+        node[name] = value
     return d
+
+
+def _refuse_key(key: str, full_keys: list[str], unknown: str) -> typing.NoReturn:
+    for full in full_keys:
+        if full in RENAMED:
+            raise ConfigError(f"--set {key}: {full} was renamed to {RENAMED[full]}")
+        if full in REMOVED:
+            raise ConfigError(f"--set {key}: {full} was removed (it lost on validation or went unused; "
+                              "benchmarks/README.md)")
+    raise ConfigError(f"--set {key}: {unknown}")
 
 
 def list_presets() -> list[str]:

@@ -11,10 +11,10 @@ Input values are mapped onto the model's scale (``scaling``; the rules: :mod:`wa
 with the model, undone on :meth:`GMWAEClustering.sample`, logged (logger ``wae``, INFO) and kept in ``input_notes_``.
 
 Settings come from a preset, by data kind: 28×28 images get the main job's (``main``); other images ``cluster-image``
-(conv nets sized to the image); vectors ``cluster-vector`` (MLPs); their ``cost_scale`` and ``consistency_shift`` are
-scaled to the data (:func:`wae.presets.cluster_run_config`). The invariance term (``model.consistency_weight``)
+(conv nets sized to the image); vectors ``cluster-vector`` (MLPs); their ``cost_scale`` and ``consistency.shift`` are
+scaled to the data (:func:`wae.presets.cluster_run_config`). The invariance term (``model.consistency.weight``)
 compares q(k|x) with q(k|T(x)), T a small random warp for images and noise + feature dropout for vectors
-(``model.consistency_noise`` / ``_dropout``; ``model.consistency_resample``: SCARF's corruption).
+(``model.consistency.noise`` / ``.dropout``; ``model.consistency.resample``: SCARF's corruption).
 
 ``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X: label-free, higher is better.
 It cannot compare different K — the prior, the latent size and ``cost_scale`` change with ``n_clusters`` — so
@@ -233,7 +233,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         return cluster_run_config(shape, n, self.n_clusters, preset=self.preset, seed=seed,
                                   total_variance=total_variance, invariance=self.invariance, device=self.device,
                                   max_steps=self.max_steps, max_minutes=self.max_minutes, overrides=self.overrides,
-                                  verbose=self.verbose, who=type(self).__name__)
+                                  who=type(self).__name__)
 
     def fit(self, X, y=None):
         """Train on X (labels ``y`` are ignored: the clustering is unsupervised). Returns self.

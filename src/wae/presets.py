@@ -12,7 +12,7 @@ import math
 from dataclasses import fields
 from pathlib import Path
 
-from .config import RunConfig, apply_overrides, deep_update, list_presets, load_preset, load_yaml
+from .config import RunConfig, apply_overrides, deep_update, list_presets, load_preset, load_yaml, migrate
 from .data.inputs import InputError
 from .errors import ConfigError, WAEError
 from .models.registry import MODELS, get_model_entry
@@ -32,8 +32,9 @@ MAIN_PRESET = "main"
 """The main job's preset: the best GM-WAE setting validated on mnist-5k's validation split (benchmarks/README.md)."""
 
 
-def run_config_from_dict(d: dict) -> RunConfig:
-    """A :class:`RunConfig` from a mapping, its model section typed by the registered model's config class."""
+def run_config_from_dict(d: dict, stored: bool = False) -> RunConfig:
+    """A :class:`RunConfig` from a mapping, its model section typed by the registered model's config class.
+    ``stored``: a run directory's config, whose keys from before issue 35 are moved to today's (:func:`migrate`)."""
     if not isinstance(d, dict):
         raise ConfigError("a run config must be a mapping with keys model, data, train")
     m = d.get("model") or {}
@@ -41,12 +42,14 @@ def run_config_from_dict(d: dict) -> RunConfig:
     if isinstance(name, str) and name != m.get("name"):  # a run directory from before a rename
         d = {**d, "model": {**m, "name": name}}
     cls = get_model_entry(name).config_cls if isinstance(name, str) else None
+    if stored:
+        d = migrate(d, {f.name for f in fields(cls)} if cls is not None else set())
     return RunConfig.from_dict(d, cls)
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """The run config saved in ``path`` (a run directory's ``config.yaml``)."""
-    return run_config_from_dict(load_yaml(path))
+    """The run config saved in ``path`` (a run directory's ``config.yaml``, of this version or an earlier one)."""
+    return run_config_from_dict(load_yaml(path), stored=True)
 
 
 def default_preset(model: str, dataset: str | None) -> str | None:
@@ -99,9 +102,12 @@ def resolve_config(model: str | None, preset: str | None = None, dataset: str | 
         d.setdefault("data", {})["dataset"] = dataset
     for sec_key, v in (flags or {}).items():
         if v is not None:
-            sec, key = sec_key.split(".")
-            d.setdefault(sec, {})[key] = v
-    d = apply_overrides(d, sets or [], {f.name for f in fields(entry.config_cls)})
+            sec, *groups, key = sec_key.split(".")
+            node = d.setdefault(sec, {})
+            for g in groups:
+                node = node.setdefault(g, {})
+            node[key] = v
+    d = apply_overrides(d, sets or [], entry.config_cls)
     mname = (d.get("model") or {}).get("name")
     if isinstance(mname, str) and mname != entry.name:
         entry = get_model_entry(mname)
@@ -134,7 +140,7 @@ def main_job_sets(dataset: str) -> list[str]:
 
 
 REFERENCE_SIDE = 28
-"""``cluster-*`` presets state ``consistency_shift`` in pixels of a 28-pixel side (the main job's digits); the
+"""``cluster-*`` presets state ``consistency.shift`` in pixels of a 28-pixel side (the main job's digits); the
 estimator scales it to the image."""
 
 REFERENCE_TOTAL_VARIANCE = 52.8
@@ -152,7 +158,8 @@ def cluster_preset(shape: tuple[int, ...]) -> str:
 
 
 def accelerator_setting(device: str) -> tuple[str, str]:
-    """``device`` (``auto``, ``cpu``, ``cuda``/``gpu``, ``cuda:i``, ``mps``) → (train.accelerator, train.devices)."""
+    """``device`` (``auto``, ``cpu``, ``cuda``/``gpu``, ``cuda:i``, ``mps``) → (train.hardware.accelerator,
+    train.hardware.devices)."""
     d = str(device).lower()
     if d in ("auto", "cpu", "mps"):
         return d, "1"
@@ -166,12 +173,12 @@ def accelerator_setting(device: str) -> tuple[str, str]:
 def cluster_run_config(shape: tuple[int, ...], n: int, n_clusters: int, *, preset: str | None = None, seed: int = 0,
                        total_variance: float | None = None, invariance: str = "auto", device: str = "auto",
                        max_steps: int | None = None, max_minutes: float | None = None, overrides=None,
-                       verbose: bool = False, who: str = "GMWAEClustering") -> RunConfig:
+                       who: str = "GMWAEClustering") -> RunConfig:
     """The run config of a ``gm-wae`` clustering fit (:class:`~wae.estimator.GMWAEClustering`, ``wae cluster``) on
     ``n`` examples of per-example ``shape`` (model layout) into ``n_clusters`` clusters: ``preset`` (default
     :func:`cluster_preset`) sized to the data — K components, a latent size ≥ K − 1, in the ``cluster-*`` presets
     ``cost_scale`` scaled by :data:`REFERENCE_TOTAL_VARIANCE` / ``total_variance`` (Σ_j Var(x_j) after the input
-    map; default: MNIST's per pixel × the size) and ``consistency_shift`` by the image side / :data:`REFERENCE_SIDE`
+    map; default: MNIST's per pixel × the size) and ``consistency.shift`` by the image side / :data:`REFERENCE_SIDE`
     (an override of either is used as given) — with the budget, device and ``overrides`` (``key=value``) applied."""
     preset = preset or cluster_preset(shape)
     base = resolve_config("gm-wae", preset=preset)
@@ -185,13 +192,13 @@ def cluster_run_config(shape: tuple[int, ...], n: int, n_clusters: int, *, prese
             REFERENCE_TOTAL_VARIANCE * math.prod(shape) / REFERENCE_SIDE ** 2
         m["cost_scale"] = float(m["cost_scale"]) * REFERENCE_TOTAL_VARIANCE / max(float(tv), 1e-6)
         if len(shape) == 3:
-            m["consistency_shift"] = float(m["consistency_shift"]) * min(shape[1:]) / REFERENCE_SIDE
+            c = m["consistency"]
+            c["shift"] = float(c["shift"]) * min(shape[1:]) / REFERENCE_SIDE
     if invariance == "off":
-        m["consistency_weight"] = 0.0
+        m["consistency"]["weight"] = 0.0
     t["seed"] = int(seed)
     t["batch_size"] = min(int(t["batch_size"]), n)
-    t["progress"] = bool(verbose)
-    t["accelerator"], t["devices"] = accelerator_setting(device)
+    t["hardware"]["accelerator"], t["hardware"]["devices"] = accelerator_setting(device)
     t["figures"] = False
     if max_steps is not None:
         t["max_steps"] = int(max_steps)
@@ -200,8 +207,7 @@ def cluster_run_config(shape: tuple[int, ...], n: int, n_clusters: int, *, prese
     if max_minutes is not None:
         t["max_minutes"] = float(max_minutes)
     d["data"] = {**d["data"], "dataset": "array", "val_fraction": 0.0, "evaluate_test": False}
-    model_fields = {f.name for f in fields(type(base.model_config))}
-    d = apply_overrides(d, list(overrides or []), model_fields)
+    d = apply_overrides(d, list(overrides or []), type(base.model_config))
     cfg = run_config_from_dict(d).validate()
     if cfg.model != "gm-wae":
         raise ConfigError(f"{who} trains gm-wae; preset {preset!r} is for {cfg.model!r}")

@@ -2,12 +2,13 @@
 model config). Nothing is ever unpickled."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 import yaml
 
-from .config import from_dict, to_dict
+from .config import from_dict, migrate, to_dict
 from .errors import WAEError
 from .files import atomic_write_text, atomic_write_with
 from .models.registry import MODELS, create_model, get_model_entry
@@ -47,6 +48,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         raise WAEError(f"{meta_path} is corrupt ({type(e).__name__})") from None
     name = MODELS.current(name)  # an export from before a rename
     entry = get_model_entry(name)
+    if isinstance(mcfg, dict):  # an export from before issue 35: its flat keys moved to today's groups
+        mcfg = migrate({"model": mcfg}, {f.name for f in fields(entry.config_cls)})["model"]
     model = create_model(name, shape, from_dict(entry.config_cls, mcfg, "model"))
     try:
         state = load_file(str(w_path), device="cpu")

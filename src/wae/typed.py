@@ -41,6 +41,8 @@ def to_dict(obj) -> dict:
         v = getattr(obj, f.name)
         if isinstance(v, tuple):
             v = list(v)
+        elif dataclasses.is_dataclass(v):
+            v = to_dict(v)
         out[f.name] = v
     return out
 

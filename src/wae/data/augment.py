@@ -2,7 +2,7 @@
 
 ``random_affine`` warps every image by its own small rotation, scaling and (sub-pixel) translation with bilinear
 sampling, in one batched op on the batch's device (``affine_grid`` + ``grid_sample``); the models' optional cluster-consistency term
-(``model.consistency_weight``) compares q(k|x) with q(k|warped x).
+(``model.consistency.weight``) compares q(k|x) with q(k|warped x).
 """
 from __future__ import annotations
 

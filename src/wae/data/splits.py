@@ -1,7 +1,7 @@
 """The splits of a run: training, validation (carved from the training split) and test data.
 
-Protocol. The validation split is carved at random from the training split (``data.val_fraction`` or
-``data.val_size``, seeded by ``data.val_seed`` so that every training seed is scored on the same examples) and is
+Protocol. The validation split is carved at random from the training split (``data.val_fraction``, seeded by
+:data:`VAL_SEED` so that every training seed is scored on the same examples) and is
 never trained on; per-epoch curves and the ``val/…`` metrics come from it, and settings are chosen on it. The test
 split is read once, at the end of a run (``data.evaluate_test``; off while choosing settings). A data set without a
 test split has no ``test/…`` metrics: the run is judged on its validation split, or, with neither, on its training
@@ -61,12 +61,15 @@ class RunData:
         return out or [("train", self.train)]
 
 
+VAL_SEED = 0
+"""Seed of the validation carve: fixed across training seeds, so every seed is scored on the same examples."""
+
+
 def validation_size(cfg: DataConfig, n: int) -> int:
-    """The number of validation examples for a training split of ``n``: ``val_size`` if set, else
-    ``round(val_fraction · n)``."""
-    k = cfg.val_size if cfg.val_size is not None else int(round(cfg.val_fraction * n))
+    """The number of validation examples for a training split of ``n``: ``round(val_fraction · n)``."""
+    k = int(round(cfg.val_fraction * n))
     if k and k >= n:
-        raise DataError(f"data.val_size {k} leaves none of the {n} training examples to train on")
+        raise DataError(f"data.val_fraction {cfg.val_fraction} leaves none of the {n} training examples to train on")
     return k
 
 
@@ -76,9 +79,9 @@ def load_run_data(cfg: DataConfig, seed: int = 0, need_test: bool | None = None)
     ``seed`` (the run's ``train.seed``) draws the ``limit`` subset; ``need_test`` (default ``cfg.evaluate_test``)
     whether the test split is loaded at all.
     """
-    full = load_dataset(cfg.dataset, cfg.split, data_dir=cfg.data_dir)
+    full = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir)
     k = validation_size(cfg, len(full))
-    train, val = full.split_off(k, seed=cfg.val_seed) if k else (full, None)
+    train, val = full.split_off(k, seed=VAL_SEED) if k else (full, None)
     if cfg.limit:
         train = train.subset(cfg.limit, seed=seed)
     test = None

@@ -277,7 +277,7 @@ def _evaluate_run(model, run_dir, data, cfg, extra, figures, sample_metrics, n, 
         say(f"sample metrics ({', '.join(sample_metrics)}; the domain classifier is trained once per data set, "
             "then cached)")
         # the domain classifier learns from the data set's whole training split (cached per data set)
-        clf_train = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir).in_memory(
+        clf_train = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir).in_memory(
             CLASSIFIER_SAMPLE, seed=0)
         metrics.update(sample_quality.sample_quality_metrics(
             model, held, clf_train, n=n, metrics=_applicable(model, held, sample_metrics), seed=cfg.train.seed,

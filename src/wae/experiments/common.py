@@ -93,7 +93,6 @@ def train_run(cfg, out: Path, callbacks=None, init_state=None):
     """Train one of an experiment's runs into ``out``: (metrics, model, the judged split's data); its progress shows
     inside ``progress(True)`` (``wae reproduce`` without ``--quiet``)."""
     quiet = _QUIET.get()
-    cfg.train.progress = cfg.train.progress and not quiet
     if not quiet:
         print(f"training {cfg.model} → {out}", flush=True)
     metrics, model = train(cfg, out, quiet=quiet, callbacks=callbacks, init_state=init_state, return_model=True)

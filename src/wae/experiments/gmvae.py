@@ -420,11 +420,11 @@ def gmvae_svhn(out: Path, quick: bool = False, seed: int = 0, sets=()):
     no_leftovers(exp, "none")
     over = [f"seed={seed}", "checkpoint_every_minutes=0", "figures=false"]
     if quick:
-        over += ["data.split=train", "model.width=0.125", "model.latent_dim=16", "model.w_dim=8", "epochs=1",
+        over += ["data.dataset=svhn:train", "model.width=0.125", "model.latent_dim=16", "model.w_dim=8", "epochs=1",
                  "batch_size=32", "data.limit=640", "data.eval_limit=300", "lr=1e-3"]
     cfg = base_config("gmvae", "gmvae-svhn", over + list(rest))
     try:  # the test split (the smallest file) tells whether SVHN is there, without a download attempt
-        load_dataset(cfg.data.dataset, "test", data_dir=cfg.data.data_dir, download=False)
+        load_dataset(f"{cfg.data.dataset}:test", "test", data_dir=cfg.data.data_dir, download=False)
     except WAEError as e:
         raise WAEError(f"gmvae-svhn needs the SVHN data set, which is not available: {e}") from None
     m, model, eval_ds = train_run(cfg, out / "run")

@@ -6,7 +6,7 @@ one (its metrics.json is reported as the GM-WAE numbers; the GM-VAE of vae-from-
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +225,8 @@ def vae_from_wae(out: Path, quick: bool = False, seed: int = 0, sets=()):
     wmetrics, wmodel, eval_ds = _trained_gm_wae(from_run, wae_cfg, out / "gm-wae-run")
     vcfg = _gm_cfg("gm-wae-elbo", quick, seed, rest)
     if from_run:  # the ELBO run continues the given GM-WAE: same networks
-        vcfg.model_config = GMVAEFoilConfig(**{**asdict(wmodel.config), "objective": "vae"})
+        vcfg.model_config = GMVAEFoilConfig(**{f.name: copy.deepcopy(getattr(wmodel.config, f.name))
+                                               for f in fields(wmodel.config)})
     vcfg.train.pretrain_steps = 0
     vcfg.train.max_steps = 40 if quick else 400
     vcfg.train.epochs = 10_000

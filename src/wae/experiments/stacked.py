@@ -24,7 +24,7 @@ __all__ = ["stacked_wae_mnist", "wae_deep_mnist", "stacked_wae_svhn", "z_grid", 
 
 QUICK_MNIST = ["model.width=0.0625", "epochs=3", "batch_size=64", "data.limit=640", "data.eval_limit=500",
                "checkpoint_every_minutes=0", "train.log_every=2", "train.figures=false"]
-QUICK_SVHN = ["model.width=0.0625", "epochs=1", "batch_size=32", "data.split=train", "data.limit=320",
+QUICK_SVHN = ["model.width=0.0625", "epochs=1", "batch_size=32", "data.dataset=svhn:train", "data.limit=320",
               "data.eval_limit=200", "checkpoint_every_minutes=0", "train.log_every=2", "train.figures=false"]
 
 NOTES_MNIST = [

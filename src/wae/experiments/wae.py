@@ -66,7 +66,7 @@ def _run(out: Path, dataset_family: str, quick: bool, seed: int, sets, paper: di
         wanted = ["w2_samples", "w2_latent"]
         if not quick and dataset_family == "mnist":  # the domain classifier learns from the whole training split
             wanted += ["fid_domain", "kid_domain"]
-        train_ds = load_dataset(cfg.data.dataset, cfg.data.split, data_dir=cfg.data.data_dir)
+        train_ds = load_dataset(cfg.data.dataset, "train", data_dir=cfg.data.data_dir)
         m.update(sample_quality_metrics(model, eval_ds, train_ds, n=n, seed=seed, metrics=wanted))
         metrics.update({f"{name}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
         _model_figures(name, model, eval_ds, fig_dir)

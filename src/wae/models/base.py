@@ -19,7 +19,7 @@ from ..divergences import Kernel, build_kernel, mmd
 from ..errors import ConfigError
 from ..priors import Prior
 
-__all__ = ["AutoEncoderModel", "ConsistencyConfig", "Objective", "identity_gather", "one_code_per_group", "squared_l2"]
+__all__ = ["AutoEncoderModel", "Consistency", "ConsistencyConfig", "Objective", "identity_gather", "one_code_per_group", "squared_l2"]
 
 
 @dataclass
@@ -60,33 +60,40 @@ class Objective:
 
 
 @dataclass
-class ConsistencyConfig(ModelConfig):
-    """Config fields of the optional cluster-consistency term that mixture models share (beyond the papers)."""
+class Consistency:
+    """The cluster-consistency term that mixture models share (beyond the papers; ``weight`` 0 = off)."""
 
-    consistency_weight: float = 0.0
-    """Beyond the papers (0 = off): weight of KL(q(k|x) ‖ q(k|T(x))) per datum, T a random small affine warp of the
-    image (``consistency_rotate`` / ``_shift`` / ``_scale``) and the clean q(k|x) a fixed target (no gradient): the
-    clusters are asked not to change under warps that keep a digit's identity."""
-    consistency_rotate: float = 15.0
+    weight: float = 0.0
+    """Weight of KL(q(k|x) ‖ q(k|T(x))) per datum, T a random small affine warp of the image (``rotate`` / ``shift``
+    / ``scale``) and the clean q(k|x) a fixed target (no gradient): the clusters are asked not to change under warps
+    that keep a digit's identity."""
+    rotate: float = 15.0
     """Largest rotation of T, in degrees (uniform in ±)."""
-    consistency_shift: float = 2.0
+    shift: float = 2.0
     """Largest translation of T, in pixels per direction (uniform in ±, sub-pixel)."""
-    consistency_scale: float = 0.1
+    scale: float = 0.1
     """Largest relative scaling of T (the factor is uniform in 1 ± this)."""
-    consistency_noise: float = 0.0
+    noise: float = 0.0
     """Vector data (N×D), where no warp applies: T adds Gaussian noise of this many batch standard deviations to every
-    feature (per feature, the batch's std, held fixed). 0 with ``consistency_dropout`` 0: the term is refused on
+    feature (per feature, the batch's std, held fixed). 0 with ``dropout`` and ``resample`` 0: the term is refused on
     vectors."""
-    consistency_dropout: float = 0.0
+    dropout: float = 0.0
     """Vector data: T also replaces each feature, with this probability, by the batch mean of that feature."""
-    consistency_resample: float = 0.0
-    """Vector data, beyond the papers (0 = off): T then replaces each feature, with this probability, by the same
-    feature of another datum of the batch drawn at random (SCARF's corruption, Bahri et al. 2022: a draw from the
-    feature's empirical marginal, so the corrupted vector stays in the data's range and units)."""
+    resample: float = 0.0
+    """Vector data: T then replaces each feature, with this probability, by the same feature of another datum of the
+    batch drawn at random (SCARF's corruption, Bahri et al. 2022: a draw from the feature's empirical marginal, so
+    the corrupted vector stays in the data's range and units)."""
+
+
+@dataclass
+class ConsistencyConfig(ModelConfig):
+    """Config fields that mixture models share beyond the papers: the consistency term and the pseudo-labels."""
+
+    consistency: Consistency = field(default_factory=Consistency)
     pseudo_label_weight: float = 0.0
     """Beyond the papers (0 = off): weight of the cross-entropy −log q(ŷ_i|x_i), averaged over the batch, towards a
     target cluster ŷ_i per training datum that the training loop provides: the consensus of several restarts
-    (``train.restart_select=ensemble``; self-labelling on an ensemble's partition, as SCAN's and DEC's self-training
+    (``train.restarts.select=ensemble``; self-labelling on an ensemble's partition, as SCAN's and DEC's self-training
     on their own confident labels). Data without a target (ŷ = −1) add nothing; the mean stays over the batch."""
 
     def takes_cluster_targets(self) -> bool:
@@ -265,6 +272,10 @@ class AutoEncoderModel(nn.Module):
     def critic_parameters(self):
         return []
 
+    def critic_lr(self) -> float:  # pragma: no cover - adversarial models only
+        """The critic's learning rate (its optimiser's; models with a critic declare it)."""
+        raise NotImplementedError
+
     def main_parameters(self):
         crit = {id(p) for p in self.critic_parameters()}
         return [p for p in self.parameters() if id(p) not in crit]
@@ -281,24 +292,21 @@ class AutoEncoderModel(nn.Module):
     def check_consistency_config(self) -> None:
         """Refuse bad values of the :class:`ConsistencyConfig` fields (and the term on vector data without a
         perturbation)."""
-        c = self.config
+        c, p = self.config.consistency, self.config.pseudo_label_weight
         checks = [
-            (c.consistency_weight >= 0 and math.isfinite(c.consistency_weight),
-             f"model.consistency_weight must be >= 0, got {c.consistency_weight}"),
-            (0 <= c.consistency_rotate <= 180, f"model.consistency_rotate must be 0-180 degrees, got {c.consistency_rotate}"),
-            (0 <= c.consistency_shift <= 8, f"model.consistency_shift must be 0-8 pixels, got {c.consistency_shift}"),
-            (0 <= c.consistency_scale < 0.5, f"model.consistency_scale must be in [0, 0.5), got {c.consistency_scale}"),
-            (0 <= c.consistency_noise <= 10 and math.isfinite(c.consistency_noise),
-             f"model.consistency_noise must be 0-10 standard deviations, got {c.consistency_noise}"),
-            (0 <= c.consistency_dropout < 1, f"model.consistency_dropout must be in [0, 1), got {c.consistency_dropout}"),
-            (0 <= c.consistency_resample < 1,
-             f"model.consistency_resample must be in [0, 1), got {c.consistency_resample}"),
-            (c.pseudo_label_weight >= 0 and math.isfinite(c.pseudo_label_weight),
-             f"model.pseudo_label_weight must be >= 0, got {c.pseudo_label_weight}"),
-            (c.consistency_weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
-                c.consistency_noise > 0 or c.consistency_dropout > 0 or c.consistency_resample > 0)),
-             f"model.consistency_weight warps images; for vector data (this model's have shape {self.data_shape}) "
-             "set model.consistency_noise, model.consistency_dropout or model.consistency_resample > 0"),
+            (c.weight >= 0 and math.isfinite(c.weight), f"model.consistency.weight must be >= 0, got {c.weight}"),
+            (0 <= c.rotate <= 180, f"model.consistency.rotate must be 0-180 degrees, got {c.rotate}"),
+            (0 <= c.shift <= 8, f"model.consistency.shift must be 0-8 pixels, got {c.shift}"),
+            (0 <= c.scale < 0.5, f"model.consistency.scale must be in [0, 0.5), got {c.scale}"),
+            (0 <= c.noise <= 10 and math.isfinite(c.noise),
+             f"model.consistency.noise must be 0-10 standard deviations, got {c.noise}"),
+            (0 <= c.dropout < 1, f"model.consistency.dropout must be in [0, 1), got {c.dropout}"),
+            (0 <= c.resample < 1, f"model.consistency.resample must be in [0, 1), got {c.resample}"),
+            (p >= 0 and math.isfinite(p), f"model.pseudo_label_weight must be >= 0, got {p}"),
+            (c.weight == 0 or self.is_image or (len(self.data_shape) == 1 and (
+                c.noise > 0 or c.dropout > 0 or c.resample > 0)),
+             f"model.consistency.weight warps images; for vector data (this model's have shape {self.data_shape}) "
+             "set model.consistency.noise, .dropout or .resample > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -308,40 +316,41 @@ class AutoEncoderModel(nn.Module):
         """Mean over the batch of KL(q(k|x) ‖ q(k|T(x))): ``log_q`` (N, K) is the clean log q(k|x), held fixed;
         ``log_q_fn`` maps a batch to log q(k|·) and is applied to T(x): images warped by a random affine T, vectors
         perturbed by :meth:`perturb_vectors`."""
-        c = self.config
+        c = self.config.consistency
         if self.is_image:
-            warped = augment.random_affine(x, c.consistency_rotate, c.consistency_shift, c.consistency_scale)
+            warped = augment.random_affine(x, c.rotate, c.shift, c.scale)
         else:
             warped = self.perturb_vectors(x)
         target = log_q.detach()
         return (target.exp() * (target - log_q_fn(warped))).sum(-1).mean()
 
     def perturb_vectors(self, x: Tensor) -> Tensor:
-        """T for vector data (N, D): every feature j gets Gaussian noise of std ``consistency_noise`` · s_j, s_j the
+        """T for vector data (N, D): every feature j gets Gaussian noise of std ``consistency.noise`` · s_j, s_j the
         batch's standard deviation of feature j, then is replaced by the batch mean of j with probability
-        ``consistency_dropout``, then by the same feature of a random datum of the batch with probability
-        ``consistency_resample``; batch statistics and resampled values held fixed. Batched ops, no loop over
+        ``consistency.dropout``, then by the same feature of a random datum of the batch with probability
+        ``consistency.resample``; batch statistics and resampled values held fixed. Batched ops, no loop over
         examples."""
-        c = self.config
+        c = self.config.consistency
         xd = x.detach()
         out = x
-        if c.consistency_noise > 0:
+        if c.noise > 0:
             std = xd.std(0, keepdim=True) if x.shape[0] > 1 else torch.ones_like(xd[:1])
-            out = out + torch.randn_like(x) * (std * c.consistency_noise)
-        if c.consistency_dropout > 0:
-            drop = torch.rand_like(x) < c.consistency_dropout
+            out = out + torch.randn_like(x) * (std * c.noise)
+        if c.dropout > 0:
+            drop = torch.rand_like(x) < c.dropout
             out = torch.where(drop, xd.mean(0, keepdim=True).expand_as(x), out)
-        if c.consistency_resample > 0:
+        if c.resample > 0:
             rows = torch.randint(x.shape[0], x.shape, device=x.device)  # per entry: which datum lends feature j
-            swap = torch.rand_like(x) < c.consistency_resample
+            swap = torch.rand_like(x) < c.resample
             out = torch.where(swap, xd.gather(0, rows), out)
         return out
 
     def add_consistency(self, obj: Objective, log_q: Tensor, x: Tensor,
                         log_q_fn: Callable[[Tensor], Tensor]) -> None:
-        """In training with ``consistency_weight`` > 0, add :meth:`consistency_kl` to the objective's extras."""
-        if self.config.consistency_weight and self.training:
-            obj.extras["consistency"] = (self.config.consistency_weight, self.consistency_kl(log_q, x, log_q_fn))
+        """In training with ``consistency.weight`` > 0, add :meth:`consistency_kl` to the objective's extras."""
+        w = self.config.consistency.weight
+        if w and self.training:
+            obj.extras["consistency"] = (w, self.consistency_kl(log_q, x, log_q_fn))
 
     def add_pseudo_labels(self, obj: Objective, log_q: Tensor, targets: Tensor | None) -> None:
         """In training with ``pseudo_label_weight`` > 0 and ``targets`` (N ints, −1 = none) given, add the mean over

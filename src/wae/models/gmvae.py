@@ -408,7 +408,7 @@ class GMVAE(AutoEncoderModel):
                                "z_prior_term": z_term})
         pbar = self.gather(t["_pz"].mean(0)).mean(0)  # (K,): the batch's marginal of p_β(z|x,w)
         obj.extras["usage_kl"] = (self.config.usage_weight, kl_categorical(pbar, self.log_pi))
-        if (self.config.consistency_weight or self.config.pseudo_label_weight and targets is not None) and self.training:
+        if (self.config.consistency.weight or self.config.pseudo_label_weight and targets is not None) and self.training:
             # q(z|y) as clustering reads it: p_β(z | means of q(x|y), q(w|y)), clean (fixed) vs warped
             log_q = self.z_posterior_log(t["_mu_x"], t["_mu_w"])
             self.add_consistency(obj, log_q, x, self._cluster_log_probs)

@@ -6,47 +6,43 @@ Encoder q(z, k | x) = q_C(z | k, x) q_D(k | x): q_D is a softmax over a small DC
 N(μ_k(x), diag σ_k²(x)) from K single-hidden-layer dense heads evaluated in one batched op.
 
 ``gm-wae`` minimises Eq. 4 with the expectation over k taken exactly:
-    recon = cost_scale · (1/n) Σ_i Σ_k q_D(k|x_i) (1/S) Σ_s ‖x_i − g(z_iks)‖²,  z_iks ~ q_C(z|k,x_i)
-    penalty = λ · MMD({z_iks, weight q_D(k|x_i)/(nS), group i}, prior mixture sampled per component)
-All n·K·S codes are decoded in one batch.
+    recon = cost_scale · (1/n) Σ_i Σ_k q_D(k|x_i) ‖x_i − g(z_ik)‖²,  z_ik ~ q_C(z|k,x_i)
+    penalty = λ · MMD({z_ik, weight q_D(k|x_i)/n, group i}, prior mixture sampled per component)
+All n·K codes are decoded in one batch (one sample of z per (x, k), as the paper).
 
 ``gm-wae-elbo`` (the paper's GM-VAE) maximises the ELBO of Eq. 2 with the exact sum over k (Bernoulli decoder by
 default):
     E_{q_D}[E_{q_C} log p(x|z) − KL(q_C ‖ p(z|k))] − KL(q_D(k|x) ‖ p(k)).
 
-Kernel scales. The paper uses the IMQ sum over C ∈ {0.1, …, 10} (absolute). Our ``kernel_base`` multiplies
-them: ``1`` (the default) reproduces the paper literally — for σ₀ = 1, d = 10 the scales then span from well
-inside one mode (E‖z − z'‖² = 2dσ₀² = 20 within a component) to about the squared mode spacing
-(separation·σ₀)² = 16, so the MMD resolves the mass and shape of each mode; ``gaussian`` uses 2·d·σ₀² (the WAE
-code's choice, 20 for d = 10, σ₀ = 1); ``auto`` uses the expected squared distance between two prior draws,
-2dσ₀² + (1 − 1/K)(separation·σ₀)² (= 34.4 for the defaults), so the bandwidths follow σ₀, d and the mode spacing
-together but see the whole mixture as one blob. Measured (benchmarks/README.md, same budget, MNIST test set):
-paper-literal scales 0.559 acc_paper against 0.500 for ``auto``. When you change σ₀, scale ``kernel_base`` by
-σ₀² to keep the same relation.
+Kernel scales. The paper's IMQ sum over C ∈ {0.1, …, 10}, absolute (:data:`KERNEL_BASE` 1): for σ₀ = 1, d = 10
+the scales span from well inside one mode (E‖z − z'‖² = 2dσ₀² = 20 within a component) to about the squared mode
+spacing (separation·σ₀)² = 16, so the MMD resolves the mass and shape of each mode. Scaling them to the expected
+squared distance between two prior draws instead (2dσ₀² + (1 − 1/K)(separation·σ₀)²) sees the whole mixture as one
+blob and lost (0.500 against 0.559 acc_paper at the same budget; benchmarks/notes).
 
 The expectation over k (``k_estimator``). ``exact`` (the paper) decodes all K components of every datum, K times
 the networks' cost. Late in training q_D(k|x) is nearly one-hot and most of those decodes multiply a cost by ≈ 0.
-``sparse`` decodes, per datum, the ``k_top`` most likely components C (weight q_D(k|x) each, exact) and one more,
+``sparse`` decodes, per datum, the most likely component C (weight q_D(k|x) each, exact) and one more,
 j, drawn from the rest ∝ q_D(j|x) (the sum-and-sample estimator of Liu et al., 2019, "Rao-Blackwellized stochastic
 gradients for discrete distributions"): j gets the weight q_j / π_j with π_j = q_j / r held fixed (r = 1 − Σ_C q_k,
 the rest's mass), i.e. the value r and the gradient (r/q_j)∇q_j. So E_j[Σ_C q_k f_k + r f_j] = Σ_k q_k f_k for the
 reconstruction cost f and likewise for every gradient, through q_D, the heads and the decoder; the weighted MMD
-uses the same k_top + 1 codes per datum (its pairs of different data points see independent draws, so it stays
+uses the same two codes per datum (its pairs of different data points see independent draws, so it stays
 unbiased, with the weights' normalisers held fixed: each datum's weights sum to 1 by construction). The variance
-is that of the rest's share r, which vanishes as q_D sharpens. ``k_top + 1 ≥ K`` is the exact sum; evaluation is
+is that of the rest's share r, which vanishes as q_D sharpens. With K ≤ 2 it is the exact sum; evaluation is
 always exact. Unbiased holds for a decoder whose output for one code does not depend on the other codes decoded
 with it (batch norm with fixed statistics, as the tests check by exact enumeration). In training the decoder's batch
 norm normalises over the decoded batch, whose make-up the draw of j changes, so there the sparse estimate is slightly
 biased (measured by exact enumeration: value 0.02–0.7 %, gradient 0.4–3.7 %). Taking the statistics from a fixed set
 (each datum's most likely component's codes, under both estimators) removes the bias but lost on validation
-(benchmarks/README.md, "Sparse against exact"), so the decode keeps batch statistics. ``k_rest_mass`` τ > 0 makes the number of exact components adaptive (exact early, sparse later): each
-step takes the least m ≥ ``k_top`` whose rest mass, averaged over the batch, is ≤ τ, so the sampled share (and the
-estimator's variance) stays bounded while q_D is still soft.
+(benchmarks/README.md, "Sparse against exact"), so the decode keeps batch statistics. Taking more components
+exactly (three, or as many as keep the rest's mass below a bound) did not beat one on validation (benchmarks/notes).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -69,36 +65,21 @@ class GMWAEConfig(ConsistencyConfig):
     prior_std: float = 1.0
     separation: float = 4.0
     """Distance between any two prior means, in units of σ₀ (paper: 4)."""
-    objective: str = "wae"
-    """``wae`` (Eq. 4) or ``vae`` (the ELBO of Eq. 2)."""
+    objective: ClassVar[str] = "wae"
+    """``wae`` (Eq. 4); the foil's ``vae`` (the ELBO of Eq. 2). Set by the model's name, not a setting."""
     lam: float = 10.0
     cost_scale: float = 0.05
-    kernel_base: str = "1"
-    """Multiplier of the IMQ kernel's scales 0.1 … 10: a number, ``auto`` or ``gaussian`` (see the module
-    docstring)."""
-    samples_per_component: int = 1
-    """Monte Carlo samples S of z per (x, k)."""
     discrete_encoder: str = "gm-discrete"
     discrete_width: float = 1.0
     decoder: str = "gm-dcgan"
     width: float = 1.0
-    likelihood: str = "bernoulli"
-    """GM-VAE decoder likelihood: ``bernoulli`` or ``gaussian`` (variance ``obs_var``)."""
-    obs_var: float = 1.0
     entropy_weight: float = 0.0
     """Beyond the paper (0 = off): weight of −H(mean over the batch of q_D(k|x)) in the loss (both objectives). It
-    asks for equal mass on every component, so two digits are pushed not to share one; with ``consistency_weight``
+    asks for equal mass on every component, so two digits are pushed not to share one; with ``consistency.weight``
     3 it lifts GM-WAE's greedy accuracy (preset ``gm-wae-mnist-consistency``, benchmarks/README.md)."""
     k_estimator: str = "exact"
     """How the expectation over k is taken in training: ``exact`` (the paper: all K components decoded per datum)
-    or ``sparse`` (the ``k_top`` most likely plus one sampled from the rest, unbiased; see the module docstring)."""
-    k_top: int = 1
-    """Components of q_D(k|x) taken exactly by the ``sparse`` estimator (one more is sampled)."""
-    k_rest_mass: float = 0.0
-    """``sparse`` only (0 = off: always ``k_top``): the number m ≥ ``k_top`` of components taken exactly is chosen
-    per step as the least whose rest mass r = 1 − Σ_{top m} q_D(k|x), averaged over the (global) batch, is at most
-    this; m + 1 ≥ K is the exact sum. Early in training q_D is soft and the step is (nearly) exact; as q_D sharpens
-    it decodes k_top + 1 codes per datum. The sampled term's variance scales with r, so this bounds it."""
+    or ``sparse`` (the most likely plus one sampled from the rest, unbiased; see the module docstring)."""
     component_refit: bool = False
     """Beyond the paper (off by default): once training has ended, each component's Gaussian is refitted to the codes
     q_D assigns to it in the training data (their q_D-weighted mean and full covariance, the encoder's noise
@@ -110,13 +91,20 @@ class GMWAEConfig(ConsistencyConfig):
 
 @dataclass
 class GMVAEFoilConfig(GMWAEConfig):
-    objective: str = "vae"
+    objective: ClassVar[str] = "vae"
+    likelihood: str = "bernoulli"
+    """Decoder likelihood: ``bernoulli`` or ``gaussian`` (variance ``obs_var``)."""
+    obs_var: float = 1.0
 
 
 OBJECTIVES = ("wae", "vae")
 HEAD_HIDDEN = 16
 """Hidden units of each component's dense head q_C(z | k, x) (§3)."""
 K_ESTIMATORS = ("exact", "sparse")
+KERNEL_BASE = "1"
+"""The IMQ kernel's scales 0.1 … 10 taken as they are (the paper; see the module docstring)."""
+SAMPLES = 1
+"""Samples of z per (x, k) in training (the paper's one)."""
 
 
 @register_model("gm-wae", GMWAEConfig, "Gaussian-mixture WAE (Gaujac et al.), exact sum over k", "gmwae",
@@ -128,10 +116,6 @@ class GaussianMixtureAE(AutoEncoderModel):
 
     def __init__(self, config: GMWAEConfig, data_shape):
         super().__init__(config, data_shape)
-        if config.objective not in OBJECTIVES:
-            raise ConfigError(f"model.objective must be one of {OBJECTIVES}, got {config.objective!r}")
-        if config.samples_per_component < 1:
-            raise ConfigError("model.samples_per_component must be >= 1")
         checks = [
             (config.lam >= 0 and math.isfinite(config.lam), f"model.lam must be >= 0, got {config.lam}"),
             (config.cost_scale > 0 and math.isfinite(config.cost_scale),
@@ -140,14 +124,12 @@ class GaussianMixtureAE(AutoEncoderModel):
              f"model.entropy_weight must be >= 0, got {config.entropy_weight}"),
             (config.k_estimator in K_ESTIMATORS,
              f"model.k_estimator must be one of {K_ESTIMATORS}, got {config.k_estimator!r}"),
-            (config.k_top >= 1, f"model.k_top must be >= 1, got {config.k_top}"),
-            (0 <= config.k_rest_mass < 1, f"model.k_rest_mass must be in [0, 1), got {config.k_rest_mass}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
         self.check_consistency_config()
-        if config.likelihood not in ("bernoulli", "gaussian"):
+        if config.objective == "vae" and config.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"model.likelihood must be bernoulli or gaussian, got {config.likelihood!r}")
         K, d = config.num_components, config.latent_dim
         self.prior = build_prior("mixture", d, config.prior_std, K, config.separation)
@@ -156,7 +138,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         with torch.no_grad():
             self.heads.bias[:, d:].fill_(0.0)  # log-variances start at 0: σ_k ≈ 1 before pre-training
         self.decoder = build_decoder(config.decoder, self.data_shape, d, config.width)
-        self.kernel = self.build_kernel("imq", config.kernel_base, DEFAULT_SCALES)
+        self.kernel = self.build_kernel("imq", KERNEL_BASE, DEFAULT_SCALES)
         if config.component_refit:  # only then, so that runs without it keep their state-dict keys
             self.register_buffer("refit_weights", self.prior.weights.clone())
             self.register_buffer("refit_means", self.prior.means.clone())
@@ -217,16 +199,13 @@ class GaussianMixtureAE(AutoEncoderModel):
 
         Returns ``(idx, w)``: ``idx`` (n, M) component indices, or None for all K in order (exact); ``w`` (n, M)
         weights whose expectation, in value and gradient, is q_D(k|x) — q_D itself when exact; with the sparse
-        estimator the ``k_top`` largest q_D(k|x) and, for one j drawn ∝ q_D from the rest, q_j·(r/q_j) with the
+        estimator the largest q_D(k|x) and, for one j drawn ∝ q_D from the rest, q_j·(r/q_j) with the
         ratio held fixed (value r, the rest's mass). Evaluation (eval mode) is always exact.
         """
-        cfg, K = self.config, self.config.num_components
-        if cfg.k_estimator == "exact" or cfg.k_top + 1 >= K or not self.training:
+        K = self.config.num_components
+        if self.config.k_estimator == "exact" or K <= 2 or not self.training:
             return None, logq.exp()
-        m = self.exact_count(logq)
-        if m + 1 >= K:
-            return None, logq.exp()
-        top_lq, top = logq.topk(m, dim=-1)  # (n, m)
+        top_lq, top = logq.topk(1, dim=-1)  # (n, 1)
         rest = logq.scatter(-1, top, float("-inf"))  # log q over the components not in the top set
         log_r = torch.logsumexp(rest, -1, keepdim=True)
         gumbel = -torch.empty_like(logq).exponential_().log()  # Gumbel-max: j ~ q restricted to the rest
@@ -234,20 +213,6 @@ class GaussianMixtureAE(AutoEncoderModel):
         lq_j = logq.gather(-1, j)
         w_j = lq_j.exp() * (log_r - lq_j).detach().exp()
         return torch.cat([top, j], -1), torch.cat([top_lq.exp(), w_j], -1)
-
-    def exact_count(self, logq: Tensor) -> int:
-        """How many components the sparse estimator takes exactly this step: ``k_top``, or with ``k_rest_mass`` τ
-        the least m ≥ ``k_top`` whose mean rest mass over the global batch, mean_i (1 − Σ_{top m} q_D(k|x_i)), is
-        ≤ τ (K when none is). One host sync; under DDP every process takes the same m (the means are gathered)."""
-        cfg = self.config
-        if not cfg.k_rest_mass:
-            return cfg.k_top
-        with torch.no_grad():
-            q = logq.detach().exp().sort(-1, descending=True).values
-            rest = (1.0 - q.cumsum(-1)).clamp_min(0.0)  # (n, K): rest mass after the top 1..K
-            rest = self.gather(torch.cat([rest.sum(0), rest.new_tensor([rest.shape[0]])]).unsqueeze(0)).sum(0)
-            over = int((rest[:-1] / rest[-1] > cfg.k_rest_mass).sum())
-        return max(cfg.k_top, over + 1)
 
     def _selected_codes(self, x: Tensor, idx: Tensor | None, samples: int):
         """Codes of the selected components: z (n, M, S, d) with their (μ, log σ²) (n, M, d)."""
@@ -260,7 +225,7 @@ class GaussianMixtureAE(AutoEncoderModel):
 
     def _wae_objective(self, x: Tensor, targets: Tensor | None = None) -> Objective:
         cfg = self.config
-        S = cfg.samples_per_component
+        S = SAMPLES
         n = x.shape[0]
         logq = self.q_discrete(x)
         idx, w = self.components(logq)
@@ -355,8 +320,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         return gaussian_log_likelihood(self.output(logits), x, math.log(self.config.obs_var))
 
     def _vae_objective(self, x: Tensor, targets: Tensor | None = None) -> Objective:
-        cfg = self.config
-        S = cfg.samples_per_component
+        S = SAMPLES
         n = x.shape[0]
         logq = self.q_discrete(x)
         q = logq.exp()
@@ -395,7 +359,7 @@ class GaussianMixtureAE(AutoEncoderModel):
         if self.config.objective != "vae":
             return {}
         # n·K·S codes are decoded per row of x: chunk the rows so that memory stays bounded at any width.
-        rows = max(1, max_decodes // (self.config.num_components * self.config.samples_per_component))
+        rows = max(1, max_decodes // (self.config.num_components * SAMPLES))
         sums: dict[str, Tensor] = {}
         for i in range(0, x.shape[0], rows):
             xb = x[i: i + rows]

@@ -4,7 +4,7 @@ Importing :mod:`wae.models` registers every built-in model (its ``__init__`` imp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, is_dataclass, replace
 
 from ..config import MODEL_CONFIGS
 from ..errors import ConfigError
@@ -51,11 +51,14 @@ def list_models() -> list[ModelEntry]:
 
 
 def create_model(name: str, data_shape, config=None, **overrides):
-    """Instantiate a registered model for data of per-example ``data_shape`` (e.g. (1, 28, 28) or (2,))."""
+    """Instantiate a registered model for data of per-example ``data_shape`` (e.g. (1, 28, 28) or (2,)). A
+    mapping given for a nested group updates it: ``create_model("gm-wae", shape, consistency={"weight": 3.0})``."""
     entry = get_model_entry(name)
     if config is None:
         config = entry.config_cls()
     if overrides:
+        overrides = {k: replace(getattr(config, k), **v) if isinstance(v, dict) and is_dataclass(getattr(config, k, None))
+                     else v for k, v in overrides.items()}
         config = replace(config, **overrides)
     if not isinstance(config, entry.config_cls):
         raise ConfigError(f"model {name!r} expects a {entry.config_cls.__name__}, got {type(config).__name__}")

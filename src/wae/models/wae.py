@@ -47,6 +47,8 @@ class WAEConfig(ModelConfig):
     kernel_scales: list[float] = field(default_factory=lambda: list(DEFAULT_SCALES))
     critic_hidden: int = 512
     critic_layers: int = 4
+    critic_lr: float = 5e-4
+    """Adam learning rate of WAE-GAN's critic (the paper's 5e-4; its lr schedule follows ``train.lr``'s)."""
 
 
 @dataclass
@@ -133,6 +135,9 @@ class WAE(_EncoderDecoder):
 
     def critic_parameters(self):
         return list(self.critic.parameters()) if self.has_critic else []
+
+    def critic_lr(self) -> float:
+        return self.config.critic_lr
 
     def codes(self, x: Tensor) -> Tensor:
         return self.encode_sample(x)

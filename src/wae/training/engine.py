@@ -28,18 +28,20 @@ def parse_devices(v: str):
     try:
         return [int(s) for s in v.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"train.devices must be 'auto', a count or a list like 0,1; got {v!r}") from None
+        raise ConfigError(f"train.hardware.devices must be 'auto', a count or a list like 0,1; got {v!r}") from None
 
 
 def single_process(tc) -> bool:
-    devices = parse_devices(tc.devices)
-    return devices in (1, "auto", [0]) and tc.num_nodes == 1 and tc.strategy in ("auto", "single_device")
+    hw = tc.hardware
+    devices = parse_devices(hw.devices)
+    return devices in (1, "auto", [0]) and hw.num_nodes == 1 and hw.strategy in ("auto", "single_device")
 
 
-def train_loader(train_ds, tc: TrainConfig, workers: int | None = None) -> torch.utils.data.DataLoader:
+def train_loader(train_ds, tc: TrainConfig) -> torch.utils.data.DataLoader:
     """The training batches of ``train_ds``: indices into the data held on the device (in memory), or, for data
-    streamed from disk, ``(indices, raw rows)`` read in ``workers`` (``data.workers``) DataLoader workers (the rows become
-    float32 on the device, :meth:`~wae.data.source.Source.decode`).
+    streamed from disk, ``(indices, raw rows)`` read in the source's DataLoader workers (none for arrays, whose rows
+    are read in the main process; min(4, CPUs) for image folders, decoded in the workers; the rows become float32 on
+    the device, :meth:`~wae.data.source.Source.decode`).
 
     One process: the shuffle depends only on (seed, epoch), so a run resumed mid-epoch draws exactly the remaining
     batches; its own generator, so creating each epoch's iterator draws nothing from the global RNG (which the
@@ -50,10 +52,10 @@ def train_loader(train_ds, tc: TrainConfig, workers: int | None = None) -> torch
     kw: dict = {}
     rows = torch.arange(n)
     if train_ds.streamed:
-        workers = train_ds.x.workers if workers is None else workers
+        workers = train_ds.x.workers
         rows = train_ds.x.rows()
         kw = {"collate_fn": as_batch, "num_workers": workers, "persistent_workers": workers > 0,
-              "pin_memory": str(tc.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()}
+              "pin_memory": str(tc.hardware.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available()}
     g = torch.Generator().manual_seed(tc.seed)
     if single_process(tc):
         return torch.utils.data.DataLoader(rows, batch_size=tc.batch_size, sampler=EpochSeededSampler(n, tc.seed),
@@ -69,30 +71,29 @@ def make_trainer(tc: TrainConfig, has_critic: bool, n: int, callbacks: list, run
     from lightning.pytorch.loggers import CSVLogger
 
     quiet_lightning()
-    strategy = tc.strategy
-    if strategy == "ddp" and (str(tc.accelerator) == "cpu" or has_critic):
+    hw = tc.hardware
+    strategy = hw.strategy
+    if strategy == "ddp" and (str(hw.accelerator) == "cpu" or has_critic):
         from lightning.pytorch.strategies import DDPStrategy
 
         # WAE-GAN backpropagates twice per step (critic, then encoder/decoder); the critic pass leaves the
         # encoder/decoder without gradients, which DDP accepts only with unused-parameter detection.
-        kw = {"process_group_backend": "gloo"} if str(tc.accelerator) == "cpu" else {}
+        kw = {"process_group_backend": "gloo"} if str(hw.accelerator) == "cpu" else {}
         strategy = DDPStrategy(checkpoint_io=AtomicCheckpointIO(), find_unused_parameters=has_critic, **kw)
     return L.Trainer(
         max_epochs=tc.epochs,
         max_steps=tc.max_steps - steps_done if tc.max_steps > 0 else tc.max_steps,
         max_time={"seconds": max(1e-3, tc.max_minutes * 60 - seconds_used)} if tc.max_minutes else None,
-        accelerator=tc.accelerator,
-        devices=parse_devices(tc.devices),
+        accelerator=hw.accelerator,
+        devices=parse_devices(hw.devices),
         strategy=strategy,
-        num_nodes=tc.num_nodes,
-        precision=tc.precision,
-        sync_batchnorm=tc.sync_batchnorm,
-        deterministic=tc.deterministic,
+        num_nodes=hw.num_nodes,
+        precision=hw.precision,
         logger=CSVLogger(save_dir=str(run_dir), name="logs") if run_dir is not None else False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()] if isinstance(strategy, str) else None,  # a DDPStrategy carries its own
         enable_checkpointing=False,
-        enable_progress_bar=tc.progress and not quiet,
+        enable_progress_bar=not quiet,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(tc.log_every, n // tc.batch_size)),
         num_sanity_val_steps=0,

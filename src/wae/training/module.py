@@ -72,9 +72,7 @@ class LitAutoEncoder(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.source is None and self.train_x is not None and self.train_x.device != self.device:
             self.train_x = self.train_x.to(self.device)
-            if self.cfg.channels_last and self.train_x.dim() == 4:
-                self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
-        if self.cfg.compile and not getattr(self.model, "_wae_compiled", False):
+        if self.cfg.hardware.compile and not getattr(self.model, "_wae_compiled", False):
             # Compile each network in place (nn.Module.compile keeps parameter names, so checkpoints and the
             # safetensors export are unchanged); the objective's own tensor code stays eager.
             for child in self.model.children():
@@ -109,8 +107,7 @@ class LitAutoEncoder(L.LightningModule):
         for step in range(self.cfg.pretrain_steps):
             idx = torch.randint(0, n, (self.cfg.batch_size,), generator=g)
             if self.source is not None:  # rows read from disk, values decoded on the device
-                loss = self.model.pretrain_loss(self._on_device(self.source.decode(self.source.read(idx).to(
-                    self.device))))
+                loss = self.model.pretrain_loss(self.source.decode(self.source.read(idx).to(self.device)))
             else:
                 loss = self.model.pretrain_loss(self.train_x[idx.to(self.device)])
             if not torch.isfinite(loss):
@@ -123,25 +120,18 @@ class LitAutoEncoder(L.LightningModule):
     # --- optimisation -----------------------------------------------------------------------------------------
     def configure_optimizers(self):
         c = self.cfg
-        opt = torch.optim.Adam(self.model.main_parameters(), lr=c.lr, betas=tuple(c.betas), eps=c.eps,
-)
+        opt = torch.optim.Adam(self.model.main_parameters(), lr=c.lr, betas=tuple(c.betas))
         ms, fs = list(c.lr_milestones), list(c.lr_factors)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_multiplier(e, ms, fs))
         if not self.model.has_critic:
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        copt = torch.optim.Adam(self.model.critic_parameters(), lr=c.critic_lr, betas=CRITIC_BETAS)
+        copt = torch.optim.Adam(self.model.critic_parameters(), lr=self.model.critic_lr(), betas=CRITIC_BETAS)
         csched = torch.optim.lr_scheduler.LambdaLR(copt, lambda e: lr_multiplier(e, ms, fs))
         return [opt, copt], [{"scheduler": sched, "interval": "epoch"}, {"scheduler": csched, "interval": "epoch"}]
 
-    def _on_device(self, x: Tensor) -> Tensor:
-        """A batch of streamed data in the layout in-memory data would have on the device."""
-        if self.cfg.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
     def _batch(self, idx: Tensor, raw: Tensor | None = None) -> Tensor:
         if raw is not None:
-            return self._on_device(self.source.decode(raw))
+            return self.source.decode(raw)
         return self.train_x[idx.to(self.train_x.device)]
 
     def _check(self, terms: dict[str, Tensor]) -> bool:

@@ -1,5 +1,5 @@
 """Restarts (``train.restarts``, beyond the papers): candidate starts trained in memory for a share of the budget,
-one kept by a label-free criterion (``train.restart_select``) and continued by the run; with ``ensemble``, the
+one kept by a label-free criterion (``train.restarts.select``) and continued by the run; with ``ensemble``, the
 starts' consensus partition as the targets of the model's pseudo-label term."""
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000
 def _needs_clusters(value, cfg: RunConfig):
     """``value`` (a criterion of a restart candidate), refused when it is None: a model without clusters."""
     if value is None:
-        raise ConfigError(f"train.restart_select={cfg.train.restart_select} needs a model with clusters; "
+        raise ConfigError(f"train.restarts.select={cfg.train.restarts.select} needs a model with clusters; "
                           f"{cfg.model} has none (use tail)")
     return value
 
@@ -117,7 +117,7 @@ def _ensemble_combine(assigned: list, cfg: RunConfig, k: int):
 
 @dataclass(frozen=True)
 class RestartCriterion:
-    """One ``train.restart_select`` rule: ``value(model, tracker, x, cfg)`` of each trained candidate (``tracker``
+    """One ``train.restarts.select`` rule: ``value(model, tracker, x, cfg)`` of each trained candidate (``tracker``
     its per-step losses, ``x`` the training data); ``combine(values, cfg, k)`` maps all candidates' values, once every
     candidate is in (``k``: the model's mixture components), to their losses and a partition of the training data for ``model.pseudo_label_weight`` (or
     None) — without ``combine`` the values are the losses. The lowest loss is kept; ``describe`` is for the notes."""
@@ -136,7 +136,7 @@ RESTART_CRITERIA: dict[str, RestartCriterion] = {
                                  lambda model, tracker, x, cfg: _needs_clusters(all_assignments(model, x), cfg),
                                  _ensemble_combine),
 }
-"""``train.restart_select`` → its rule (the names ``config.RESTART_SELECT`` accepts)."""
+"""``train.restarts.select`` → its rule (the names ``config.RESTART_SELECT`` accepts)."""
 
 
 class Starts(NamedTuple):
@@ -145,7 +145,7 @@ class Starts(NamedTuple):
     state: dict
     """The kept candidate's state dict."""
     losses: list[float]
-    """Every candidate's value under ``restart_select`` (the lowest is kept)."""
+    """Every candidate's value under ``restarts.select`` (the lowest is kept)."""
     targets: np.ndarray | None
     """The consensus partition in the kept candidate's component ids (``ensemble``), else None."""
     steps: list[int]
@@ -155,8 +155,8 @@ class Starts(NamedTuple):
 
 
 def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
-    """Train ``cfg.train.restarts`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
-    :func:`restart_seed`) and return the state of the one with the lowest loss under ``restart_select``
+    """Train ``cfg.train.restarts.count`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
+    :func:`restart_seed`) and return the state of the one with the lowest loss under ``restarts.select``
     (:data:`RESTART_CRITERIA`), with every candidate's loss: the mean training objective over its last quarter of
     steps (``tail``), minus :func:`mean_confidence` on the same 2,000 training examples (``confidence``, mixture
     models) or minus the NMI of its assignments of all training data with the candidates' consensus partition
@@ -168,19 +168,19 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     from ..evaluation.clustering import align_partition
 
     tc = cfg.train
-    crit = RESTART_CRITERIA[tc.restart_select]
+    crit = RESTART_CRITERIA[tc.restarts.select]
     best, values, states, steps, pre = None, [], [], [], []
     x, sample = data.train.x, ensemble_sample(data.train, tc.seed) if crit.combine is _ensemble_combine else None
     if sample is not None:  # streamed data: the starts' consensus is that of a bounded sample
         x = x.take(sample)
     t0 = time.monotonic()
     if not quiet and rank() == 0:
-        print(f"{tc.restarts} candidate starts of {tc.candidate_steps} steps each; kept: the lowest "
+        print(f"{tc.restarts.count} candidate starts of {tc.candidate_steps} steps each; kept: the lowest "
               f"{crit.describe}", flush=True)
-    for i in range(tc.restarts):
+    for i in range(tc.restarts.count):
         tracker = _LossTracker()
         cbs = [tracker] if quiet or rank() != 0 else \
-            [tracker, StartProgress(f"start {i + 1} of {tc.restarts}", tc.candidate_steps, t0=t0)]
+            [tracker, StartProgress(f"start {i + 1} of {tc.restarts.count}", tc.candidate_steps, t0=t0)]
         model, n_steps, n_pre = train_candidate(cfg, data, restart_seed(tc.seed, i), cbs)
         steps.append(n_steps)
         pre.append(n_pre)
@@ -219,12 +219,12 @@ def train_candidate(cfg: RunConfig, data: RunData, seed: int, callbacks: list) -
     (CPU, eval mode), its optimiser steps and its pre-training steps."""
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-    tc = replace(cfg.train, seed=seed, max_steps=cfg.train.candidate_steps, max_minutes=None, restarts=1,
-                 eval_every_epochs=0, progress=False)
+    tc = replace(cfg.train, seed=seed, max_steps=cfg.train.candidate_steps, max_minutes=None,
+                 restarts=replace(cfg.train.restarts, count=1), eval_every_epochs=0)
     L.seed_everything(seed, workers=True, verbose=False)
     model = create_model(cfg.model, data.train.shape, copy.deepcopy(cfg.model_config))
     lit = LitAutoEncoder(model, tc, data.train.x)
-    loader = train_loader(data.train, tc, cfg.data.workers)
+    loader = train_loader(data.train, tc)
     trainer = make_trainer(tc, model.has_critic, len(data.train), callbacks, quiet=True)
     try:
         trainer.fit(lit, loader)
@@ -252,7 +252,7 @@ class KeptStart(NamedTuple):
     seconds: float
     """The time the starts took (counted in ``train.max_minutes``)."""
     losses: list[float] | None
-    """Every candidate's value under ``restart_select``."""
+    """Every candidate's value under ``restarts.select``."""
     targets: list[int] | None
     """The starts' consensus, a cluster per training example (−1: none), for the pseudo-label term; or None."""
     other_steps: int
@@ -272,10 +272,10 @@ def keep_start(cfg: RunConfig, data: RunData, model: AutoEncoderModel, quiet: bo
     model.load_state_dict(starts.state)
     kept = starts.losses.index(min(starts.losses))
     seconds = time.time() - t0
-    crit = RESTART_CRITERIA[tc.restart_select]
+    crit = RESTART_CRITERIA[tc.restarts.select]
     if not quiet and rank() == 0:
         sampled = crit.combine is _ensemble_combine and ensemble_sample(data.train, tc.seed) is not None
-        print(f"kept start {kept} of {tc.restarts} after {tc.candidate_steps} steps each ({crit.describe}"
+        print(f"kept start {kept} of {tc.restarts.count} after {tc.candidate_steps} steps each ({crit.describe}"
               + (f", on a random sample of {ENSEMBLE_SAMPLE:,} of the {len(data.train):,} examples streamed from "
                  "disk" if sampled else "") + ", lowest kept: "
               f"{', '.join(f'{v:.4f}' for v in starts.losses)}); {_clock(seconds)} for the starts", flush=True)

@@ -120,7 +120,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     start = None
     if rd is not None and rd.offset is not None:  # a resumed run that had chosen among restarts: still counted
         start = KeptStart(**rd.offset)
-    elif tc.restarts > 1 and (rd is None or rd.resume_from is None) and init_state is None:
+    elif tc.restarts.count > 1 and (rd is None or rd.resume_from is None) and init_state is None:
         try:
             start = keep_start(cfg, data, model, quiet)
         except BaseException:
@@ -132,7 +132,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         lit.targets = torch.as_tensor(start.targets, dtype=torch.long)
     if rd is not None and start is not None and start.steps:
         rd.ckpt.offset = start.offset()
-    loader = train_loader(train_ds, tc, cfg.data.workers)
+    loader = train_loader(train_ds, tc)
     if tc.eval_every_epochs > 0:
         split, curve_ds = data.curve  # the validation split (never the test split)
         k = min(len(curve_ds), 2000)

@@ -117,11 +117,9 @@ def prepare_run_dir(out: str | Path, resume: bool = False) -> Path:
 
 
 SAFE_ON_RESUME = frozenset({
-    "train.epochs", "train.max_steps", "train.max_minutes", "train.checkpoint_every_minutes", "train.progress",
-    "train.log_every", "train.figures", "train.sample_metrics", "train.eval_every_epochs", "train.on_nan",
-    "train.accelerator", "train.devices", "train.strategy", "train.num_nodes", "train.compile", "train.channels_last",
-    "train.deterministic", "data.data_dir", "data.eval_dataset", "data.eval_data_dir", "data.eval_limit",
-    "data.evaluate_test", "data.workers"})
+    "train.epochs", "train.max_steps", "train.max_minutes", "train.checkpoint_every_minutes", "train.log_every",
+    "train.figures", "train.sample_metrics", "train.eval_every_epochs", "train.on_nan", "train.hardware",
+    "data.data_dir", "data.eval_dataset", "data.eval_data_dir", "data.eval_limit", "data.evaluate_test"})
 """Config keys a ``--resume`` may change: budgets, where and how the run is executed, logging and the final
 evaluation. Any other change (the model, the data, the optimiser, the seed, ...) would train something else and is
 refused."""
@@ -130,6 +128,7 @@ _RUN_OUTPUTS = ("model.safetensors", "model.yaml", "metrics.json", "report.md", 
 
 
 def _flat(cfg: RunConfig) -> dict:
+    """``section.key`` → value; a nested group (``train.hardware``) is one entry."""
     return {f"{sec}.{k}": v for sec, sub in cfg.to_dict().items() for k, v in sub.items()}
 
 
