@@ -23,7 +23,7 @@ import csv
 import json
 import math
 import re
-import shutil
+import shlex
 import subprocess
 import sys
 import time
@@ -111,8 +111,6 @@ def metrics_json(row, seed, run):
 
 
 def cluster_command(row, seed, run):
-    if run.exists():
-        shutil.rmtree(run)
     cmd = [*WAE, "cluster", row["data"], "--seed", str(seed), "--out", str(run), "--quiet", *sets(row)]
     for key, flag in (("k", "--k"), ("preset", "--preset"), ("max_steps", "--max-steps"),
                       ("max_minutes", "--max-minutes")):
@@ -122,10 +120,10 @@ def cluster_command(row, seed, run):
 
 
 def shell_command(row, seed, run):
-    run.mkdir(parents=True, exist_ok=True)
     env = " ".join(f"{k}={v}" for k, v in (row.get("env") or {}).items())
-    return ["/usr/bin/time", "-v", "-o", str(run / "time.txt"), "bash", "-c",
-            (f"export {env}; " if env else "") + row["command"].format(run=run, seed=seed)]
+    inner = (f"export {env}; " if env else "") + row["command"].format(run=run, seed=seed)
+    return ["bash", "-c", f"mkdir -p {shlex.quote(str(run))} && exec /usr/bin/time -v -o "
+            f"{shlex.quote(str(run / 'time.txt'))} bash -c {shlex.quote(inner)}"]
 
 
 def shell_collect(row, seed, run):

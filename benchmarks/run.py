@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -329,10 +330,12 @@ def run_row(spec: dict, row: dict, seeds: list[int], out: Path, parallel: int, d
     for s in seeds:
         run = out / spec["name"] / f"{row['name']}-s{s}"
         jobs.append((s, run, kind.command(row, s, run)))
-    shown = f"{Path(sys.argv[0]).as_posix()} {spec['name']} --only {row['name']} --seeds {' '.join(map(str, seeds))}"
+    shown = (f"python benchmarks/run.py benchmarks/specs/{spec['name']}.yaml --only {row['name']} --seeds "
+             f"{' '.join(map(str, seeds))}")
     if dry:
         for s, run, cmd in jobs:
-            print(" ".join(cmd) if cmd else f"(in process) {spec['kind']}: row {row['name']}, seed {s} → {run}")
+            print(" ".join(map(shlex.quote, cmd)) if cmd else
+                  f"# in process ({spec['kind']}, seed {s} → {run}): {json.dumps(settings(row))}")
         return None
     metrics: dict[str, dict] = {}
     todo = [j for j in jobs if j[2] is None]  # in-process kinds: one after another
