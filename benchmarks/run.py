@@ -106,6 +106,8 @@ def load_spec(path) -> dict:
         merged.append(r)
     spec["rows"] = merged
     spec["name"] = path.stem
+    spec["path"] = path.resolve().relative_to(HERE.parent).as_posix() if HERE.parent in path.resolve().parents \
+        else str(path)
     check_table(spec, where)
     return spec
 
@@ -330,8 +332,7 @@ def run_row(spec: dict, row: dict, seeds: list[int], out: Path, parallel: int, d
     for s in seeds:
         run = out / spec["name"] / f"{row['name']}-s{s}"
         jobs.append((s, run, kind.command(row, s, run)))
-    shown = (f"python benchmarks/run.py benchmarks/specs/{spec['name']}.yaml --only {row['name']} --seeds "
-             f"{' '.join(map(str, seeds))}")
+    shown = f"python benchmarks/run.py {spec['path']} --only {row['name']} --seeds {' '.join(map(str, seeds))}"
     if dry:
         for s, run, cmd in jobs:
             print(" ".join(map(shlex.quote, cmd)) if cmd else
