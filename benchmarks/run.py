@@ -303,7 +303,7 @@ def region(spec: dict, results=None) -> str:
 
 
 def marked(text: str, name: str) -> re.Pattern:
-    return re.compile(rf"<!-- table: {re.escape(name)} -->\n.*?<!-- /table -->", re.S)
+    return re.compile(rf"^<!-- table: {re.escape(name)} -->\n.*?^<!-- /table -->$", re.S | re.M)
 
 
 def update_readme(spec: dict, readme: Path = README) -> bool:
