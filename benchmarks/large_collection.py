@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=float, default=None, help="model.width (default: the main preset's)")
     p.add_argument("--out", default="runs/large")
     p.add_argument("--table", default=None, help="Markdown file to append the row to")
+    p.add_argument("--json", default=None, help="JSON file to write the row's numbers to")
     a = p.parse_args(argv)
     from wae.presets import resolve_config
     from wae.training import train
@@ -156,6 +157,12 @@ def main(argv=None) -> int:
            f"{enc_ips:,.0f} ({enc_cpu:,.0f}) | {_mib(enc_peak)} | {_mib(max(r['rss'] for r in ranks))} |")
     print(f"large_collection: devices={world} train {train_ips:,.0f} images/s, encode {enc_ips:,.0f} images/s "
           f"(total {time.time() - t0:.0f} s, train/steps={metrics.get('train/steps')})", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "devices": world, "streamed": kind == "streamed", "examples": a.n, "steps": ranks[0]["steps"],
+            "train_ips": train_ips, "train_ips_cpu": train_cpu, "enc_ips": enc_ips, "enc_ips_cpu": enc_cpu,
+            "peak_rss_mib": max(r["rss"] for r in ranks) / 2 ** 20,
+            **({"peak_device_mib": max(peaks) / 2 ** 20} if peaks else {})}))
     if a.table:
         t = Path(a.table)
         t.parent.mkdir(parents=True, exist_ok=True)

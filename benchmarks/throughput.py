@@ -70,6 +70,21 @@ def paired(fa, fb, repeats):
     return statistics.median(ta), statistics.median(tb)
 
 
+def step_times(name: str, batch: int, width: float, repeats: int) -> dict:
+    """One model's full training step against its bare networks' forward + backward on the same random batch
+    (paired medians; models without an encoder/decoder pair: the full step alone)."""
+    x = torch.rand(batch, 1, 28, 28)
+    m = create_model(name, (1, 28, 28), width=width)
+    if bare_step(m, x) is None:
+        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+        tf = timeit(lambda: full_step(m, x, opt), repeats)
+        return {"full_ms": tf * 1e3, "samples_s": batch / tf}
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+    tb, tf = paired(lambda: (m.zero_grad(set_to_none=True), bare_step(m, x)), lambda: full_step(m, x, opt), repeats)
+    return {"bare_ms": tb * 1e3, "full_ms": tf * 1e3, "ratio": tf / tb, "samples_s": batch / tf}
+
+
 def mmd_scaling(sizes=(100, 250, 500, 1000, 2000, 4000), repeats=3):
     """Forward + backward of the MMD penalty alone: K = 1 (n codes) and K = 10 (n·K weighted, grouped codes)."""
     from wae.priors import GaussianMixturePrior, GaussianPrior
@@ -158,6 +173,8 @@ def pythae_comparison(batch: int, width: float, repeats: int):
     print(f"  bare fwd+bwd {tb * 1e3:.1f} ms | ours {t_ours * 1e3:.1f} ms ({t_ours / tb:.2f}x bare) | "
           f"pythae {t_theirs * 1e3:.1f} ms ({t_theirs / tb:.2f}x bare) | our throughput / theirs = "
           f"{t_theirs / t_ours:.2f}")
+    return {"bare_ms": tb * 1e3, "ours_ms": t_ours * 1e3, "theirs_ms": t_theirs * 1e3, "ours_ratio": t_ours / tb,
+            "theirs_ratio": t_theirs / tb, "speedup": t_theirs / t_ours}
 
 
 def pythae_trainer_comparison(batch: int, width: float, epochs: int = 3):
@@ -228,6 +245,8 @@ def pythae_trainer_comparison(batch: int, width: float, epochs: int = 3):
     print(f"  ours (Lightning) {t_ours:.2f} s/epoch = {steps * batch / t_ours:.0f} samples/s | pythae BaseTrainer "
           f"{t_theirs:.2f} s/epoch = {n / t_theirs:.0f} samples/s | our throughput / theirs = "
           f"{(steps * batch / t_ours) / (n / t_theirs):.2f}")
+    return {"ours_s_epoch": t_ours, "ours_samples_s": steps * batch / t_ours, "theirs_s_epoch": t_theirs,
+            "theirs_samples_s": n / t_theirs, "speedup": (steps * batch / t_ours) / (n / t_theirs)}
 
 
 def loop_overhead(width: float, batch: int, steps: int = 30):
@@ -278,6 +297,7 @@ def loop_overhead(width: float, batch: int, steps: int = 30):
     tp, tl = statistics.median(plain[2:]), statistics.median(timer.ts[2:])
     print(f"wae-mmd width {width}, batch {batch}: plain loop {tp * 1e3:.1f} ms/step | Lightning batch "
           f"{tl * 1e3:.1f} ms/step | ratio {tl / tp:.2f}")
+    return {"plain_ms": tp * 1e3, "lightning_ms": tl * 1e3, "ratio": tl / tp}
 
 
 GM_EXTRAS = dict(consistency_weight=3.0, entropy_weight=1.0, discrete_width=2.0)
@@ -321,6 +341,9 @@ def gm_vs_wae(batch: int, width: float, repeats: int):
           f"median of {repeats} (alternating):")
     for k, t in med.items():
         print(f"  {k:14s} {t * 1e3:8.1f} ms  {t / med['wae-mmd']:5.2f}x wae-mmd  {batch / t:8.0f} samples/s")
+    out = {f"{k.replace(' ', '_')}_ms": t * 1e3 for k, t in med.items()}
+    return {**out, **{f"{k.replace(' ', '_')}_x_wae": t / med["wae-mmd"] for k, t in med.items()},
+            "wae-mmd_samples_s": batch / med["wae-mmd"]}
 
 
 def device_table(device: str, width: float, batches: list[int], precisions: list[str], repeats: int,
@@ -409,23 +432,14 @@ def main():
         return pythae_trainer_comparison(a.batch, a.width, a.epochs)
     if a.pythae:
         return pythae_comparison(a.batch, a.width, a.repeats)
-    torch.manual_seed(0)
-    x = torch.rand(a.batch, 1, 28, 28)
     print(f"batch {a.batch}, width {a.width}, torch threads {torch.get_num_threads()}")
     print(f"{'model':10s} {'bare ms':>9s} {'full ms':>9s} {'ratio':>6s} {'samples/s':>10s}")
     for name in a.models.split(","):
-        m = create_model(name, (1, 28, 28), width=a.width)
-        if bare_step(m, x) is None:
-            print(f"{name:10s} (no bare encoder/decoder pair to compare; full step only)")
-            opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-            tf = timeit(lambda: full_step(m, x, opt), a.repeats)
-            print(f"{name:10s} {'-':>9s} {tf * 1e3:9.1f} {'-':>6s} {a.batch / tf:10.1f}")
-            continue
-        m.train()
-        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
-        tb, tf = paired(lambda: (m.zero_grad(set_to_none=True), bare_step(m, x)), lambda: full_step(m, x, opt),
-                        a.repeats)
-        print(f"{name:10s} {tb * 1e3:9.1f} {tf * 1e3:9.1f} {tf / tb:6.2f} {a.batch / tf:10.1f}")
+        torch.manual_seed(0)
+        r = step_times(name, a.batch, a.width, a.repeats)
+        nan = float("nan")
+        print(f"{name:10s} {r.get('bare_ms', nan):9.1f} {r['full_ms']:9.1f} {r.get('ratio', nan):6.2f} "
+              f"{r['samples_s']:10.1f}")
 
 
 if __name__ == "__main__":
