@@ -312,7 +312,7 @@ def sampling_collect(row, seed, run_dir, n: int = 2000, per: int = 200):
     if sampler == "umap_gmm":
         return numeric(umap_gmm_scores(test.x, test.y, components, seed=seed))
     model = wae.load(run)
-    clf, _ = get_domain_classifier(cfg.data.dataset, load_dataset(cfg.data.dataset, cfg.data.split))
+    clf, _ = get_domain_classifier(cfg.data.dataset, load_dataset(cfg.data.dataset, "train"))
     state = {}
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

@@ -132,10 +132,10 @@ def main(argv=None) -> int:
         t0 = time.time()
         make_data(path, a.n)
         print(f"large_collection: wrote {path} ({a.n:,} × 28 × 28 uint8) in {time.time() - t0:.0f} s", flush=True)
-    sets = ["train.restarts=1", "pretrain_steps=0", f"max_steps={a.steps}", "max_minutes=null", "epochs=1000",
+    sets = ["train.restarts.count=1", "pretrain_steps=0", f"max_steps={a.steps}", "max_minutes=null", "epochs=1000",
             f"batch_size={a.batch_size}", "figures=false", "train.sample_metrics=[]", "checkpoint_every_minutes=0",
-            "val_size=1000", "eval_every_epochs=0", f"accelerator={a.accelerator}", f"devices={a.devices}",
-            f"strategy={'ddp' if a.devices > 1 else 'auto'}"] + ([f"model.width={a.width}"] if a.width else [])
+            f"val_fraction={1000 / a.n}", "eval_every_epochs=0", f"hardware.accelerator={a.accelerator}",
+            f"hardware.devices={a.devices}", f"hardware.strategy={'ddp' if a.devices > 1 else 'auto'}"] + ([f"model.width={a.width}"] if a.width else [])
     cfg = resolve_config("gm-wae", "main", f"npy:{path}", None, sets, {})
     meter = Meter(min(a.warmup, a.steps - 1), out)
     t0 = time.time()

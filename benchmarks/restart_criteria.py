@@ -1,4 +1,4 @@
-"""Label-free restart criteria against validation accuracy (how `train.restart_select` was chosen).
+"""Label-free restart criteria against validation accuracy (how `train.restarts.select` was chosen).
 
     python benchmarks/restart_criteria.py BASE_SEED N     # N candidate starts of the main setting, 900 steps each
 
@@ -17,7 +17,7 @@ best candidate (an oracle).
 
     python benchmarks/restart_criteria.py --ensemble R crit-7.json crit-8.json ...
 
-scores the candidates' consensus partitions (``train.restart_select=ensemble``'s target,
+scores the candidates' consensus partitions (``train.restarts.select=ensemble``'s target,
 ``consensus_partition``) against single candidates, all on the 2,000 training digits whose assignments the lists
 hold (their labels read here only, to judge): per list and R, the mean (and worst) Hungarian accuracy of a single
 candidate, of the consensus of R candidates over every subset of R, and of the best of the R (an oracle)."""
@@ -38,11 +38,11 @@ from wae.training.restarts import _LossTracker, restart_seed
 from wae.training.run import fit_in_memory, load_data_for
 
 SETS = ["data.evaluate_test=false", "max_minutes=null", "eval_every_epochs=0", "max_steps=900", "progress=false",
-        "restarts=1", "component_refit=false"]
+        "restarts.count=1", "component_refit=false"]
 
 
 def consensus_scores(assignments: list) -> list[float]:
-    """Each partition's mean NMI with the others: the ``consensus`` rule (a ``train.restart_select`` value until it
+    """Each partition's mean NMI with the others: the ``consensus`` rule (a ``train.restarts.select`` value until it
     lost on validation; see benchmarks/README.md)."""
     n = len(assignments)
     return [float(np.mean([nmi(assignments[a], assignments[b]) for b in range(n) if b != a])) if n > 1 else 1.0

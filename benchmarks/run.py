@@ -11,7 +11,7 @@ A spec::
       - name: rot35               # results/NAME/rot35.json and .csv
         label: "**±35°**"         # the row's text in the table ({label})
         preset: main
-        set: [consistency_rotate=35]   # `wae train --set` overrides, today's keys
+        set: [consistency.rotate=35]   # `wae train --set` overrides, today's keys
         seeds: [0, 1, 2]
     table:
       layout: rows                # one line per row; `seeds`: one line per seed of the first row, then `footer`

@@ -300,7 +300,7 @@ def loop_overhead(width: float, batch: int, steps: int = 30):
     return {"plain_ms": tp * 1e3, "lightning_ms": tl * 1e3, "ratio": tl / tp}
 
 
-GM_EXTRAS = dict(consistency_weight=3.0, entropy_weight=1.0, discrete_width=2.0)
+GM_EXTRAS = dict(consistency={"weight": 3.0}, entropy_weight=1.0, discrete_width=2.0)
 """The main job's GM-WAE settings beyond the paper (consistency on warped digits, batch entropy, a twice-as-wide q_D):
 part of every GM-WAE step it takes."""
 
@@ -311,7 +311,7 @@ def _variants(width: float, extras: bool = True):
     return {
         "wae-mmd": lambda: create_model("wae-mmd", (1, 28, 28), width=width, latent_dim=10),
         "gm-wae exact": lambda: create_model("gm-wae", (1, 28, 28), **gm),
-        "gm-wae sparse": lambda: create_model("gm-wae", (1, 28, 28), k_estimator="sparse", k_top=1, **gm),
+        "gm-wae sparse": lambda: create_model("gm-wae", (1, 28, 28), k_estimator="sparse", **gm),
     }
 
 
