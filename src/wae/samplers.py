@@ -143,7 +143,7 @@ def write_samples(model, out, n: int, sampler: str = "prior", component: int | N
     codes of ``train_x()``, the training examples) into ``out``: ``.npz`` (array ``x``), else a PNG — an image grid,
     or for vectors a scatter of their first two features. Drawn 1,000 at a time; refused in one line when they would
     not fit in memory or are not finite (nothing written)."""
-    from .data.core import format_bytes, max_array_bytes
+    from .data.memory import format_bytes, max_array_bytes
     from .files import atomic_write_with
     from .plots import save_image_grid, scatter_2d
 

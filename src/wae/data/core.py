@@ -26,7 +26,6 @@ import torch
 
 from ..errors import DataError
 from ..registry import Registry
-from .memory import format_bytes, in_memory_bytes, max_array_bytes, memory_limit, too_big  # noqa: F401
 from .source import Source
 
 __all__ = [
@@ -40,11 +39,6 @@ __all__ = [
     "cache_root",
     "one_line",
     "images_to_tensor",
-    "max_array_bytes",
-    "memory_limit",
-    "in_memory_bytes",
-    "too_big",
-    "format_bytes",
 ]
 
 Loader = Callable[..., "Dataset"]
@@ -318,7 +312,7 @@ def _parse_name(name: str, split: str) -> tuple[_Entry, str, dict]:
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None, **kw) -> Dataset:
     """Load split ``split`` of data set ``name``: in memory, or streamed from disk when its loader finds it too large
-    (:func:`in_memory_bytes`; ``ds.streamed``).
+    (:func:`~wae.data.memory.in_memory_bytes`; ``ds.streamed``).
 
     Names: ``mnist``; ``mnist:test`` (the suffix overrides ``split``; with several suffixes the last wins);
     ``npz:/path/file.npz`` or ``folder:/path/dir``, optionally followed by ``:split``. Unknown names, splits or

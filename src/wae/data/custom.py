@@ -14,17 +14,17 @@
     The file is opened with ``allow_pickle=False``: object arrays are refused.
 
     Large arrays stay on disk: when ``x`` with its float32 copy would take more than
-    :func:`~wae.data.core.in_memory_bytes` (1 GiB, or less when the process may use less), a ``.npy`` file or an npz
+    :func:`~wae.data.memory.in_memory_bytes` (1 GiB, or less when the process may use less), a ``.npy`` file or an npz
     member stored uncompressed (``numpy.savez``, not ``savez_compressed``) is streamed (:mod:`wae.data.source`; a
     one-line message says so); a compressed member is read whole only when it fits the memory the process may use
-    (:func:`~wae.data.core.memory_limit`), else refused in one line naming the file, the size and the limit.
+    (:func:`~wae.data.memory.memory_limit`), else refused in one line naming the file, the size and the limit.
 
 ``folder``
     All ``.png/.jpg/.jpeg/.bmp`` files of a directory (case-insensitive suffix, sorted by path). If the directory
     has sub-folders holding images, each sub-folder (sorted by name; searched recursively) is a class and gives the
     labels; otherwise there are no labels. Images are resized to ``size`` (an int or ``(H, W)``; default: the size
     of the first image) and are grayscale if every file is grayscale ("L"/"LA"/"1"), else RGB. A folder whose images
-    would take more than :func:`~wae.data.core.in_memory_bytes` as float32 is streamed: images are decoded and
+    would take more than :func:`~wae.data.memory.in_memory_bytes` as float32 is streamed: images are decoded and
     resized when read, in DataLoader workers while training (one-line message).
 """
 from __future__ import annotations
@@ -41,8 +41,8 @@ import torch
 
 from ..errors import DataError
 from ._images import IMAGE_SUFFIXES, ImageReader, image_header, load_images
-from .core import (Dataset, format_bytes, images_to_tensor, in_memory_bytes, labels_to_tensor, max_array_bytes,
-                   one_line, register_dataset, too_big)
+from .core import Dataset, images_to_tensor, labels_to_tensor, one_line, register_dataset
+from .memory import format_bytes, in_memory_bytes, max_array_bytes, too_big
 from .source import ArrayReader, Source
 
 __all__ = ["load_npz", "load_folder", "array_to_x", "value_scale"]
@@ -258,7 +258,7 @@ def load_npz(path: str | os.PathLike, split: str = "train", kind: str = "npz") -
     array of a ``.npy`` file (``train`` only; ``kind`` ``npy`` names it so).
 
     Memory is bounded before anything is expanded: each member's declared uncompressed size (zip directory) and its
-    array header are checked against the file and against :func:`~wae.data.core.memory_limit` first, so a
+    array header are checked against the file and against :func:`~wae.data.memory.memory_limit` first, so a
     compressed "bomb" or a header claiming a huge shape is refused in one line; a large ``x`` stored uncompressed is
     streamed from disk (see the module doc)."""
     path = Path(path).expanduser()

@@ -6,6 +6,7 @@ from typing import Callable
 import lightning as L
 import torch
 
+from ..data.source import apply_batched
 from ..evaluation.clustering import clustering_metrics
 
 __all__ = ["StepProbe"]
@@ -55,18 +56,16 @@ class EpochEvaluator(L.Callback):
         model = pl_module.model
         was = model.training
         model.eval()
-        dev = pl_module.device
         out: dict[str, float] = {}
-        with torch.no_grad():
-            errs, probs = [], []
-            for i in range(0, self.x.shape[0], self.batch_size):
-                xb = self.x[i: i + self.batch_size].to(dev)
-                errs.append((model.reconstruct(xb) - xb).pow(2).flatten(1).sum(1).cpu())
-                if model.has_discrete_latent:
-                    probs.append(model.cluster_probs(xb).cpu())
-        out[f"{self.prefix}recon_mse"] = float(torch.cat(errs).mean())
-        if probs and self.y is not None:
-            m = clustering_metrics(torch.cat(probs).numpy(), self.y.numpy(), prefix=self.prefix)
+
+        def per_example(xb):  # the squared error, then q(k|x) for a model with clusters
+            err = (model.reconstruct(xb) - xb).pow(2).flatten(1).sum(1, keepdim=True)
+            return torch.cat([err, model.cluster_probs(xb)], 1) if model.has_discrete_latent else err
+
+        cols = apply_batched(per_example, self.x, self.batch_size, pl_module.device)
+        out[f"{self.prefix}recon_mse"] = float(cols[:, 0].mean())
+        if cols.shape[1] > 1 and self.y is not None:
+            m = clustering_metrics(cols[:, 1:].numpy(), self.y.numpy(), prefix=self.prefix)
             out.update({k: float(v) for k, v in m.items()})
         model.train(was)
         out["epoch"] = trainer.current_epoch

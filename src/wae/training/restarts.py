@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..data.source import apply_batched
 from ..data.splits import RunData
 from ..errors import ConfigError, TrainingError, TrainingStopped
 from ..models import AutoEncoderModel, create_model
@@ -42,29 +43,26 @@ def restart_seed(seed: int, i: int) -> int:
     return seed if i == 0 else (seed * 7919 + 104729 * i) % (2 ** 32)
 
 
-def _fixed_batches(x: torch.Tensor, batch_size: int, n: int, seed: int, dev: torch.device):
-    """The same ``n`` examples of ``x`` (a seeded permutation) in batches of ``batch_size``, on ``dev``."""
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    for j in range(0, len(idx), batch_size):
-        yield x[idx[j:j + batch_size]].to(dev)
+def _cluster_outputs(model, x, fn, batch_size: int):
+    """``fn(model, batch)`` over ``x`` (a tensor or a streamed source) in evaluation mode, on the model's device,
+    concatenated on the CPU; None for a model without clusters."""
+    if not model.has_discrete_latent:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        return apply_batched(lambda b: fn(model, b), x, batch_size, next(model.parameters()).device)
+    finally:
+        model.train(was_training)
 
 
 def fixed_cluster_probs(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0):
-    """q(k|x) (evaluation mode, on the CPU) of the same ``n`` examples of ``x`` whatever the model, or None for a
-    model without clusters."""
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.no_grad():
-            for xb in _fixed_batches(x, batch_size, n, seed, next(model.parameters()).device):
-                p = model.cluster_probs(xb)
-                if p is None:
-                    return None
-                out.append(p.float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    """q(k|x) (evaluation mode, on the CPU) of the same ``n`` examples of ``x`` (a seeded permutation) whatever the
+    model, or None for a model without clusters."""
+    if not model.has_discrete_latent:
+        return None
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return _cluster_outputs(model, x[idx], lambda m, b: m.cluster_probs(b).float(), batch_size)
 
 
 def mean_confidence(model, x: torch.Tensor, batch_size: int = 500, n: int = 2000, seed: int = 0) -> float | None:
@@ -90,20 +88,8 @@ def _tail(model, tracker, x, cfg) -> float:
 def all_assignments(model, x: torch.Tensor, batch_size: int = 500):
     """argmax_k q(k|x) of every example of ``x``, in order (evaluation mode; NumPy), or None for a model without
     clusters."""
-    was_training = model.training
-    dev = next(model.parameters()).device
-    model.eval()
-    out = []
-    try:
-        with torch.no_grad():
-            for j in range(0, len(x), batch_size):
-                p = model.cluster_probs(x[j:j + batch_size].to(dev))
-                if p is None:
-                    return None
-                out.append(p.argmax(1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy()
+    out = _cluster_outputs(model, x, lambda m, b: m.cluster_probs(b).argmax(1), batch_size)
+    return None if out is None else out.numpy()
 
 
 def _ensemble_combine(assigned: list, cfg: RunConfig, k: int):
