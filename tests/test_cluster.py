@@ -113,6 +113,12 @@ def test_cluster_csv_and_tsv(tmp_path, monkeypatch):
     assert metrics["acc_hungarian"] > 0.6  # three well-separated blobs; chance 1/3
     assert metrics["umap_gmm_note"] == UMAP_MISSING and not any(k.startswith("umap_gmm_acc") for k in metrics)
     assert (out / "report.html").read_text().count("umap-learn is not installed") == 1
+    # the label-free choice among the starts (cluster-vector: 3 starts of 30 % of 40 steps, kept by confidence)
+    starts = metrics["starts"]
+    assert (starts["count"], starts["steps"], starts["select"]) == (3, 12, "confidence") and len(starts["values"]) == 3
+    assert starts["kept"] == int(np.argmin(starts["values"])) and "mean max_k q(k|x)" in starts["why"]
+    assert "3 candidate starts of 12 steps each, chosen without labels" in (out / "report.html").read_text()
+    assert GMWAEClustering.load(out).starts_ == starts
     tsv = tmp_path / "t.tsv"
     np.savetxt(tsv, v, delimiter="\t")
     assert main(["cluster", str(tsv), "--k", "3", "--out", str(tmp_path / "R2"), *FAST]) == 0

@@ -299,6 +299,8 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
             metrics.update(umap_gmm_scores(xb, yb, k, seed=seed))
         if sweep:
             metrics["sweep"] = sweep
+        if est.starts_:
+            metrics["starts"] = est.starts_
         # everything below is written into tmp, then renamed to out in one step
         est.save(tmp)
         fig_dir = tmp / "figures"
@@ -327,6 +329,10 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
                            + (" — stopped by the clock (--max-minutes): not reproducible" if est.clock_stopped_
                               else "")),
                  ("mean confidence", f"{mean_conf:.3f} (mean over examples of max_k q(k|x))")]
+        if est.starts_:
+            s = est.starts_
+            facts.append(("starts", f"{s['count']} candidate starts of {s['steps']} steps each, chosen without labels "
+                                    f"(restarts.select={s['select']}): kept {s['why']}"))
         facts += [("input", note) for note in est.input_notes_]
         facts += [("sample", note) for note in _sample_notes(est, n, len(sample_idx), streamed, y is not None,
                                                               bool(sweep))]

@@ -11,10 +11,9 @@ Input values are mapped onto the model's scale (``scaling``; the rules: :mod:`wa
 with the model, undone on :meth:`GMWAEClustering.sample`, logged (logger ``wae``, INFO) and kept in ``input_notes_``.
 
 Settings come from a preset, by data kind: 28×28 images get the main job's (``main``); other images ``cluster-image``
-(conv nets sized to the image); vectors ``cluster-vector`` (MLPs); their ``cost_scale`` and ``consistency.shift`` are
-scaled to the data (:func:`wae.presets.cluster_run_config`). The invariance term (``model.consistency.weight``)
-compares q(k|x) with q(k|T(x)), T a small random warp for images and noise + feature dropout for vectors
-(``model.consistency.noise`` / ``.dropout``; ``model.consistency.resample``: SCARF's corruption).
+(conv nets sized to the image); vectors ``cluster-vector`` (MLPs), scaled to the data
+(:func:`wae.presets.cluster_run_config`). The invariance term (``model.consistency``) compares q(k|x) with q(k|T(x)),
+T a small random warp for images, noise, feature dropout and SCARF's resampling for vectors.
 
 ``score(X)`` is the opposite of the GM-WAE objective (Eq. 4 of Gaujac et al.) on X: label-free, higher is better.
 It cannot compare different K — the prior, the latent size and ``cost_scale`` change with ``n_clusters`` — so
@@ -45,6 +44,7 @@ from .files import atomic_write_text, atomic_write_with
 from .presets import accelerator_setting, cluster_preset, cluster_run_config, load_run_config
 from .runtime import kept_global_rng, quiet_lightning
 from .serialization import load_model, save_model
+from .training.restarts import starts_report
 from .training.run import fit_in_memory
 
 __all__ = ["GMWAEClustering", "InputError", "fit_scaling", "infer_layout"]
@@ -94,7 +94,8 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     ----------
     labels_ : ndarray (N,) of the training data's clusters · ``n_iter_`` : every optimiser step taken (all
     restart candidates', the discarded ones' included) · ``n_iter_kept_`` : the kept run's (its start's and those
-    after it) · ``clock_stopped_`` : whether ``max_minutes`` ended the fit before ``max_steps`` ·
+    after it) · ``clock_stopped_`` : whether ``max_minutes`` ended the fit before ``max_steps`` · ``starts_`` : the
+    label-free choice among the restart candidates (:func:`~wae.training.restarts.starts_report`; None without) ·
     ``model_`` : the trained :class:`~wae.models.gmwae.GaussianMixtureAE` · ``run_config_`` : its
     :class:`~wae.config.RunConfig` · ``input_shape_`` / ``layout_`` : one example's shape and layout as given ·
     ``offset_`` / ``scale_`` : the input map · ``input_notes_`` : what was done to the values ·
@@ -122,8 +123,8 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "model_")  # set last in fit: a failed fit leaves the estimator unfitted
+    def __sklearn_is_fitted__(self) -> bool:  # model_ is set last in fit: a failed fit leaves it unfitted
+        return hasattr(self, "model_")
 
     @property
     def _n_features_out(self) -> int:
@@ -207,13 +208,11 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         model, dev = self.model_, self._inference_device()
         model.eval()
         with torch.no_grad():
-            if dev.type != "cpu":
-                model.to(dev)
+            model.to(dev)  # a no-op on the CPU
             try:
                 yield model, dev
             finally:
-                if dev.type != "cpu":
-                    model.cpu()
+                model.cpu()
 
     def _apply(self, fn, x: torch.Tensor) -> torch.Tensor:
         """``fn`` over batches of x (the model's input, in memory) on the inference device; a CPU tensor."""
@@ -304,6 +303,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.offset_, self.scale_, self.input_notes_ = offset, scale, notes
         self.model_, self.run_config_ = model, cfg
         self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
+        self.starts_ = starts_report(cfg, steps.starts)
 
     # --- inference ------------------------------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
@@ -400,7 +400,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             params["random_state"] = None  # a RandomState object is not data; the fit's seed is in config.yaml
         meta = {"estimator": type(self).__name__, "wae_version": __version__, "params": params,
                 "input_shape": list(self.input_shape_), "layout": self.layout_, "n_iter": int(self.n_iter_),
-                "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_),
+                "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_), "starts": self.starts_,
                 "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
                 "feature_names_in": [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_")
                 else None}
@@ -439,7 +439,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         est.offset_, est.scale_ = arrays["offset"].numpy(), arrays["scale"].numpy()
         est.labels_ = arrays["labels"].numpy()
         est.layout_, est.input_shape_, est.n_iter_, est.n_features_in_ = layout, shape, n_iter, n_features
-        est.n_iter_kept_, est.clock_stopped_ = n_kept, clock
+        est.n_iter_kept_, est.clock_stopped_, est.starts_ = n_kept, clock, meta.get("starts")
         est.input_notes_ = notes
         if names is not None:
             est.feature_names_in_ = np.asarray(names, dtype=object)

@@ -23,6 +23,7 @@ from .module import LitAutoEncoder
 
 __all__ = ["ENSEMBLE_SAMPLE", "RESTART_CRITERIA", "KeptStart", "RestartCriterion", "StartProgress", "Starts",
            "all_assignments", "ensemble_sample", "keep_start", "mean_confidence", "restart_seed", "select_start",
+           "starts_report",
            "train_candidate"]
 
 
@@ -267,6 +268,19 @@ def keep_start(cfg: RunConfig, data: RunData, model: AutoEncoderModel, quiet: bo
               f"{', '.join(f'{v:.4f}' for v in starts.losses)}); {_clock(seconds)} for the starts", flush=True)
     return KeptStart(starts.steps[kept], seconds, starts.losses, starts.targets,
                      sum(starts.steps) - starts.steps[kept], sum(starts.pretrain_steps))
+
+
+def starts_report(cfg: RunConfig, values: list[float] | None) -> dict | None:
+    """The label-free choice among the restart candidates, for a run's metrics and report: what was tried (``count``
+    starts of ``steps`` steps), the criterion (``select``, in words ``why``), every candidate's ``values`` and the
+    ``kept`` one (the lowest value). None without restarts."""
+    if not values:
+        return None
+    tc = cfg.train
+    kept = values.index(min(values))
+    return {"count": len(values), "steps": tc.candidate_steps, "select": tc.restarts.select, "values": list(values),
+            "kept": kept, "why": f"start {kept} has the lowest {RESTART_CRITERIA[tc.restarts.select].describe} "
+                                 f"({', '.join(f'{v:.4f}' for v in values)})"}
 
 
 def _clock(seconds: float) -> str:

@@ -302,6 +302,8 @@ class StepCount(NamedTuple):
     clock_stopped: bool
     """Whether ``train.max_minutes`` ended training before ``max_steps`` and ``epochs``: a rerun with the same seed
     may then stop at another step, so the fit is not reproducible."""
+    starts: list[float] | None = None
+    """Every restart candidate's value under ``train.restarts.select`` (the lowest was kept); None without restarts."""
 
     def note(self, tc) -> str | None:
         """One line on a clock-stopped fit (None otherwise)."""
@@ -318,7 +320,7 @@ def step_count(prep: Prepared, trainer: L.Trainer) -> StepCount:
     by_steps = tc.max_steps > 0 and kept >= tc.max_steps
     by_epochs = tc.epochs >= 0 and trainer.current_epoch >= tc.epochs
     return StepCount(kept + prep.other_steps, kept, len(prep.lit.pretrain_history) + prep.pretrain_done,
-                     bool(tc.max_minutes) and not by_steps and not by_epochs)
+                     bool(tc.max_minutes) and not by_steps and not by_epochs, prep.restart_losses)
 
 
 def _kept_good(ckpt_cb, last: Path) -> str:
