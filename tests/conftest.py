@@ -30,3 +30,6 @@ def pytest_collection_modifyitems(config, items):
                         if defs[-1].scope != "function" and defs[-1].baseid)
         if shared:
             item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}::{shared[0]}"))
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out work in this order, so the long
+        # parts (the groups, the tests marked slow) start first and the short tests fill in at the end
+        items.sort(key=lambda i: not (i.get_closest_marker("xdist_group") or i.get_closest_marker("slow")))
