@@ -33,3 +33,10 @@ def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out work in this order, so the long
         # parts (the groups, the tests marked slow) start first and the short tests fill in at the end
         items.sort(key=lambda i: not (i.get_closest_marker("xdist_group") or i.get_closest_marker("slow")))
+
+
+def pytest_configure(config):
+    """An xdist worker computes with one thread (set before torch loads; its subprocesses inherit it): two workers
+    with a thread per core each would run four threads on two cores, and torch's small ops slow down badly so."""
+    if hasattr(config, "workerinput"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
