@@ -18,9 +18,10 @@ OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"
 PY=${PYTHON:-python}
 if [ "${1:-}" = "--dry-run" ]; then
-  DEV=cpu ACC=cpu WIDTH=0.0625 BATCHES=8,16 REPEATS=2 MINUTES=0.1 STEPS=3 SETS="--set data.limit=64 --set data.eval_limit=100 --set model.width=0.0625 --set batch_size=16 --set pretrain_steps=2 --set train.sample_metrics=[] --set figures=false"
-  # the large collection: 3,000 examples streamed (WAE_IN_MEMORY_BYTES=0), 1 and 2 CPU processes (DDP over gloo)
-  LARGE="--n 3000 --steps 6 --warmup 2 --batch-size 50 --encode-n 2000 --width 0.0625"
+  DEV=cpu ACC=cpu WIDTH=0.0625 BATCHES=8,16 REPEATS=1 MINUTES=2 STEPS=3 SETS="--set data.limit=64 --set data.eval_limit=100 --set model.width=0.0625 --set batch_size=16 --set pretrain_steps=2 --set train.sample_metrics=[] --set figures=false"
+  # the large collection: 1,500 examples streamed (WAE_IN_MEMORY_BYTES=0; 1,000 of them the validation carve), 1 and
+  # 2 CPU processes (DDP over gloo)
+  LARGE="--n 1500 --steps 3 --warmup 1 --batch-size 50 --encode-n 500 --width 0.0625"
   NDEV=2
   export WAE_IN_MEMORY_BYTES=0 GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
 else

@@ -18,3 +18,25 @@ def gloo_on_loopback(mpatch: pytest.MonkeyPatch) -> None:
     loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
     if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
         mpatch.setenv("GLOO_SOCKET_IFNAME", loopback[0])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) the tests that share a module-scoped
+    fixture of ours (a trained run several tests read) go to one worker, which builds it once; every other test goes
+    to whichever worker is free. (pytest's own wider fixtures, such as tmp_path_factory, have no baseid.)"""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = sorted(name for name, defs in (info.name2fixturedefs.items() if info else ())
+                        if defs[-1].scope != "function" and defs[-1].baseid)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}::{shared[0]}"))
+    if hasattr(config, "workerinput"):  # an xdist worker: the scheduler hands out work in this order, so the long
+        # parts (the groups, the tests marked slow) start first and the short tests fill in at the end
+        items.sort(key=lambda i: not (i.get_closest_marker("xdist_group") or i.get_closest_marker("slow")))
+
+
+def pytest_configure(config):
+    """An xdist worker computes with one thread (set before torch loads; its subprocesses inherit it): two workers
+    with a thread per core each would run four threads on two cores, and torch's small ops slow down badly so."""
+    if hasattr(config, "workerinput"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")

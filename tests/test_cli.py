@@ -213,14 +213,26 @@ def test_encode_writes_the_models_codes_and_clusters(gm_run, tmp_path):
     np.testing.assert_allclose(table[:, 2:12], p_train, rtol=1e-4, atol=1e-6)
 
 
-def test_encode_errors_are_one_line(gm_run, tmp_path):
-    assert ".npz, .csv or .parquet" in _one_line_error(wae("encode", str(gm_run), "--out", str(tmp_path / "c.txt")))
-    assert "shape (2,)" in _one_line_error(wae("encode", str(gm_run), "--dataset", "arcs", "--out",
-                                                str(tmp_path / "c.npz")))
-    assert "no latent hierarchy" in _one_line_error(wae("encode", str(gm_run), "--depth", "2", "--out",
-                                                         str(tmp_path / "c.npz")))
-    assert "not found" in _one_line_error(wae("encode", str(gm_run), "--dataset", f"npz:{tmp_path}/none.npz",
-                                               "--out", str(tmp_path / "c.npz")))
+def wae_here(capsys, *args):
+    """`wae ARGS` run in this process (its imports paid once, not per call), as a CompletedProcess like wae()'s."""
+    from wae.cli import main
+
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse's own exits
+        rc = e.code
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(["wae", *args], rc, cap.out, cap.err)
+
+
+def test_encode_errors_are_one_line(gm_run, tmp_path, capsys):
+    def encode(*args):
+        return _one_line_error(wae_here(capsys, "encode", str(gm_run), *args))
+
+    assert ".npz, .csv or .parquet" in encode("--out", str(tmp_path / "c.txt"))
+    assert "shape (2,)" in encode("--dataset", "arcs", "--out", str(tmp_path / "c.npz"))
+    assert "no latent hierarchy" in encode("--depth", "2", "--out", str(tmp_path / "c.npz"))
+    assert "not found" in encode("--dataset", f"npz:{tmp_path}/none.npz", "--out", str(tmp_path / "c.npz"))
     assert not (tmp_path / "c.npz").exists()
 
 

@@ -14,6 +14,9 @@ from wae.estimator import GMWAEClustering, InputError, fit_scaling, infer_layout
 from wae.evaluation.clustering import hungarian_accuracy
 
 FAST = dict(max_steps=40, random_state=0, device="cpu")
+# check_estimator fits ~100 times; 10 steps still cluster its 3 blobs (adjusted Rand 1.0 at random_state 0, 0.94 at
+# 1 and 2, where check_clustering asks > 0.4).
+CHECKS = {**FAST, "max_steps": 10}
 
 # Checks of sklearn.utils.estimator_checks.check_estimator that do not pass, each with why. Every other check passes.
 SKIPPED_CHECKS = {
@@ -50,7 +53,7 @@ def bar_images(n_per=40, side=8, seed=0):
 def test_check_estimator_passes_every_check_but_the_listed_ones():
     from sklearn.utils.estimator_checks import check_estimator
 
-    results = check_estimator(GMWAEClustering(n_clusters=3, **FAST), on_skip=None, on_fail=None)
+    results = check_estimator(GMWAEClustering(n_clusters=3, **CHECKS), on_skip=None, on_fail=None)
     assert len(results) > 40
     bad = {r["check_name"]: (r["status"], str(r["exception"])[:300]) for r in results if r["status"] != "passed"}
     assert set(bad) == set(SKIPPED_CHECKS), bad

@@ -21,11 +21,24 @@ def test_experiments_are_registered():
     assert set(FIGS) <= names
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """name → the output directory of `wae reproduce NAME --quick` (data.eval_limit=300), run once in this module."""
+    done = {}
+
+    def run(name):
+        if name not in done:
+            done[name] = tmp_path_factory.mktemp("quick") / name
+            run_experiment(name, done[name], quick=True, sets=["data.eval_limit=300"])
+        return done[name]
+
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FIGS))
-def test_quick_reproduction_writes_figures_and_report(tmp_path, name):
-    out = tmp_path / name
-    run_experiment(name, out, quick=True, sets=["data.eval_limit=300"])
+def test_quick_reproduction_writes_figures_and_report(quick, name):
+    out = quick(name)
     for f in FIGS[name]:
         assert (out / "figures" / f"{f}.png").exists(), f
     report = (out / "report.md").read_text()
@@ -53,10 +66,9 @@ def test_unknown_experiment_is_a_config_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_vae_from_wae_reuses_a_trained_gm_wae(tmp_path):
+def test_vae_from_wae_reuses_a_trained_gm_wae(quick, tmp_path):
     """exp.from=RUN: the GM-VAE starts from that run's networks; no GM-WAE is trained again."""
-    run_experiment("gm-wae-mnist", tmp_path / "g", quick=True, sets=["data.eval_limit=300"])
-    src = tmp_path / "g" / "run"
+    src = quick("gm-wae-mnist") / "run"  # the quick reproduction's run, only read here
     out = tmp_path / "v"
     m = run_experiment("vae-from-wae", out, quick=True, sets=["data.eval_limit=300", f"exp.from={src}"])
     assert not (out / "gm-wae-run").exists()
