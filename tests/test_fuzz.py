@@ -120,6 +120,27 @@ def test_svhn_mat_reader_fuzz(valid_mats, data):
             _one_line(e)
 
 
+def test_a_mat_file_that_crashes_scipys_reader_is_a_data_error_not_a_dead_process(tmp_path, monkeypatch):
+    """SciPy's MAT reader can die of a segmentation fault on a corrupt file (a fuzzed SVHN file did, in CI): such a
+    file is read first in a forked child, whose crash becomes one line."""
+    import multiprocessing
+    import os
+    import signal
+
+    import scipy.io
+
+    from wae.data.svhn import read_svhn_mat
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method here")
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **k: os.kill(os.getpid(), signal.SIGSEGV))
+    p = tmp_path / "test_32x32.mat"
+    p.write_bytes(b"MATLAB 5.0 MAT-file, not SVHN's")
+    with pytest.raises(WAEError, match="the MAT reader crashed on it") as e:
+        read_svhn_mat(p)
+    _one_line(e.value)
+
+
 # --- npz -------------------------------------------------------------------------------------------------------
 
 DTYPES = ["u1", "i4", "i8", "u8", "f2", "f4", "f8", "?", "c8", "U3", "M8[s]", "V4", "<i4,<f4"]

@@ -9,7 +9,7 @@ import torch
 from ..errors import DataError
 from .core import (Dataset, data_search_dirs, find_file, format_dirs, images_to_tensor, labels_to_tensor, one_line,
                    register_dataset, resolve_data_dir)
-from .download import download_file
+from .download import download_file, md5sum
 
 __all__ = ["SVHN_URL", "SVHN_FILES", "read_svhn_mat"]
 
@@ -23,13 +23,43 @@ SVHN_FILES: dict[str, tuple[str, str]] = {
 """split → (file name, md5)."""
 
 
-def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images 32×32×3×N, int64 labels 0..9) of an SVHN ``.mat`` file; label 10 (digit 0) becomes 0."""
+def _load_mat(path: Path) -> dict:
+    """``scipy.io.loadmat`` of X and y. SciPy's MAT reader can crash the whole process (a segmentation fault in its C
+    code) on a corrupt file, so a file that is not one of SVHN's published ones (by md5) is read first in a forked
+    child: a crash there is a :class:`DataError`, and only a file the child read is read here."""
+    import multiprocessing as mp
+
     from scipy.io import loadmat
 
+    if md5sum(path) not in {md5 for _, md5 in SVHN_FILES.values()} and "fork" in mp.get_all_start_methods():
+        child = mp.get_context("fork").Process(target=_probe, args=(str(path),))
+        child.start()
+        child.join()
+        if child.exitcode not in (0, 1):
+            raise DataError(f"svhn: cannot read {path} (the MAT reader crashed on it, exit code {child.exitcode}); "
+                            "replace it (delete it to download it again)")
+    return loadmat(str(path), variable_names=["X", "y"])
+
+
+def _probe(path: str) -> None:
+    import os
+
+    from scipy.io import loadmat
+
+    try:
+        loadmat(path, variable_names=["X", "y"])
+    except Exception:  # an ordinary error: the parent meets it again and says what it was
+        os._exit(1)
+    os._exit(0)
+
+
+def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images 32×32×3×N, int64 labels 0..9) of an SVHN ``.mat`` file; label 10 (digit 0) becomes 0."""
     path = Path(path)
     try:
-        mat = loadmat(str(path), variable_names=["X", "y"])
+        mat = _load_mat(path)
+    except DataError:
+        raise
     except Exception as e:  # scipy raises ValueError, MatReadError, OSError, TypeError, ... on corrupt files
         raise DataError(f"svhn: cannot read {path} ({one_line(e)}); replace it (delete it to download it again)") \
             from e
