@@ -359,7 +359,7 @@ def test_presets_and_registry():
         assert cfg.model == "gmvae" and isinstance(cfg.model_config, GMVAEConfig)
         mc = cfg.model_config
         assert mc.architecture == arch
-        assert cfg.train.lr == 1e-4 and tuple(cfg.train.betas) == (0.9, 0.999) and cfg.train.eps == 1e-8
+        assert cfg.train.lr == 1e-4 and tuple(cfg.train.betas) == (0.9, 0.999)  # Adam's eps: its default 1e-8
         shape = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "synthetic": (2,)}[arch]
         model = create_model("gmvae", shape, replace(mc, width=min(mc.width, 0.05)))
         assert model.has_discrete_latent and model.num_components == mc.num_components

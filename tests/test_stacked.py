@@ -335,7 +335,7 @@ def test_presets_build_the_paper_models():
         mc.width = 1 / 32
         m = create_model(cfg.model, shape, mc)
         if "svhn" in name:
-            assert cfg.data.split == "train+extra" and cfg.train.batch_size == 100
+            assert cfg.data.dataset == "svhn:train+extra" and cfg.train.batch_size == 100
             assert m.latent_shapes() == [(1, 16, 16), (2, 8, 8), (4, 4, 4), (2, 4, 4), (1, 4, 4), (2, 2, 2)]
             assert m.strides == [2, 2, 2, 1, 1, 2]
             assert m.logvar_weights == pytest.approx([10.0 ** -(2 + i) for i in range(1, 7)])

@@ -42,9 +42,12 @@ def _load_mat(path: Path) -> dict:
 
 
 def _probe(path: str) -> None:
+    import faulthandler
     import os
 
     from scipy.io import loadmat
+
+    faulthandler.disable()  # a crash here is expected and reported by the parent, without a traceback dump
 
     try:
         loadmat(path, variable_names=["X", "y"])
