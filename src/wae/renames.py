@@ -82,10 +82,9 @@ def migrate(d: dict, model_fields: set[str] = frozenset()) -> dict:
         elif old == "train.critic_lr":
             if "critic_lr" in model_fields and isinstance(d.get("model"), dict):
                 d["model"].setdefault("critic_lr", v)
-        else:
-            _, *path = new.split(".")
-            node = sub
-            for p in path[:-1]:
-                node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else node
-            node[path[-1]] = v
+        else:  # every other new key is section.group.leaf
+            _, group, leaf = new.split(".")
+            if not isinstance(sub.get(group), dict):
+                sub[group] = {}
+            sub[group][leaf] = v
     return d
