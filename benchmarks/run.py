@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import math
 import os
@@ -208,6 +209,74 @@ def save_result(spec: dict, row: dict, new: dict[str, dict], metric: str | None,
     return res
 
 
+def check_result(spec: dict, row: dict, new: dict[str, dict], command: str) -> list[dict]:
+    """Compare freshly run seeds with the recorded result without touching it: for every key both hold, the
+    recorded value of the same seed when there is one, else the recorded mean ± sd. Appended to
+    ``results/checks.json`` (one entry per spec, row and seed; a later check replaces an earlier one)."""
+    old = load_result(spec["name"], row["name"]) or {}
+    entries = []
+    for s, m in new.items():
+        rec_seed = (old.get("seeds") or {}).get(s) or {}
+        keys = [k for k in m if isinstance(m[k], (int, float)) and (k in rec_seed or k in old.get("summary", {}))]
+        cmp = {}
+        for k in keys:
+            if k in rec_seed:
+                cmp[k] = {"now": m[k], "recorded": rec_seed[k], "as": "same seed"}
+            else:
+                st = old["summary"][k]
+                cmp[k] = {"now": m[k], "recorded": st.get("mean"), "sd": st.get("sd"), "as": "mean"}
+        entries.append({"spec": spec["name"], "row": row["name"], "seed": int(s), "command": command + " --check",
+                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                        "recorded_source": old.get("source"), "metric": KINDS[spec["kind"]].metric(row),
+                        "compare": cmp, "now": m})
+    p = RESULTS / "checks.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.with_suffix(".lock"), "w") as lock:  # two runners may finish at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        allc = json.loads(p.read_text()) if p.exists() else []
+        done = {(e["spec"], e["row"], e["seed"]) for e in entries}
+        allc = [e for e in allc if (e["spec"], e["row"], e["seed"]) not in done] + entries
+        allc.sort(key=lambda e: (e["spec"], e["row"], e["seed"]))
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(allc, indent=1, default=float) + "\n")
+        tmp.replace(p)
+        update_checks()
+    for e in entries:
+        print(f"check {e['spec']}/{e['row']} seed {e['seed']}:")
+        for k, c in e["compare"].items():
+            rec = f"{c['recorded']:.4g}" + (f" ± {c['sd']:.2g} (mean)" if c["as"] == "mean" and c.get("sd") is not None
+                                            and not math.isnan(c["sd"]) else "" if c["as"] != "mean" else " (mean)")
+            print(f"  {k:32s} now {c['now']:.4g}   recorded {rec}")
+    return entries
+
+
+def render_checks(checks: list[dict] | None = None) -> str:
+    """The checks table: per checked (spec, row, seed) its main value now against the recorded one."""
+    if checks is None:
+        p = RESULTS / "checks.json"
+        checks = json.loads(p.read_text()) if p.exists() else []
+    lines = ["| spec | row | seed | value | now | recorded | checked |", "|---|---|---|---|---|---|---|"]
+    for e in checks:
+        keys = [e["metric"]] if e.get("metric") in e["compare"] else list(e["compare"])[:2]
+        for k in keys:
+            c = e["compare"][k]
+            rec = f"{c['recorded']:.4g}"
+            if c["as"] == "mean":
+                sd = c.get("sd")
+                rec += (f" ± {sd:.2g}" if sd is not None and not math.isnan(sd) else "") + " (mean)"
+            lines.append(f"| {e['spec']} | {e['row']} | {e['seed']} | {k} | {c['now']:.4g} | {rec} | "
+                         f"{e['date'][:10]} |")
+    return "\n".join(lines)
+
+
+def update_checks(readme: Path | None = None) -> None:
+    readme = readme or README
+    text = readme.read_text()
+    pat = re.compile(r"^<!-- checks -->\n.*?^<!-- /checks -->$", re.S | re.M)
+    if pat.search(text):
+        readme.write_text(pat.sub(lambda _: f"<!-- checks -->\n{render_checks()}\n<!-- /checks -->", text, count=1))
+
+
 def write_csv(res: dict, path: Path) -> None:
     """One line per seed, then mean, sd, min, max (and the worst seed's values), numeric keys only."""
     keys = list(res["summary"])
@@ -326,7 +395,8 @@ def launch(cmd: list[str], core: int | None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def run_row(spec: dict, row: dict, seeds: list[int], out: Path, parallel: int, dry: bool) -> dict | None:
+def run_row(spec: dict, row: dict, seeds: list[int], out: Path, parallel: int, dry: bool,
+            check: bool = False) -> dict | None:
     kind = KINDS[spec["kind"]]
     jobs = []
     for s in seeds:
@@ -360,6 +430,9 @@ def run_row(spec: dict, row: dict, seeds: list[int], out: Path, parallel: int, d
             raise SystemExit(f"{row['name']} seed {s} failed (exit {proc.returncode})")
         metrics[str(s)] = {**kind.collect(row, s, run), "wall_s": time.time() - t0}
         print(f"{row['name']} seed {s}: done in {time.time() - t0:.0f} s", flush=True)
+    if check:
+        check_result(spec, row, metrics, shown)
+        return None
     return save_result(spec, row, metrics, kind.metric(row), shown)
 
 
@@ -372,6 +445,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/bench", help="where the runs go (results go to benchmarks/results)")
     p.add_argument("--dry-run", action="store_true", help="print what would run")
     p.add_argument("--table", action="store_true", help="only redraw the README table from the results")
+    p.add_argument("--check", action="store_true",
+                   help="rerun and compare with the recorded result, leaving it and the table as they are "
+                        "(results/checks.json)")
     a = p.parse_args(argv)
     path = Path(a.spec) if a.spec.endswith(".yaml") else SPECS / f"{a.spec}.yaml"
     try:
@@ -384,11 +460,11 @@ def main(argv=None) -> int:
             rows = [r for r in rows if r["name"] in a.only]
         if not a.table:
             for row in rows:
-                res = run_row(spec, row, a.seeds or row["seeds"], Path(a.out), a.parallel, a.dry_run)
+                res = run_row(spec, row, a.seeds or row["seeds"], Path(a.out), a.parallel, a.dry_run, a.check)
                 if res:
                     print(json.dumps({"row": row["name"], "worst_seed": res["worst_seed"],
                                       **{k: round(v["mean"], 4) for k, v in res["summary"].items()}}))
-        if a.dry_run:
+        if a.dry_run or a.check:
             return 0
         print(render(spec))
         if not update_readme(spec):

@@ -35,7 +35,10 @@ def test_every_spec_loads_and_every_readme_table_is_a_spec_region_drawn_from_res
         region = run.marked(text, s["name"]).search(text).group(0)
         assert f"`python benchmarks/run.py benchmarks/specs/{s['name']}.yaml`" in region
         assert region == run.region(s), f"{s['name']}: the README table is not what its results draw"
+    checks = re.search(r"^<!-- checks -->\n(.*?)^<!-- /checks -->$", text, flags=re.S | re.M)
+    assert checks and checks.group(1).strip() == run.render_checks(), "the checks table is not checks.json's"
     rest = re.sub(r"^<!-- table: \S+ -->\n.*?^<!-- /table -->$", "", text, flags=re.S | re.M)
+    rest = rest.replace(checks.group(0), "")
     assert not [ln for ln in rest.splitlines() if ln.startswith("|")], "a table without a spec"
 
 
@@ -134,3 +137,32 @@ table:
 def test_bad_specs_name_what_is_wrong(tmp_path, text, message):
     with pytest.raises(run.SpecError, match=re.escape(message)):
         _spec(tmp_path, text)
+
+
+def test_check_compares_with_the_recorded_result_and_leaves_it_alone(tmp_path, monkeypatch):
+    spec = _spec(tmp_path, """
+kind: cluster
+rows: [{name: r, data: "npz:x.npz", k: 3, seeds: [3, 4]}]
+table: {columns: [["acc", "{mean acc_hungarian .2f}"]]}
+""")
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- checks -->\n<!-- /checks -->\n")
+    monkeypatch.setattr(run, "README", readme)
+    run.save_result(spec, spec["rows"][0], {"3": {"acc_hungarian": 0.5}, "4": {"acc_hungarian": 0.7}},
+                    "acc_hungarian", "cmd")
+    saved = (tmp_path / "results" / "t" / "r.json").read_text()
+    # seed 4 again: compared with seed 4's record; seed 9: with the mean ± sd
+    run.check_result(spec, spec["rows"][0], {"4": {"acc_hungarian": 0.68, "new_key": 1.0},
+                                             "9": {"acc_hungarian": 0.61}}, "cmd")
+    assert (tmp_path / "results" / "t" / "r.json").read_text() == saved
+    checks = json.loads((tmp_path / "results" / "checks.json").read_text())
+    assert [(c["seed"], c["compare"]["acc_hungarian"]["as"], c["compare"]["acc_hungarian"]["recorded"])
+            for c in checks] == [(4, "same seed", 0.7), (9, "mean", pytest.approx(0.6))]
+    assert "new_key" not in checks[0]["compare"] and checks[0]["now"]["new_key"] == 1.0
+    run.check_result(spec, spec["rows"][0], {"4": {"acc_hungarian": 0.66}}, "cmd")  # replaces, not appends
+    checks = json.loads((tmp_path / "results" / "checks.json").read_text())
+    assert len(checks) == 2 and checks[0]["now"]["acc_hungarian"] == 0.66
+    lines = readme.read_text().splitlines()
+    assert lines[4].startswith("| t | r | 4 | acc_hungarian | 0.66 | 0.7 | ")
+    assert lines[5].startswith("| t | r | 9 | acc_hungarian | 0.61 | 0.6 ± 0.14 (mean) | ")
