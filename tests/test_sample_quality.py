@@ -9,6 +9,7 @@ import sys
 import time
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,8 +257,10 @@ def test_classifier_trains_caches_and_loads_without_retraining(tmp_path, monkeyp
     assert not info["from_cache"]
     assert info["dataset"] == "toy2" and info["data_shape"] == [1, H, W] and info["n_examples"] == 200
     assert 0.0 <= info["test_accuracy"] <= 1.0 and info["n_holdout"] == 20
-    assert {p.name for p in tmp_path.iterdir()} == {"toy2.safetensors", "toy2.json"}
-    assert json.loads((tmp_path / "toy2.json").read_text())["test_accuracy"] == info["test_accuracy"]
+    key = "toy2-" + clf_mod._fingerprint(ds.x, ds.y)[:12]
+    assert {p.name for p in tmp_path.iterdir()} == {f"{key}.safetensors", f"{key}.json"}
+    assert info["cache_path"] == str(tmp_path / f"{key}.safetensors")
+    assert json.loads((tmp_path / f"{key}.json").read_text())["test_accuracy"] == info["test_accuracy"]
     f = clf.features(ds.x[:5])
     p = clf.predict_proba(ds.x[:5])
     assert f.shape == (5, 128) and p.shape == (5, 2)
@@ -282,11 +285,12 @@ def test_classifier_cache_default_dir_honours_env(tmp_path, monkeypatch):
     assert clf_mod.default_cache_dir() == tmp_path / "mine"
 
 
-@pytest.mark.parametrize("damage", ["weights", "json", "json_not_object", "missing_weights", "other_data"])
+@pytest.mark.parametrize("damage", ["weights", "json", "json_not_object", "missing_weights", "other_shape"])
 def test_corrupt_or_stale_cache_is_retrained(tmp_path, damage):
     ds = two_class_set()
-    get_domain_classifier("toy2", ds, cache_dir=tmp_path, epochs=1)
-    w, j = tmp_path / "toy2.safetensors", tmp_path / "toy2.json"
+    _, info = get_domain_classifier("toy2", ds, cache_dir=tmp_path, epochs=1)
+    w = Path(info["cache_path"])
+    j = w.with_suffix(".json")
     if damage == "weights":
         w.write_bytes(b"\x00garbage" * 7)
     elif damage == "json":
@@ -296,7 +300,7 @@ def test_corrupt_or_stale_cache_is_retrained(tmp_path, damage):
     elif damage == "missing_weights":
         w.unlink()
     else:
-        ds = two_class_set(seed=1)
+        j.write_text(j.read_text().replace('"n_examples": 200', '"n_examples": 199'))
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         clf, info = get_domain_classifier("toy2", ds, cache_dir=tmp_path, epochs=1)
@@ -305,6 +309,26 @@ def test_corrupt_or_stale_cache_is_retrained(tmp_path, damage):
     # the cache was rewritten and loads again
     _, info3 = get_domain_classifier("toy2", ds, cache_dir=tmp_path)
     assert info3["from_cache"]
+
+
+def test_two_training_sets_of_one_data_set_keep_a_classifier_each(tmp_path, monkeypatch):
+    """All of a data set and the part left beside a validation split are different training sets: each has its own
+    cache entry, so alternating between them never retrains (it used to replace one entry back and forth)."""
+    full, part = two_class_set(), two_class_set()
+    part = Dataset("toy2:train", part.x[:180], part.y[:180])
+    _, a = get_domain_classifier("toy2", full, cache_dir=tmp_path, epochs=1)
+    _, b = get_domain_classifier("toy2", part, cache_dir=tmp_path, epochs=1)
+    assert a["cache_path"] != b["cache_path"] and (a["n_examples"], b["n_examples"]) == (200, 180)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained although its entry is cached")
+
+    monkeypatch.setattr(clf_mod, "train_domain_classifier", no_training)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for ds, want in ((full, a), (part, b), (full, a)):
+            _, got = get_domain_classifier("toy2", ds, cache_dir=tmp_path)
+            assert got["from_cache"] and got["test_accuracy"] == want["test_accuracy"]
 
 
 def test_classifier_needs_labels_and_images(tmp_path):
@@ -325,7 +349,6 @@ def test_sample_quality_metrics_trains_the_classifier_once(tmp_path, monkeypatch
     model = StubModel(two_class_set(n=60, seed=4).x, torch.randn(60, 2))
     out = sample_quality_metrics(model, test, train, n=60, cache_dir=tmp_path)
     assert {"test/fid_domain", "test/kid_domain", "test/domain_classifier_acc"} <= set(out)
-    assert (tmp_path / "toy2.safetensors").exists()
     _, info = get_domain_classifier("toy2", train, cache_dir=tmp_path)
     assert info["from_cache"] and out["test/domain_classifier_acc"] == info["test_accuracy"]
 

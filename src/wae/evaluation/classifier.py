@@ -8,7 +8,9 @@ pool-fc(128)-fc(num_classes)). :func:`get_domain_classifier` trains it once per 
 * ``<cache_dir>/<key>.json`` — data set name, data shape, number of examples, a fingerprint of the training data,
   number of classes, held-out accuracy, training time, …,
 
-both written atomically. ``cache_dir`` defaults to ``$WAE_CACHE`` (used as is), else
+both written atomically; ``<key>`` is the data set's name and the first 12 hex digits of the training data's
+fingerprint (``mnist-5k-aff27b76306c``), so two training sets of one data set (all 5,000 digits, or the 4,500 left
+beside a validation part) keep a classifier each instead of replacing one another. ``cache_dir`` defaults to ``$WAE_CACHE`` (used as is), else
 ``$XDG_CACHE_HOME/wae/classifiers`` (``~/.cache/wae/classifiers``). A cache entry whose JSON or weights are
 unreadable, corrupt or do not match the training data is ignored (a warning) and the classifier is retrained.
 
@@ -124,8 +126,9 @@ def _base_name(name: str) -> str:
     return str(name).split(":")[0] if name else "dataset"
 
 
-def _cache_key(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", _base_name(name)).strip("._") or "dataset"
+def _cache_key(name: str, fingerprint: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", _base_name(name)).strip("._") or "dataset"
+    return f"{base}-{fingerprint[:12]}"
 
 
 def _fingerprint(x: Tensor, y: Tensor) -> str:
@@ -295,7 +298,7 @@ def get_domain_classifier(dataset_name: str | None, train_ds, cache_dir: str | o
         raise WAEError(f"{name}: the domain classifier needs image data (N×C×H×W), got shape "
                        f"{tuple(getattr(train_ds.x, 'shape', ()))}")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = _cache_key(name)
+    key = _cache_key(name, _fingerprint(train_ds.x, train_ds.y.long()))
     weights, meta = root / f"{key}.safetensors", root / f"{key}.json"
     if not retrain:
         try:
