@@ -2,6 +2,7 @@
 
     python benchmarks/run.py benchmarks/specs/NAME.yaml [--only ROW ...] [--seeds S ...] [--parallel 2] [--dry-run]
     python benchmarks/run.py benchmarks/specs/NAME.yaml --table        # only redraw its README table from results
+    python benchmarks/run.py NAME --only ROW --seeds S --check         # rerun, compare with the record, keep it
 
 A spec::
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import json
 import math
 import os
@@ -48,6 +48,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import checks  # noqa: E402
 from kinds import KINDS  # noqa: E402
 
 SPECS, RESULTS, README = HERE / "specs", HERE / "results", HERE / "README.md"
@@ -210,71 +211,33 @@ def save_result(spec: dict, row: dict, new: dict[str, dict], metric: str | None,
 
 
 def check_result(spec: dict, row: dict, new: dict[str, dict], command: str) -> list[dict]:
-    """Compare freshly run seeds with the recorded result without touching it: for every key both hold, the
-    recorded value of the same seed when there is one, else the recorded mean ± sd. Appended to
-    ``results/checks.json`` (one entry per spec, row and seed; a later check replaces an earlier one)."""
+    """Compare freshly run seeds with the recorded result, leaving it alone (:mod:`checks`)."""
     old = load_result(spec["name"], row["name"]) or {}
-    entries = []
-    for s, m in new.items():
-        rec_seed = (old.get("seeds") or {}).get(s) or {}
-        keys = [k for k in m if isinstance(m[k], (int, float)) and (k in rec_seed or k in old.get("summary", {}))]
-        cmp = {}
-        for k in keys:
-            if k in rec_seed:
-                cmp[k] = {"now": m[k], "recorded": rec_seed[k], "as": "same seed"}
-            else:
-                st = old["summary"][k]
-                cmp[k] = {"now": m[k], "recorded": st.get("mean"), "sd": st.get("sd"), "as": "mean"}
-        entries.append({"spec": spec["name"], "row": row["name"], "seed": int(s), "command": command + " --check",
-                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                        "recorded_source": old.get("source"), "metric": KINDS[spec["kind"]].metric(row),
-                        "compare": cmp, "now": m})
-    p = RESULTS / "checks.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.with_suffix(".lock"), "w") as lock:  # two runners may finish at once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        allc = json.loads(p.read_text()) if p.exists() else []
-        done = {(e["spec"], e["row"], e["seed"]) for e in entries}
-        allc = [e for e in allc if (e["spec"], e["row"], e["seed"]) not in done] + entries
-        allc.sort(key=lambda e: (e["spec"], e["row"], e["seed"]))
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(allc, indent=1, default=float) + "\n")
-        tmp.replace(p)
-        update_checks()
-    for e in entries:
-        print(f"check {e['spec']}/{e['row']} seed {e['seed']}:")
-        for k, c in e["compare"].items():
-            rec = f"{c['recorded']:.4g}" + (f" ± {c['sd']:.2g} (mean)" if c["as"] == "mean" and c.get("sd") is not None
-                                            and not math.isnan(c["sd"]) else "" if c["as"] != "mean" else " (mean)")
-            print(f"  {k:32s} now {c['now']:.4g}   recorded {rec}")
+    entries = checks.compare(spec["name"], row["name"], old, new, command + " --check",
+                             KINDS[spec["kind"]].metric(row))
+    checks.record(entries, RESULTS / "checks.json", README, table_keys)
+    checks.show(entries)
     return entries
 
 
-def render_checks(checks: list[dict] | None = None) -> str:
-    """The checks table: per checked (spec, row, seed) its main value now against the recorded one."""
-    if checks is None:
-        p = RESULTS / "checks.json"
-        checks = json.loads(p.read_text()) if p.exists() else []
-    lines = ["| spec | row | seed | value | now | recorded | checked |", "|---|---|---|---|---|---|---|"]
-    for e in checks:
-        keys = [e["metric"]] if e.get("metric") in e["compare"] else list(e["compare"])[:2]
-        for k in keys:
-            c = e["compare"][k]
-            rec = f"{c['recorded']:.4g}"
-            if c["as"] == "mean":
-                sd = c.get("sd")
-                rec += (f" ± {sd:.2g}" if sd is not None and not math.isnan(sd) else "") + " (mean)"
-            lines.append(f"| {e['spec']} | {e['row']} | {e['seed']} | {k} | {c['now']:.4g} | {rec} | "
-                         f"{e['date'][:10]} |")
-    return "\n".join(lines)
+def table_keys(spec_name: str, have, n: int = 2) -> list[str]:
+    """The first ``n`` keys of ``have`` that the spec's table shows, in column order (timings last)."""
+    try:
+        t = load_spec(SPECS / f"{spec_name}.yaml")["table"]
+    except (SpecError, OSError):
+        return list(have)[:n]
+    shown = []
+    for _, tpl in t["columns"]:
+        for f in FIELD.findall(str(tpl)):
+            parts = f.split()
+            if len(parts) >= 2 and parts[1] in have and parts[1] not in shown:
+                shown.append(parts[1])
+    shown.sort(key=lambda k: k.endswith(("_s", "seconds")))
+    return shown[:n] or list(have)[:n]
 
 
-def update_checks(readme: Path | None = None) -> None:
-    readme = readme or README
-    text = readme.read_text()
-    pat = re.compile(r"^<!-- checks -->\n.*?^<!-- /checks -->$", re.S | re.M)
-    if pat.search(text):
-        readme.write_text(pat.sub(lambda _: f"<!-- checks -->\n{render_checks()}\n<!-- /checks -->", text, count=1))
+def render_checks() -> str:
+    return checks.render(checks.load(RESULTS / "checks.json"), table_keys)
 
 
 def write_csv(res: dict, path: Path) -> None:
