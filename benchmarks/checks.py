@@ -19,8 +19,10 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def compare(spec: str, row: str, old: dict, new: dict[str, dict], command: str, metric: str | None) -> list[dict]:
-    """One entry per new seed: for every numeric key the record also holds, now against recorded."""
+def compare(spec: str, row: str, old: dict, new: dict[str, dict], command: str, metric: str | None,
+            test_informed: bool = False) -> list[dict]:
+    """One entry per new seed: for every numeric key the record also holds, now against recorded
+    (``test_informed``: the recorded numbers were measured after a choice informed by that test data)."""
     entries = []
     summary = old.get("summary", {})
     for s, m in new.items():
@@ -35,7 +37,8 @@ def compare(spec: str, row: str, old: dict, new: dict[str, dict], command: str, 
                 cmp[k] = {"now": v, "recorded": summary[k]["mean"], "sd": summary[k].get("sd"), "as": "mean"}
         entries.append({"spec": spec, "row": row, "seed": int(s), "command": command,
                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                        "recorded_source": old.get("source"), "metric": metric, "compare": cmp, "now": m})
+                        "recorded_source": old.get("source"), "test_informed": test_informed, "metric": metric,
+                        "compare": cmp, "now": m})
     return entries
 
 
@@ -60,12 +63,12 @@ def record(entries: list[dict], path: Path, readme: Path, keys: Callable) -> Non
                                          text, count=1))
 
 
-def _recorded(c: dict) -> str:
+def _recorded(c: dict, test_informed: bool = False) -> str:
     out = f"{c['recorded']:.4g}"
     if c["as"] == "mean":
         sd = c.get("sd")
         out += (f" ± {sd:.2g}" if _num(sd) and not math.isnan(sd) else "") + " (mean)"
-    return out
+    return out + (", test-informed" if test_informed else "")
 
 
 def render(checks: list[dict], keys: Callable) -> str:
@@ -75,8 +78,8 @@ def render(checks: list[dict], keys: Callable) -> str:
         shown = [e["metric"]] if e.get("metric") in e["compare"] else keys(e["spec"], e["compare"])
         for k in shown:
             c = e["compare"][k]
-            lines.append(f"| {e['spec']} | {e['row']} | {e['seed']} | {k} | {c['now']:.4g} | {_recorded(c)} | "
-                         f"{e['date'][:10]} |")
+            rec = _recorded(c, e.get("test_informed"))
+            lines.append(f"| {e['spec']} | {e['row']} | {e['seed']} | {k} | {c['now']:.4g} | {rec} | {e['date'][:10]} |")
     return "\n".join(lines)
 
 

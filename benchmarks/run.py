@@ -52,7 +52,7 @@ import checks  # noqa: E402
 from kinds import KINDS  # noqa: E402
 
 SPECS, RESULTS, README = HERE / "specs", HERE / "results", HERE / "README.md"
-COMMON = {"name", "label", "seeds", "set", "data", "model", "preset", "split", "metric", "cells"}
+COMMON = {"name", "label", "seeds", "set", "data", "model", "preset", "split", "metric", "cells", "test_informed"}
 SPLITS = {"val", "test", "all"}
 TOP = {"kind", "title", "defaults", "rows", "table"}
 TABLE = {"layout", "columns", "footer", "transpose"}
@@ -182,7 +182,7 @@ def load_result(spec_name: str, row: str) -> dict | None:
 
 def settings(row: dict) -> dict:
     """What must be equal for seeds of two runs to be merged: the row without its seeds and its table text."""
-    return {k: v for k, v in row.items() if k not in ("seeds", "label", "cells")}
+    return {k: v for k, v in row.items() if k not in ("seeds", "label", "cells", "test_informed")}
 
 
 def save_result(spec: dict, row: dict, new: dict[str, dict], metric: str | None, command: str) -> dict:
@@ -214,7 +214,7 @@ def check_result(spec: dict, row: dict, new: dict[str, dict], command: str) -> l
     """Compare freshly run seeds with the recorded result, leaving it alone (:mod:`checks`)."""
     old = load_result(spec["name"], row["name"]) or {}
     entries = checks.compare(spec["name"], row["name"], old, new, command + " --check",
-                             KINDS[spec["kind"]].metric(row))
+                             KINDS[spec["kind"]].metric(row), bool(row.get("test_informed")))
     checks.record(entries, RESULTS / "checks.json", README, table_keys)
     checks.show(entries)
     return entries

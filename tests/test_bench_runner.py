@@ -166,3 +166,7 @@ table: {columns: [["acc", "{mean acc_hungarian .2f}"]]}
     lines = readme.read_text().splitlines()
     assert lines[4].startswith("| t | r | 4 | acc_hungarian | 0.66 | 0.7 | ")
     assert lines[5].startswith("| t | r | 9 | acc_hungarian | 0.61 | 0.6 ± 0.14 (mean) | ")
+    # a row recorded after a choice informed by its test data says so in the table
+    run.check_result(spec, {**spec["rows"][0], "test_informed": True}, {"9": {"acc_hungarian": 0.6}}, "cmd")
+    assert readme.read_text().splitlines()[5].startswith("| t | r | 9 | acc_hungarian | 0.6 | 0.6 ± 0.14 (mean), "
+                                                         "test-informed | ")
