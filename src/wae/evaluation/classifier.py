@@ -10,9 +10,10 @@ pool-fc(128)-fc(num_classes)). :func:`get_domain_classifier` trains it once per 
 
 both written atomically; ``<key>`` is the data set's name and the first 12 hex digits of the training data's
 fingerprint (``mnist-5k-aff27b76306c``), so two training sets of one data set (all 5,000 digits, or the 4,500 left
-beside a validation part) keep a classifier each instead of replacing one another. ``cache_dir`` defaults to ``$WAE_CACHE`` (used as is), else
-``$XDG_CACHE_HOME/wae/classifiers`` (``~/.cache/wae/classifiers``). A cache entry whose JSON or weights are
-unreadable, corrupt or do not match the training data is ignored (a warning) and the classifier is retrained.
+beside a validation part) keep a classifier each instead of replacing one another. ``cache_dir`` defaults to
+``$WAE_CACHE`` (used as is), else ``$XDG_CACHE_HOME/wae/classifiers`` (``~/.cache/wae/classifiers``). A cache
+entry whose JSON or weights are unreadable, corrupt or do not match the training data is ignored (a warning) and
+the classifier is retrained.
 
 Every domain-FID/KID number must be reported together with ``info["test_accuracy"]``: the accuracy on 10 % of the
 training split held out (deterministically) from training.
@@ -222,8 +223,10 @@ def train_domain_classifier(train_ds, epochs: int = 3, seed: int = 0, batch_size
 # --- the cache -----------------------------------------------------------------------------------------------------
 
 
-def _load_cached(weights: Path, meta: Path, train_ds, device) -> tuple[DomainClassifier, dict] | None:
-    """The cached classifier when both files exist, parse and match ``train_ds``; None when absent.
+def _load_cached(weights: Path, meta: Path, train_ds, fingerprint: str,
+                 device) -> tuple[DomainClassifier, dict] | None:
+    """The cached classifier when both files exist, parse and match ``train_ds`` (whose :func:`_fingerprint` is
+    ``fingerprint``); None when absent.
 
     Raises ``ValueError`` (with the reason) for a corrupt or mismatching entry.
     """
@@ -237,12 +240,12 @@ def _load_cached(weights: Path, meta: Path, train_ds, device) -> tuple[DomainCla
         raise ValueError(f"unreadable JSON ({type(e).__name__})") from None
     if not isinstance(info, dict):
         raise ValueError("the JSON is not an object")
-    x, y = train_ds.x, train_ds.y
+    x = train_ds.x
     want = {
         "format_version": FORMAT_VERSION,
         "data_shape": [int(s) for s in x.shape[1:]],
         "n_examples": int(x.shape[0]),
-        "fingerprint": _fingerprint(x, y.long()),
+        "fingerprint": fingerprint,
     }
     for k, v in want.items():
         if info.get(k) != v:
@@ -298,11 +301,12 @@ def get_domain_classifier(dataset_name: str | None, train_ds, cache_dir: str | o
         raise WAEError(f"{name}: the domain classifier needs image data (N×C×H×W), got shape "
                        f"{tuple(getattr(train_ds.x, 'shape', ()))}")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = _cache_key(name, _fingerprint(train_ds.x, train_ds.y.long()))
+    fingerprint = _fingerprint(train_ds.x, train_ds.y.long())
+    key = _cache_key(name, fingerprint)
     weights, meta = root / f"{key}.safetensors", root / f"{key}.json"
     if not retrain:
         try:
-            hit = _load_cached(weights, meta, train_ds, device)
+            hit = _load_cached(weights, meta, train_ds, fingerprint, device)
         except ValueError as e:
             warnings.warn(f"domain classifier cache {meta} is unusable ({e}); retraining", RuntimeWarning,
                           stacklevel=2)
