@@ -79,8 +79,9 @@ class Restarts:
     """Train this many candidate starts (different seeds; the first is ``train.seed``) for ``fraction`` of
     ``train.max_steps`` each, in memory, keep the best by ``select`` — no label is read — and continue it to the
     budget (its steps count towards ``max_steps``, the others' time towards ``max_minutes``; ``train/steps`` counts
-    every start's steps, ``train/steps_kept_run`` the kept run's). The candidates run without the clock. A mixture
-    model settles on its partition of the data early, and keeps it."""
+    every start's steps, ``train/steps_kept_run`` the kept run's). Under ``max_minutes`` each candidate also stops at
+    its share of the clock (``TrainConfig.candidate_minutes``), so that the starts cannot spend the budget on a slow
+    machine. A mixture model settles on its partition of the data early, and keeps it."""
     fraction: float = 0.3
     """Each candidate start trains this fraction of ``train.max_steps`` (at least one step; pre-training included)."""
     select: str = "tail"
@@ -145,6 +146,17 @@ class TrainConfig:
         if self.max_steps <= 0:
             return 0
         return max(1, round(self.restarts.fraction * self.max_steps))
+
+    @property
+    def candidate_minutes(self) -> float | None:
+        """The clock of each candidate start under ``restarts`` and ``max_minutes`` (None: no clock): the share of
+        ``max_minutes`` that its steps are of all steps trained, ``f / (1 + (count − 1) f)`` with ``f`` the
+        ``restarts.fraction`` (count 3, fraction 0.3: 3/16 each, the kept run the remaining 7/16). A machine fast
+        enough for the steps never meets it; on a slower one every part of the run shrinks alike."""
+        if not self.max_minutes or self.restarts.count <= 1:
+            return None
+        f = self.restarts.fraction
+        return self.max_minutes * f / (1 + (self.restarts.count - 1) * f)
 
 
 @dataclass

@@ -139,6 +139,8 @@ class Starts(NamedTuple):
     """Every candidate's optimiser steps."""
     pretrain_steps: list[int]
     """Every candidate's pre-training steps."""
+    clock_stopped: bool = False
+    """Whether a candidate's share of the clock (``train.candidate_minutes``) stopped it before its steps."""
 
 
 def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
@@ -149,26 +151,28 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     models) or minus the NMI of its assignments of all training data with the candidates' consensus partition
     (``ensemble``). Third: that consensus in the kept candidate's component ids (``ensemble``; the targets of
     ``model.pseudo_label_weight``), else None. Also every candidate's optimiser and pre-training steps
-    (:class:`Starts`). Label-free: no label is read. Unless ``quiet``, a :class:`StartProgress` line says which start
+    (:class:`Starts`), and whether the clock cut a candidate short. Label-free: no label is read. Unless ``quiet``, a :class:`StartProgress` line says which start
     runs, its steps and the time elapsed.
     """
     from ..evaluation.clustering import align_partition
 
     tc = cfg.train
     crit = RESTART_CRITERIA[tc.restarts.select]
-    best, values, states, steps, pre = None, [], [], [], []
+    best, values, states, steps, pre, cut = None, [], [], [], [], False
     x, sample = data.train.x, ensemble_sample(data.train, tc.seed) if crit.combine is _ensemble_combine else None
     if sample is not None:  # streamed data: the starts' consensus is that of a bounded sample
         x = x.take(sample)
     t0 = time.monotonic()
     if not quiet and rank() == 0:
-        print(f"{tc.restarts.count} candidate starts of {tc.candidate_steps} steps each; kept: the lowest "
+        clock = f" (or {_clock(tc.candidate_minutes * 60)} of the clock)" if tc.candidate_minutes else ""
+        print(f"{tc.restarts.count} candidate starts of {tc.candidate_steps} steps each{clock}; kept: the lowest "
               f"{crit.describe}", flush=True)
     for i in range(tc.restarts.count):
         tracker = _LossTracker()
         cbs = [tracker] if quiet or rank() != 0 else \
             [tracker, StartProgress(f"start {i + 1} of {tc.restarts.count}", tc.candidate_steps, t0=t0)]
-        model, n_steps, n_pre = train_candidate(cfg, data, restart_seed(tc.seed, i), cbs)
+        model, n_steps, n_pre, stopped = train_candidate(cfg, data, restart_seed(tc.seed, i), cbs)
+        cut = cut or stopped
         steps.append(n_steps)
         pre.append(n_pre)
         values.append(crit.value(model, tracker, x, cfg))
@@ -185,7 +189,7 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
         full = np.full(len(data.train), -1, dtype=np.int64)
         full[sample.numpy()] = targets
         targets = full
-    return Starts(best, losses, targets, steps, pre)
+    return Starts(best, losses, targets, steps, pre, cut)
 
 
 ENSEMBLE_SAMPLE = 20_000
@@ -200,13 +204,15 @@ def ensemble_sample(train_ds, seed: int) -> torch.Tensor | None:
     return torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:ENSEMBLE_SAMPLE].sort().values
 
 
-def train_candidate(cfg: RunConfig, data: RunData, seed: int, callbacks: list) -> tuple[AutoEncoderModel, int, int]:
-    """One candidate start: ``cfg``'s model trained from ``seed`` for ``candidate_steps`` steps, in memory, with
-    neither the clock nor the curves (as a run of that seed to that many steps would train it). Returns the model
-    (CPU, eval mode), its optimiser steps and its pre-training steps."""
+def train_candidate(cfg: RunConfig, data: RunData, seed: int,
+                    callbacks: list) -> tuple[AutoEncoderModel, int, int, bool]:
+    """One candidate start: ``cfg``'s model trained from ``seed`` for ``candidate_steps`` steps or its share of the
+    clock (``candidate_minutes``), whichever ends first, in memory, without the curves (as a run of that seed to that
+    many steps would train it). Returns the model (CPU, eval mode), its optimiser steps, its pre-training steps and
+    whether the clock stopped it before its steps."""
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-    tc = replace(cfg.train, seed=seed, max_steps=cfg.train.candidate_steps, max_minutes=None,
+    tc = replace(cfg.train, seed=seed, max_steps=cfg.train.candidate_steps, max_minutes=cfg.train.candidate_minutes,
                  restarts=replace(cfg.train.restarts, count=1), eval_every_epochs=0)
     L.seed_everything(seed, workers=True, verbose=False)
     model = create_model(cfg.model, data.train.shape, copy.deepcopy(cfg.model_config))
@@ -228,7 +234,8 @@ def train_candidate(cfg: RunConfig, data: RunData, seed: int, callbacks: list) -
                             "nothing was kept") from None
     if trainer.interrupted:
         raise TrainingError("training interrupted while training the restart candidates; nothing was kept")
-    return lit.model.cpu().eval(), trainer.global_step, len(lit.pretrain_history)
+    stopped = bool(tc.max_minutes) and trainer.global_step < tc.max_steps and trainer.current_epoch < tc.epochs
+    return lit.model.cpu().eval(), trainer.global_step, len(lit.pretrain_history), stopped
 
 
 class KeptStart(NamedTuple):
@@ -246,6 +253,8 @@ class KeptStart(NamedTuple):
     """The discarded candidates' optimiser steps (in ``train/steps``, not in ``max_steps``)."""
     pretrain_steps: int
     """Every candidate's pre-training steps."""
+    clock_stopped: bool = False
+    """Whether a candidate's share of the clock stopped it before its steps (the run is then not reproducible)."""
 
     def offset(self) -> dict:
         return {**self._asdict(), "targets": None if self.targets is None else [int(v) for v in self.targets]}
@@ -262,12 +271,14 @@ def keep_start(cfg: RunConfig, data: RunData, model: AutoEncoderModel, quiet: bo
     crit = RESTART_CRITERIA[tc.restarts.select]
     if not quiet and rank() == 0:
         sampled = crit.combine is _ensemble_combine and ensemble_sample(data.train, tc.seed) is not None
-        print(f"kept start {kept} of {tc.restarts.count} after {tc.candidate_steps} steps each ({crit.describe}"
+        took = (f"{tc.candidate_steps} steps each" if not starts.clock_stopped else
+                f"{', '.join(map(str, starts.steps))} steps (the clock's share cut them short of {tc.candidate_steps})")
+        print(f"kept start {kept} of {tc.restarts.count} after {took} ({crit.describe}"
               + (f", on a random sample of {ENSEMBLE_SAMPLE:,} of the {len(data.train):,} examples streamed from "
                  "disk" if sampled else "") + ", lowest kept: "
               f"{', '.join(f'{v:.4f}' for v in starts.losses)}); {_clock(seconds)} for the starts", flush=True)
     return KeptStart(starts.steps[kept], seconds, starts.losses, starts.targets,
-                     sum(starts.steps) - starts.steps[kept], sum(starts.pretrain_steps))
+                     sum(starts.steps) - starts.steps[kept], sum(starts.pretrain_steps), starts.clock_stopped)
 
 
 def starts_report(cfg: RunConfig, values: list[float] | None) -> dict | None:

@@ -54,6 +54,8 @@ class Prepared:
     """Optimiser steps of the discarded restart candidates (not in ``max_steps``; in ``train/steps``)."""
     pretrain_done: int = 0
     """Pre-training steps taken before this run's trainer starts (every restart candidate's)."""
+    starts_clock_stopped: bool = False
+    """Whether the clock cut a restart candidate short of its steps."""
     run_dir: Path | None = None
     ckpt: PeriodicCheckpoint | None = None
     resume_from: str | None = None
@@ -145,11 +147,11 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
 
 
 def _counted(start: KeptStart | None) -> tuple:
-    """What a kept start adds to the run's counts: steps, seconds, the candidates' values, their other steps and
-    their pre-training steps (:class:`Prepared`'s fields in order)."""
+    """What a kept start adds to the run's counts: steps, seconds, the candidates' values, their other steps, their
+    pre-training steps and whether the clock cut one short (:class:`Prepared`'s fields in order)."""
     if start is None:
-        return 0, 0.0, None, 0, 0
-    return start.steps, start.seconds, start.losses, start.other_steps, start.pretrain_steps
+        return 0, 0.0, None, 0, 0, False
+    return start.steps, start.seconds, start.losses, start.other_steps, start.pretrain_steps, start.clock_stopped
 
 
 REFIT_SAMPLE = 50_000
@@ -304,13 +306,17 @@ class StepCount(NamedTuple):
     may then stop at another step, so the fit is not reproducible."""
     starts: list[float] | None = None
     """Every restart candidate's value under ``train.restarts.select`` (the lowest was kept); None without restarts."""
+    starts_cut: bool = False
+    """Whether the clock cut a restart candidate short of its steps (then ``clock_stopped`` too)."""
 
     def note(self, tc) -> str | None:
         """One line on a clock-stopped fit (None otherwise)."""
         if not self.clock_stopped:
             return None
-        return (f"stopped by the {tc.max_minutes:g}-minute clock (train.max_minutes) at step {self.kept} of "
-                f"{tc.max_steps}: not reproducible, a rerun with the same seed may stop at another step")
+        where = (f"at step {self.kept} of {tc.max_steps}" if self.kept < tc.max_steps or not self.starts_cut else
+                 "in its candidate starts (each has a share of the clock)")
+        return (f"stopped by the {tc.max_minutes:g}-minute clock (train.max_minutes) {where}: not reproducible, a "
+                "rerun with the same seed may stop at another step")
 
 
 def step_count(prep: Prepared, trainer: L.Trainer) -> StepCount:
@@ -320,7 +326,8 @@ def step_count(prep: Prepared, trainer: L.Trainer) -> StepCount:
     by_steps = tc.max_steps > 0 and kept >= tc.max_steps
     by_epochs = tc.epochs >= 0 and trainer.current_epoch >= tc.epochs
     return StepCount(kept + prep.other_steps, kept, len(prep.lit.pretrain_history) + prep.pretrain_done,
-                     bool(tc.max_minutes) and not by_steps and not by_epochs, prep.restart_losses)
+                     bool(tc.max_minutes) and not by_steps and not by_epochs or prep.starts_clock_stopped,
+                     prep.restart_losses, prep.starts_clock_stopped)
 
 
 def _kept_good(ckpt_cb, last: Path) -> str:
