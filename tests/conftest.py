@@ -35,6 +35,22 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda i: not (i.get_closest_marker("xdist_group") or i.get_closest_marker("slow")))
 
 
+@pytest.fixture(autouse=True)
+def _teacher_stand_in(request, monkeypatch):
+    """The ``umap-gmm`` teacher (``train.teacher``, on in preset ``cluster-vector``) is k-means on the inputs in every
+    test but those marked ``real_teacher``: umap-learn is an optional extra (absent in CI) that compiles with numba for
+    tens of seconds per process, and a test's outcome must not depend on whether it is installed. The teacher's
+    plumbing is the same either way; UMAP → GMM itself is tested in test_baselines."""
+    if request.node.get_closest_marker("real_teacher"):
+        return
+    from sklearn.cluster import KMeans
+
+    from wae.training import teacher
+
+    monkeypatch.setitem(teacher.TEACHERS, "umap-gmm",
+                        lambda x, k, seed: KMeans(k, n_init=3, random_state=seed).fit_predict(x))
+
+
 def pytest_configure(config):
     """An xdist worker computes with one thread (set before torch loads; its subprocesses inherit it): two workers
     with a thread per core each would run four threads on two cores, and torch's small ops slow down badly so."""

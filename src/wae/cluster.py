@@ -301,6 +301,8 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
             metrics["sweep"] = sweep
         if est.starts_:
             metrics["starts"] = est.starts_
+        if est.teacher_:
+            metrics["teacher"] = est.teacher_
         # everything below is written into tmp, then renamed to out in one step
         est.save(tmp)
         fig_dir = tmp / "figures"
@@ -333,6 +335,9 @@ def run_cluster(data: str, out: str | Path, k: int | None = None, k_range: str =
             s = est.starts_
             facts.append(("starts", f"{s['count']} candidate starts of {s['steps']} steps each, chosen without labels "
                                     f"(restarts.select={s['select']}): kept {s['why']}"))
+        if est.teacher_:
+            facts.append(("teacher", f"{est.teacher_} (chosen without labels; its shares are the prior's weights, its "
+                                     "clusters the pseudo-label targets)"))
         facts += [("input", note) for note in est.input_notes_]
         facts += [("sample", note) for note in _sample_notes(est, n, len(sample_idx), streamed, y is not None,
                                                               bool(sweep))]

@@ -68,7 +68,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         A ``gm-wae`` preset (``wae presets``); None picks one from the data's shape (see the module doc).
     max_steps, max_minutes : int / float or None
         Training budget (optimiser steps / wall minutes); None keeps the preset's (every preset has a clock:
-        ``main`` 9.5 minutes, ``cluster-*`` 5). ``max_steps`` bounds the kept run (its start's steps and those after
+        ``main`` 8.5 minutes, ``cluster-*`` 5). ``max_steps`` bounds the kept run (its start's steps and those after
         them); the discarded starts' steps come on top, their time counts in ``max_minutes``. With ``max_steps`` the
         heads' pre-training runs min(the preset's, max_steps // 5) steps.
     invariance : ``"auto"`` or ``"off"``
@@ -96,10 +96,10 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     restart candidates', the discarded ones' included) · ``n_iter_kept_`` : the kept run's (its start's and those
     after it) · ``clock_stopped_`` : whether ``max_minutes`` ended the fit before ``max_steps`` · ``starts_`` : the
     label-free choice among the restart candidates (:func:`~wae.training.restarts.starts_report`; None without) ·
-    ``model_`` : the trained :class:`~wae.models.gmwae.GaussianMixtureAE` · ``run_config_`` : its
-    :class:`~wae.config.RunConfig` · ``input_shape_`` / ``layout_`` : one example's shape and layout as given ·
-    ``offset_`` / ``scale_`` : the input map · ``input_notes_`` : what was done to the values ·
-    ``n_features_in_`` (and ``feature_names_in_`` for a DataFrame).
+    ``teacher_`` : what ``train.teacher`` gave the fit, in words (None without) · ``model_`` : the trained
+    :class:`~wae.models.gmwae.GaussianMixtureAE` · ``run_config_`` : its :class:`~wae.config.RunConfig` ·
+    ``input_shape_`` / ``layout_`` : one example's shape and layout as given · ``offset_`` / ``scale_`` : the input
+    map · ``input_notes_`` : what was done to the values · ``n_features_in_`` (and ``feature_names_in_``).
     """
 
     def __init__(self, n_clusters=10, *, preset=None, max_steps=None, max_minutes=None, invariance="auto",
@@ -304,6 +304,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.model_, self.run_config_ = model, cfg
         self.n_iter_, self.n_iter_kept_, self.clock_stopped_ = steps.total, steps.kept, steps.clock_stopped
         self.starts_ = starts_report(cfg, steps.starts)
+        self.teacher_ = steps.teacher
 
     # --- inference ------------------------------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
@@ -401,7 +402,7 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         meta = {"estimator": type(self).__name__, "wae_version": __version__, "params": params,
                 "input_shape": list(self.input_shape_), "layout": self.layout_, "n_iter": int(self.n_iter_),
                 "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_), "starts": self.starts_,
-                "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
+                "teacher": self.teacher_, "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
                 "feature_names_in": [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_")
                 else None}
         atomic_write_text(path / _ESTIMATOR_FILE, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
@@ -439,8 +440,8 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         est.offset_, est.scale_ = arrays["offset"].numpy(), arrays["scale"].numpy()
         est.labels_ = arrays["labels"].numpy()
         est.layout_, est.input_shape_, est.n_iter_, est.n_features_in_ = layout, shape, n_iter, n_features
-        est.n_iter_kept_, est.clock_stopped_, est.starts_ = n_kept, clock, meta.get("starts")
-        est.input_notes_ = notes
+        est.n_iter_kept_, est.clock_stopped_, est.input_notes_ = n_kept, clock, notes
+        est.starts_, est.teacher_ = meta.get("starts"), meta.get("teacher")
         if names is not None:
             est.feature_names_in_ = np.asarray(names, dtype=object)
         if tuple(est.model_.data_shape) != tuple(inputs.to_model_layout(np.empty((1, *shape)), layout).shape[1:]):

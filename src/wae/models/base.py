@@ -352,6 +352,15 @@ class AutoEncoderModel(nn.Module):
         if w and self.training:
             obj.extras["consistency"] = (w, self.consistency_kl(log_q, x, log_q_fn))
 
+    def set_cluster_weights(self, log_weights: Tensor) -> None:
+        """Set the mixture prior's weights p(k) (``log_weights``: K logs, e.g. a teacher's cluster shares); a model
+        without a K-component prior refuses."""
+        prior = getattr(self, "prior", None)
+        if prior is None or prior.num_components < 2 or prior.num_components != len(log_weights):
+            raise ConfigError(f"{type(self).__name__} has no {len(log_weights)}-component prior whose weights a "
+                              "teacher could set")
+        prior.log_weights.copy_(torch.as_tensor(log_weights).to(prior.log_weights))
+
     def add_pseudo_labels(self, obj: Objective, log_q: Tensor, targets: Tensor | None) -> None:
         """In training with ``pseudo_label_weight`` > 0 and ``targets`` (N ints, −1 = none) given, add the mean over
         the batch of −log q(ŷ_i|x_i) (``log_q`` (N, K), with its gradient) to the objective's extras."""

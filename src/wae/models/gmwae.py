@@ -74,9 +74,11 @@ class GMWAEConfig(ConsistencyConfig):
     decoder: str = "gm-dcgan"
     width: float = 1.0
     entropy_weight: float = 0.0
-    """Beyond the paper (0 = off): weight of −H(mean over the batch of q_D(k|x)) in the loss (both objectives). It
-    asks for equal mass on every component, so two digits are pushed not to share one; with ``consistency.weight``
-    3 it lifts GM-WAE's greedy accuracy (preset ``gm-wae-mnist-consistency``, benchmarks/README.md)."""
+    """Beyond the paper (0 = off): weight of KL(q̄ ‖ p(k)) in the loss (both objectives), q̄ the mean over the batch
+    of q_D(k|x) — with the uniform p(k) of the paper, −H(q̄) up to a constant. It asks for the prior's mass on every
+    component (equal mass unless ``train.teacher`` set the weights), so two digits are pushed not to share one; with
+    ``consistency.weight`` 3 it lifts GM-WAE's greedy accuracy (preset ``gm-wae-mnist-consistency``,
+    benchmarks/README.md)."""
     k_estimator: str = "exact"
     """How the expectation over k is taken in training: ``exact`` (the paper: all K components decoded per datum)
     or ``sparse`` (the most likely plus one sampled from the rest, unbiased; see the module docstring)."""
@@ -308,10 +310,12 @@ class GaussianMixtureAE(AutoEncoderModel):
         return self.refit_means[k: k + 1]
 
     def add_entropy(self, obj: Objective, q: Tensor) -> None:
-        """H(batch mean of q_D(k|x)) over the global batch, an extra logged as ``qD_entropy`` always; the loss gets
-        −``entropy_weight`` × it."""
+        """H(q̄) + Σ_k q̄_k (log p_k − max_j log p_j) = −KL(q̄ ‖ p) − max_j log p_j, q̄ the mean of q_D(k|x) over the
+        global batch and p the prior's weights — H(q̄) itself, to the bit, when p is uniform — an extra logged as
+        ``qD_entropy`` always; the loss gets −``entropy_weight`` × it."""
         qbar = self.gather(q).mean(0)
-        ent = -kl_categorical(qbar, torch.zeros_like(qbar))  # H(q̄) = −Σ q̄ log q̄ = −KL(q̄ ‖ 1)
+        log_p = self.prior.log_weights.to(qbar)
+        ent = -kl_categorical(qbar, torch.zeros_like(qbar)) + (qbar * (log_p - log_p.max())).sum()
         obj.extras["qD_entropy"] = (-self.config.entropy_weight, ent)
 
     def log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from ..errors import ConfigError, TrainingError, TrainingStopped
 from ..models import AutoEncoderModel, create_model
 from .engine import make_trainer, rank, train_loader
 from .module import LitAutoEncoder
+from .teacher import Teaching
 
 __all__ = ["ENSEMBLE_SAMPLE", "RESTART_CRITERIA", "KeptStart", "RestartCriterion", "StartProgress", "Starts",
            "all_assignments", "ensemble_sample", "keep_start", "mean_confidence", "restart_seed", "select_start",
@@ -143,7 +144,7 @@ class Starts(NamedTuple):
     """Whether a candidate's share of the clock (``train.candidate_minutes``) stopped it before its steps."""
 
 
-def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
+def select_start(cfg: RunConfig, data: RunData, quiet: bool = True, teaching: Teaching | None = None) -> Starts:
     """Train ``cfg.train.restarts.count`` candidate starts for ``candidate_steps`` steps each (in memory, seeds from
     :func:`restart_seed`) and return the state of the one with the lowest loss under ``restarts.select``
     (:data:`RESTART_CRITERIA`), with every candidate's loss: the mean training objective over its last quarter of
@@ -151,8 +152,9 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
     models) or minus the NMI of its assignments of all training data with the candidates' consensus partition
     (``ensemble``). Third: that consensus in the kept candidate's component ids (``ensemble``; the targets of
     ``model.pseudo_label_weight``), else None. Also every candidate's optimiser and pre-training steps
-    (:class:`Starts`), and whether the clock cut a candidate short. Label-free: no label is read. Unless ``quiet``, a :class:`StartProgress` line says which start
-    runs, its steps and the time elapsed.
+    (:class:`Starts`), and whether the clock cut a candidate short. Label-free: no label is read. Unless ``quiet``,
+    a :class:`StartProgress` line says which start runs, its steps and the time elapsed. A ``teaching``
+    (:mod:`.teacher`) is given to every candidate.
     """
     from ..evaluation.clustering import align_partition
 
@@ -171,7 +173,7 @@ def select_start(cfg: RunConfig, data: RunData, quiet: bool = True) -> Starts:
         tracker = _LossTracker()
         cbs = [tracker] if quiet or rank() != 0 else \
             [tracker, StartProgress(f"start {i + 1} of {tc.restarts.count}", tc.candidate_steps, t0=t0)]
-        model, n_steps, n_pre, stopped = train_candidate(cfg, data, restart_seed(tc.seed, i), cbs)
+        model, n_steps, n_pre, stopped = train_candidate(cfg, data, restart_seed(tc.seed, i), cbs, teaching)
         cut = cut or stopped
         steps.append(n_steps)
         pre.append(n_pre)
@@ -204,12 +206,13 @@ def ensemble_sample(train_ds, seed: int) -> torch.Tensor | None:
     return torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:ENSEMBLE_SAMPLE].sort().values
 
 
-def train_candidate(cfg: RunConfig, data: RunData, seed: int,
-                    callbacks: list) -> tuple[AutoEncoderModel, int, int, bool]:
+def train_candidate(cfg: RunConfig, data: RunData, seed: int, callbacks: list,
+                    teaching: Teaching | None = None) -> tuple[AutoEncoderModel, int, int, bool]:
     """One candidate start: ``cfg``'s model trained from ``seed`` for ``candidate_steps`` steps or its share of the
     clock (``candidate_minutes``), whichever ends first, in memory, without the curves (as a run of that seed to that
     many steps would train it). Returns the model (CPU, eval mode), its optimiser steps, its pre-training steps and
-    whether the clock stopped it before its steps."""
+    whether the clock stopped it before its steps. A ``teaching`` sets the prior's weights and the pseudo-label
+    targets."""
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     tc = replace(cfg.train, seed=seed, max_steps=cfg.train.candidate_steps, max_minutes=cfg.train.candidate_minutes,
@@ -217,6 +220,10 @@ def train_candidate(cfg: RunConfig, data: RunData, seed: int,
     L.seed_everything(seed, workers=True, verbose=False)
     model = create_model(cfg.model, data.train.shape, copy.deepcopy(cfg.model_config))
     lit = LitAutoEncoder(model, tc, data.train.x)
+    if teaching is not None:
+        model.set_cluster_weights(teaching.log_weights)
+        if model.takes_cluster_targets:
+            lit.targets = teaching.targets
     loader = train_loader(data.train, tc)
     trainer = make_trainer(tc, model.has_critic, len(data.train), callbacks, quiet=True)
     try:
@@ -260,11 +267,12 @@ class KeptStart(NamedTuple):
         return {**self._asdict(), "targets": None if self.targets is None else [int(v) for v in self.targets]}
 
 
-def keep_start(cfg: RunConfig, data: RunData, model: AutoEncoderModel, quiet: bool = False) -> KeptStart:
+def keep_start(cfg: RunConfig, data: RunData, model: AutoEncoderModel, quiet: bool = False,
+               teaching: Teaching | None = None) -> KeptStart:
     """Train the candidate starts (:func:`select_start`), load the kept one's weights into ``model`` and say which
     it is (unless ``quiet``)."""
     tc, t0 = cfg.train, time.time()
-    starts = select_start(cfg, data, quiet=quiet)
+    starts = select_start(cfg, data, quiet=quiet, teaching=teaching)
     model.load_state_dict(starts.state)
     kept = starts.losses.index(min(starts.losses))
     seconds = time.time() - t0

@@ -24,6 +24,7 @@ from .engine import make_trainer, rank, train_loader
 from .module import LitAutoEncoder
 from .restarts import ENSEMBLE_SAMPLE, KeptStart, keep_start
 from .rundir import RunLock, check_output_dir, check_run_dir, open_run_dir
+from .teacher import teach
 
 __all__ = ["ENSEMBLE_SAMPLE", "REFIT_SAMPLE", "Prepared", "StepCount", "build_trainer", "check_output_dir", "finalise",
            "fit", "fit_in_memory", "load_data_for", "prepare", "refit_data", "train"]
@@ -56,6 +57,8 @@ class Prepared:
     """Pre-training steps taken before this run's trainer starts (every restart candidate's)."""
     starts_clock_stopped: bool = False
     """Whether the clock cut a restart candidate short of its steps."""
+    teacher: str | None = None
+    """What ``train.teacher`` gave the run, in words (None without a teacher)."""
     run_dir: Path | None = None
     ckpt: PeriodicCheckpoint | None = None
     resume_from: str | None = None
@@ -119,12 +122,18 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     if rd is not None:
         cbs.insert(0, rd.ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
+    teaching, note = teach(tc.teacher, data, model.num_components if model.has_discrete_latent else 0, tc.seed)
+    if teaching is not None:
+        model.set_cluster_weights(teaching.log_weights)
+        log.info(note)
+        if not quiet and rank() == 0:
+            print(note, flush=True)
     start = None
     if rd is not None and rd.offset is not None:  # a resumed run that had chosen among restarts: still counted
         start = KeptStart(**rd.offset)
     elif tc.restarts.count > 1 and (rd is None or rd.resume_from is None) and init_state is None:
         try:
-            start = keep_start(cfg, data, model, quiet)
+            start = keep_start(cfg, data, model, quiet, teaching)
         except BaseException:
             if rd is not None and rd.lock is not None:
                 rd.lock.__exit__(None, None, None)
@@ -132,6 +141,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         lit.skip_pretrain = True
     if start is not None and model.takes_cluster_targets and start.targets is not None and len(start.targets) == n:
         lit.targets = torch.as_tensor(start.targets, dtype=torch.long)
+    if teaching is not None and model.takes_cluster_targets:  # the teacher's, before the starts' consensus
+        lit.targets = teaching.targets
     if rd is not None and start is not None and start.steps:
         rd.ckpt.offset = start.offset()
     loader = train_loader(train_ds, tc)
@@ -141,8 +152,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         cbs.append(EpochEvaluator(curve_ds.x[:k], curve_ds.y[:k] if curve_ds.y is not None else None,
                                   tc.eval_every_epochs, prefix=f"{split}/"))
     if rd is None:
-        return Prepared(cfg, data, lit, loader, cbs, *_counted(start))
-    return Prepared(cfg, data, lit, loader, cbs, *_counted(start), rd.path, rd.ckpt, rd.resume_from, rd.saved_text,
+        return Prepared(cfg, data, lit, loader, cbs, *_counted(start), note)
+    return Prepared(cfg, data, lit, loader, cbs, *_counted(start), note, rd.path, rd.ckpt, rd.resume_from, rd.saved_text,
                     resume, rd.lock, rd.notes)
 
 
@@ -249,7 +260,7 @@ def finalise(prep: Prepared, trainer: L.Trainer, wall: float, quiet: bool = Fals
             "train/steps_kept_run": count.kept, "train/pretrain_steps": count.pretrain,
             "train/clock_stopped": count.clock_stopped,
             "train_note": count.note(tc), "train/epochs": trainer.current_epoch,
-            "train/restart_losses": prep.restart_losses,
+            "train/restart_losses": prep.restart_losses, "train/teacher": prep.teacher,
             "train/pretrain_final": prep.lit.pretrain_history[-1] if prep.lit.pretrain_history else None,
         }, figures=tc.figures, sample_metrics=list(tc.sample_metrics), progress=progress)
 
@@ -308,6 +319,8 @@ class StepCount(NamedTuple):
     """Every restart candidate's value under ``train.restarts.select`` (the lowest was kept); None without restarts."""
     starts_cut: bool = False
     """Whether the clock cut a restart candidate short of its steps (then ``clock_stopped`` too)."""
+    teacher: str | None = None
+    """What ``train.teacher`` gave the fit, in words (None without a teacher)."""
 
     def note(self, tc) -> str | None:
         """One line on a clock-stopped fit (None otherwise)."""
@@ -327,7 +340,7 @@ def step_count(prep: Prepared, trainer: L.Trainer) -> StepCount:
     by_epochs = tc.epochs >= 0 and trainer.current_epoch >= tc.epochs
     return StepCount(kept + prep.other_steps, kept, len(prep.lit.pretrain_history) + prep.pretrain_done,
                      bool(tc.max_minutes) and not by_steps and not by_epochs or prep.starts_clock_stopped,
-                     prep.restart_losses, prep.starts_clock_stopped)
+                     prep.restart_losses, prep.starts_clock_stopped, prep.teacher)
 
 
 def _kept_good(ckpt_cb, last: Path) -> str:
