@@ -221,9 +221,7 @@ def train_candidate(cfg: RunConfig, data: RunData, seed: int, callbacks: list,
     model = create_model(cfg.model, data.train.shape, copy.deepcopy(cfg.model_config))
     lit = LitAutoEncoder(model, tc, data.train.x)
     if teaching is not None:
-        model.set_cluster_weights(teaching.log_weights)
-        if model.takes_cluster_targets:
-            lit.targets = teaching.targets
+        teaching.apply(lit)
     loader = train_loader(data.train, tc)
     trainer = make_trainer(tc, model.has_critic, len(data.train), callbacks, quiet=True)
     try:

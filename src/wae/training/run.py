@@ -124,7 +124,6 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     lit = LitAutoEncoder(model, tc, train_ds.x)
     teaching, note = teach(tc.teacher, data, model.num_components if model.has_discrete_latent else 0, tc.seed)
     if teaching is not None:
-        model.set_cluster_weights(teaching.log_weights)
         log.info(note)
         if not quiet and rank() == 0:
             print(note, flush=True)
@@ -141,8 +140,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
         lit.skip_pretrain = True
     if start is not None and model.takes_cluster_targets and start.targets is not None and len(start.targets) == n:
         lit.targets = torch.as_tensor(start.targets, dtype=torch.long)
-    if teaching is not None and model.takes_cluster_targets:  # the teacher's, before the starts' consensus
-        lit.targets = teaching.targets
+    if teaching is not None:  # p(k) and the targets, the teacher's before the starts' consensus
+        teaching.apply(lit)
     if rd is not None and start is not None and start.steps:
         rd.ckpt.offset = start.offset()
     loader = train_loader(train_ds, tc)

@@ -39,7 +39,12 @@ class Teaching(NamedTuple):
     log_weights: torch.Tensor
     """(K,) the log of the teacher's cluster shares (each at least :data:`MIN_SHARE` / K, renormalised): the
     prior's p(k)."""
-    note: str
+
+    def apply(self, lit) -> None:
+        """Give a Lightning module's model the teacher's p(k) and, if it takes them, its clusters as targets."""
+        lit.model.set_cluster_weights(self.log_weights)
+        if lit.model.takes_cluster_targets:
+            lit.targets = self.targets
 
 
 MIN_SHARE = 0.01
@@ -67,7 +72,7 @@ def teach(name: str | None, data: RunData, k: int, seed: int) -> tuple[Teaching 
     w = w / w.sum()
     note = (f"teacher {name}: {len(np.unique(labels))} of {k} clusters used, shares "
             + " ".join(f"{s:.2f}" for s in np.sort(shares)[::-1]))
-    return Teaching(torch.as_tensor(labels), torch.as_tensor(np.log(w), dtype=torch.float32), note), note
+    return Teaching(torch.as_tensor(labels), torch.as_tensor(np.log(w), dtype=torch.float32)), note
 
 
 def _skipped(name: str, why: str) -> str:
