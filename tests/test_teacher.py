@@ -129,11 +129,13 @@ def test_teacher_settings_are_checked():
     _cfg().validate()
 
 
-def test_the_estimator_and_a_saved_fit_say_what_the_teacher_gave(fake_teacher, tmp_path):
+def test_the_estimator_and_a_saved_fit_say_what_the_teacher_gave(fake_teacher, tmp_path, capfd):
     from wae import GMWAEClustering
 
     X = _data().train.x.numpy()
-    est = GMWAEClustering(2, max_steps=20, random_state=0, device="cpu").fit(X)  # cluster-vector: a teacher
+    est = GMWAEClustering(2, max_steps=20, random_state=0, device="cpu", verbose=True).fit(X)  # cluster-vector
+    out = capfd.readouterr().out  # a line before the teacher runs (UMAP takes a minute on large data), one after
+    assert "teacher umap-gmm: partitioning the 200 training examples" in out and "2 of 2 clusters used" in out
     assert est.teacher_.startswith("teacher umap-gmm: 2 of 2 clusters used, shares ")  # of the scaled inputs
     est.save(tmp_path / "e")
     assert GMWAEClustering.load(tmp_path / "e").teacher_ == est.teacher_

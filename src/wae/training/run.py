@@ -122,6 +122,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
     if rd is not None:
         cbs.insert(0, rd.ckpt)
     lit = LitAutoEncoder(model, tc, train_ds.x)
+    if tc.teacher and model.has_discrete_latent and not quiet and rank() == 0:  # UMAP takes a minute on large data
+        print(f"teacher {tc.teacher}: partitioning the {n:,} training examples …", flush=True)
     teaching, note = teach(tc.teacher, data, model.num_components if model.has_discrete_latent else 0, tc.seed)
     if teaching is not None:
         log.info(note)
