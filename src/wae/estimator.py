@@ -401,10 +401,10 @@ class GMWAEClustering(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             params["random_state"] = None  # a RandomState object is not data; the fit's seed is in config.yaml
         meta = {"estimator": type(self).__name__, "wae_version": __version__, "params": params,
                 "input_shape": list(self.input_shape_), "layout": self.layout_, "n_iter": int(self.n_iter_),
-                "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_), "starts": self.starts_,
-                "teacher": self.teacher_, "n_features_in": int(self.n_features_in_), "input_notes": list(self.input_notes_),
-                "feature_names_in": [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_")
-                else None}
+                "n_iter_kept": int(self.n_iter_kept_), "clock_stopped": bool(self.clock_stopped_),
+                "starts": self.starts_, "teacher": self.teacher_, "n_features_in": int(self.n_features_in_),
+                "input_notes": list(self.input_notes_), "feature_names_in": [str(f) for f in self.feature_names_in_]
+                if hasattr(self, "feature_names_in_") else None}
         atomic_write_text(path / _ESTIMATOR_FILE, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
         return path
 

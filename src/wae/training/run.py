@@ -154,8 +154,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path | None = None, resume: bool = Fa
                                   tc.eval_every_epochs, prefix=f"{split}/"))
     if rd is None:
         return Prepared(cfg, data, lit, loader, cbs, *_counted(start), note)
-    return Prepared(cfg, data, lit, loader, cbs, *_counted(start), note, rd.path, rd.ckpt, rd.resume_from, rd.saved_text,
-                    resume, rd.lock, rd.notes)
+    return Prepared(cfg, data, lit, loader, cbs, *_counted(start), note, rd.path, rd.ckpt, rd.resume_from,
+                    rd.saved_text, resume, rd.lock, rd.notes)
 
 
 def _counted(start: KeptStart | None) -> tuple:
